@@ -1,0 +1,113 @@
+"""The ``explore`` command line.
+
+Every command reports user errors (:class:`~explore.errors.ExploreError`) as one line on stderr
+and exits with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from explore.errors import ExploreError
+
+app = typer.Typer(help="explore: compress and evaluate InstructBLIP-style vision-language models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+world_app = typer.Typer(help="The shapes world: export data, show scenes.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
+console = Console(stderr=True)
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def _positive(name: str, value: int) -> int:
+    if value <= 0:
+        raise ExploreError(f"--{name} must be a positive integer, got {value}")
+    return value
+
+
+@world_app.command("export")
+def world_export(
+    out: Annotated[Path, typer.Option(help="Output folder.")],
+    n: Annotated[int, typer.Option(help="Number of scenes (jsonl) or judge pairs (vlrewardbench).")] = 100,
+    seed: Annotated[int, typer.Option(help="Base seed of the split.")] = 0,
+    split: Annotated[str, typer.Option(help="train, val, test or compositional.")] = "test",
+    format: Annotated[str, typer.Option("--format", help="jsonl (PNG + JSONL) or vlrewardbench (parquet).")] = "jsonl",
+    resolution: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
+) -> None:
+    """Write shapes-world scenes with their questions, captions and judge pairs."""
+    from explore.world.export import EXPORT_FORMATS, export_jsonl, export_vlrewardbench
+    from explore.world.splits import SPLITS
+
+    _positive("n", n)
+    _positive("resolution", resolution)
+    if format not in EXPORT_FORMATS:
+        raise ExploreError(f"unknown --format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
+    if split not in SPLITS:
+        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if seed < 0:
+        raise ExploreError(f"--seed must be non-negative, got {seed}")
+    if format == "jsonl":
+        counts = export_jsonl(out, n, seed=seed, split=split, resolution=resolution)
+        summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
+        typer.echo(f"wrote {out} ({summary})")
+    else:
+        path = export_vlrewardbench(out, n, seed=seed, split=split, resolution=resolution)
+        typer.echo(f"wrote {path} ({n} judge pairs in the VL-RewardBench schema)")
+
+
+@world_app.command("show")
+def world_show(
+    out: Annotated[Path, typer.Option(help="Output PNG file.")] = Path("contact_sheet.png"),
+    n: Annotated[int, typer.Option(help="Number of scenes.")] = 16,
+    seed: Annotated[int, typer.Option(help="Base seed of the split.")] = 0,
+    split: Annotated[str, typer.Option(help="train, val, test or compositional.")] = "test",
+    columns: Annotated[int, typer.Option(help="Scenes per row.")] = 4,
+) -> None:
+    """Write a contact sheet PNG of scenes with their captions."""
+    from explore.world.export import contact_sheet
+    from explore.world.splits import SPLITS, split_scenes
+
+    _positive("n", n)
+    _positive("columns", columns)
+    if split not in SPLITS:
+        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if out.suffix.lower() != ".png":
+        raise ExploreError(f"--out must be a .png file, got {out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    contact_sheet(split_scenes(split, n, seed), columns=columns).save(out)
+    typer.echo(f"wrote {out} ({n} scenes)")
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    try:
+        app(standalone_mode=False)
+    except ExploreError as err:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

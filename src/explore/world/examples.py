@@ -1,0 +1,98 @@
+"""Shapes-world scenes as :class:`~explore.data.example.Example` values (VQA, caption, judge).
+
+Example ``i`` of a split is built from scene ``i`` of that split and a generator seeded by the
+scene's seed, so the same (split, index, seed) always gives the same image, prompt and answer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from explore.data.example import Example
+from explore.world.judge import JUDGE_KINDS, judge_pair
+from explore.world.render import DEFAULT_RESOLUTION, render
+from explore.world.scene import Scene, SceneSpec
+from explore.world.splits import scene_seed, split_scene
+from explore.world.text import CAPTION_STYLES, QUESTION_TYPES, ask, caption, caption_prompt, vqa_prompt
+
+WORLD_TASKS: tuple[str, ...] = ("vqa", "caption", "judge")
+
+
+def _rng(split: str, index: int, seed: int, task: str) -> np.random.Generator:
+    # A stream per (scene, task), independent of the stream that sampled the scene.
+    return np.random.default_rng([scene_seed(split, index, seed), WORLD_TASKS.index(task), 1])
+
+
+def vqa_example(scene: Scene, rng: np.random.Generator, qtype: str, ex_id: str, *, templates: bool,
+                resolution: int) -> Example | None:
+    qa = ask(scene, qtype, rng)
+    if qa is None:
+        return None
+    prompt = vqa_prompt(qa.question, rng) if templates else qa.question
+    return Example(id=ex_id, task="vqa", image=render(scene, resolution), prompt=prompt, answers=[qa.answer],
+                   category=qtype, source="shapes-world",
+                   meta={"question": qa.question, "scene": scene.to_dict(), **qa.meta})  # fmt: skip
+
+
+def caption_example(scene: Scene, rng: np.random.Generator, ex_id: str, *, templates: bool,
+                    resolution: int) -> Example:
+    prompt = caption_prompt(rng) if templates else "A short image description:"
+    answers = [caption(scene, style) for style in CAPTION_STYLES]  # canonical first: the training target
+    return Example(id=ex_id, task="caption", image=render(scene, resolution), prompt=prompt, answers=answers,
+                   category=f"{len(scene.objects)}_objects", source="shapes-world",
+                   meta={"scene": scene.to_dict()})  # fmt: skip
+
+
+def judge_example(scene: Scene, rng: np.random.Generator, kind: str, ex_id: str, *, resolution: int) -> Example | None:
+    pair = judge_pair(scene, kind, rng)
+    if pair is None:
+        return None
+    preferred = int(rng.integers(2))  # the faithful answer's position, at random
+    responses = [pair.rejected, pair.rejected]
+    responses[preferred] = pair.chosen
+    return Example(id=ex_id, task="judge", image=render(scene, resolution), prompt=pair.query, responses=responses,
+                   preferred=preferred, category=pair.category, source="shapes-world",
+                   meta={"kind": kind, "scene": scene.to_dict()})  # fmt: skip
+
+
+def world_examples(
+    split: str,
+    n: int,
+    task: str,
+    *,
+    seed: int = 0,
+    start: int = 0,
+    spec: SceneSpec = SceneSpec(),
+    resolution: int = DEFAULT_RESOLUTION,
+    templates: bool = True,
+    qtypes: tuple[str, ...] = QUESTION_TYPES,
+) -> list[Example]:
+    """``n`` examples of ``task`` from ``split`` (scenes ``start … start + n - 1``).
+
+    VQA examples cycle through ``qtypes`` (and judge examples through the judge kinds) so the
+    types are balanced; when a scene cannot support a type (a relation in a one-object scene),
+    the next type in the cycle is used. ``templates`` wraps prompts in InstructBLIP's
+    instruction templates; without it, the prompt is the bare question.
+    """
+    if task not in WORLD_TASKS:
+        raise ValueError(f"unknown world task {task!r}; expected one of {', '.join(WORLD_TASKS)}")
+    kinds = tuple(JUDGE_KINDS)
+    examples = []
+    for i in range(start, start + n):
+        scene = split_scene(split, i, seed, spec)
+        rng = _rng(split, i, seed, task)
+        ex_id = f"{split}-{task}-{i:06d}"
+        if task == "caption":
+            examples.append(caption_example(scene, rng, ex_id, templates=templates, resolution=resolution))
+            continue
+        cycle = qtypes if task == "vqa" else kinds
+        for shift in range(len(cycle)):
+            kind = cycle[(i + shift) % len(cycle)]
+            if task == "vqa":
+                example = vqa_example(scene, rng, kind, ex_id, templates=templates, resolution=resolution)
+            else:
+                example = judge_example(scene, rng, kind, ex_id, resolution=resolution)
+            if example is not None:
+                examples.append(example)
+                break
+    return examples

@@ -1,0 +1,174 @@
+"""Judge pairs: a query, a faithful answer and an unfaithful one, for the reward-model task.
+
+Each pair has a *kind* (how the unfaithful answer is wrong) and a *category* as in
+VL-RewardBench (general, hallucination, reasoning):
+
+- ``wrong_attribute`` on a question about one object (colour / shape / size) → general;
+- ``wrong_attribute`` inside a full description, and ``invented_object`` (a description that adds
+  an object the image does not contain) → hallucination;
+- ``wrong_count`` and ``wrong_relation`` → reasoning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from explore.world.scene import COLOURS, SHAPES, SIZES, Obj, Scene
+from explore.world.text import (
+    PLURAL,
+    RELATION_PHRASE,
+    caption,
+    caption_prompt,
+    direction,
+    refer,
+)
+
+JUDGE_KINDS: dict[str, str] = {
+    "wrong_attribute": "general",
+    "wrong_attribute_description": "hallucination",
+    "invented_object": "hallucination",
+    "wrong_count": "reasoning",
+    "wrong_relation": "reasoning",
+}
+CATEGORIES: tuple[str, ...] = ("general", "hallucination", "reasoning")
+
+JUDGE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "colour_q": ("What colour is the {ref}?", "Which colour does the {ref} have?"),
+    "colour_a": ("The {ref} is {value}.",),
+    "shape_q": ("What shape is the {ref}?", "Which shape is the {ref}?"),
+    "shape_a": ("The {ref} is a {value}.",),
+    "size_q": ("How big is the {ref}?", "Is the {ref} small or large?"),
+    "size_a": ("The {ref} is {value}.",),
+    "count_q": ("How many {x} are there?", "How many {x} can you see in the image?"),
+    "count_a": ("There are {n} {x}.",),
+    "count_a_one": ("There is {n} {x}.",),
+    "relation_q": ("Where is the {a} relative to the {b}?", "How is the {a} placed with respect to the {b}?"),
+    "relation_a": ("The {a} is {rel} the {b}.",),
+}
+
+
+@dataclass(frozen=True)
+class JudgePair:
+    """A query with a faithful (``chosen``) and an unfaithful (``rejected``) answer."""
+
+    kind: str  # one of JUDGE_KINDS
+    category: str  # general / hallucination / reasoning
+    query: str
+    chosen: str
+    rejected: str
+
+
+def _pick(rng: np.random.Generator, items):
+    return items[int(rng.integers(len(items)))]
+
+
+def _other(rng: np.random.Generator, options, current):
+    return _pick(rng, [o for o in options if o != current])
+
+
+def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> JudgePair:
+    obj = _pick(rng, list(scene.objects))
+    attr = _pick(rng, ("colour", "shape", "size"))
+    t = JUDGE_TEMPLATES
+    if attr == "size":
+        ref, value, wrong = obj.name, obj.size, _other(rng, SIZES, obj.size)
+    else:
+        ref = refer(scene, obj, without=attr)
+        value = getattr(obj, attr)
+        wrong = _other(rng, list(COLOURS) if attr == "colour" else SHAPES, value)
+    query = _pick(rng, t[f"{attr}_q"]).format(ref=ref)
+    answer = _pick(rng, t[f"{attr}_a"])
+    return JudgePair("wrong_attribute", "general", query,
+                     answer.format(ref=ref, value=value), answer.format(ref=ref, value=wrong))  # fmt: skip
+
+
+def _altered_scene(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The scene with one attribute of one object changed, keeping colour–shape pairs unique."""
+    idx = int(rng.integers(len(scene.objects)))
+    obj = scene.objects[idx]
+    while True:
+        attr = _pick(rng, ("colour", "shape", "size"))
+        if attr == "size":
+            new = replace(obj, size=_other(rng, SIZES, obj.size))
+        elif attr == "colour":
+            new = replace(obj, colour=_other(rng, list(COLOURS), obj.colour))
+        else:
+            new = replace(obj, shape=_other(rng, SHAPES, obj.shape))
+        if attr == "size" or scene.find(new.colour, new.shape) is None:
+            break
+    objects = list(scene.objects)
+    objects[idx] = new
+    return replace(scene, objects=tuple(objects))
+
+
+def _invented_scene(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The scene plus one object in an empty cell (None if the grid is full)."""
+    used = {o.cell for o in scene.objects}
+    free = [(r, c) for r in range(3) for c in range(3) if (r, c) not in used]
+    absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None]
+    row, col = _pick(rng, free)
+    colour, shape = _pick(rng, absent)
+    extra = Obj(shape, colour, _pick(rng, SIZES), (col + 0.5) / 3, (row + 0.5) / 3)
+    return replace(scene, objects=(*scene.objects, extra))
+
+
+def _wrong_count(scene: Scene, rng: np.random.Generator) -> JudgePair:
+    objects = list(scene.objects)
+    kind = int(rng.integers(3))
+    if kind == 0:
+        singular, n = "object", len(objects)
+    elif kind == 1:
+        singular = _pick(rng, [o.shape for o in objects])
+        n = sum(o.shape == singular for o in objects)
+    else:
+        colour = _pick(rng, [o.colour for o in objects])
+        singular, n = f"{colour} object", sum(o.colour == colour for o in objects)
+    plural = " ".join([*singular.split()[:-1], PLURAL.get(singular.split()[-1], "objects")])
+    wrong = _pick(rng, [m for m in (n - 2, n - 1, n + 1, n + 2) if m >= 1])
+
+    def answer(count: int) -> str:
+        # Grammatical for both counts, so grammar never gives the wrong answer away.
+        template = JUDGE_TEMPLATES["count_a"][0] if count != 1 else JUDGE_TEMPLATES["count_a_one"][0]
+        return template.format(n=count, x=plural if count != 1 else singular)
+
+    query = _pick(rng, JUDGE_TEMPLATES["count_q"]).format(x=plural)
+    return JudgePair("wrong_count", "reasoning", query, answer(n), answer(wrong))
+
+
+_OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
+
+
+def _wrong_relation(scene: Scene, rng: np.random.Generator) -> JudgePair | None:
+    aligned = [(a, b) for a in scene.objects for b in scene.objects if a is not b and direction(a, b)]
+    if not aligned:
+        return None
+    a, b = _pick(rng, aligned)
+    rel = direction(a, b)
+    query = _pick(rng, JUDGE_TEMPLATES["relation_q"]).format(a=a.name, b=b.name)
+    answer = JUDGE_TEMPLATES["relation_a"][0]
+    chosen = answer.format(a=a.name, b=b.name, rel=RELATION_PHRASE[rel])
+    rejected = answer.format(a=a.name, b=b.name, rel=RELATION_PHRASE[_OPPOSITE[rel]])
+    return JudgePair("wrong_relation", "reasoning", query, chosen, rejected)
+
+
+def judge_pair(scene: Scene, kind: str, rng: np.random.Generator) -> JudgePair | None:
+    """Make a judge pair of ``kind`` for ``scene``, or None if the scene cannot support it
+    (a relation needs two aligned objects; an invented object needs a free cell)."""
+    if kind == "wrong_attribute":
+        return _wrong_attribute(scene, rng)
+    if kind == "wrong_count":
+        return _wrong_count(scene, rng)
+    if kind == "wrong_relation":
+        return _wrong_relation(scene, rng)
+    if kind in ("wrong_attribute_description", "invented_object"):
+        if kind == "invented_object" and len(scene.objects) >= 9:
+            return None
+        fake = _altered_scene(scene, rng) if kind == "wrong_attribute_description" else _invented_scene(scene, rng)
+        style = _pick(rng, ("canonical", "there_is", "image_shows"))
+        return JudgePair(kind, JUDGE_KINDS[kind], caption_prompt(rng), caption(scene, style), caption(fake, style))
+    raise ValueError(f"unknown judge kind {kind!r}; expected one of {sorted(JUDGE_KINDS)}")
+
+
+__all__ = ["CATEGORIES", "JUDGE_KINDS", "JUDGE_TEMPLATES", "JudgePair", "judge_pair"]

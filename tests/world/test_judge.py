@@ -1,0 +1,69 @@
+import re
+
+import numpy as np
+import pytest
+
+from explore.world.judge import JUDGE_KINDS, judge_pair
+from explore.world.scene import COLOURS, SHAPES, SIZES
+from explore.world.text import parse_caption, scene_facts
+
+_NUMBER = re.compile(r"There (?:are|is) (\d+) (.+)\.$")
+_RELATION = re.compile(r"The (.+) is (left of|right of|above|below) the (.+)\.$")
+_ATTRIBUTE = re.compile(r"The (.+) is (?:a )?(\w+)\.$")
+
+
+@pytest.mark.parametrize("kind", sorted(JUDGE_KINDS))
+def test_judge_pairs_differ_in_the_labelled_way(kind, many_scenes, oracle):
+    rng = np.random.default_rng(0)
+    made = 0
+    for scene in many_scenes:
+        pair = judge_pair(scene, kind, rng)
+        if pair is None:
+            continue
+        made += 1
+        assert pair.category == JUDGE_KINDS[kind] and pair.chosen != pair.rejected
+        if kind in ("invented_object", "wrong_attribute_description"):
+            chosen, rejected = parse_caption(pair.chosen), parse_caption(pair.rejected)
+            assert chosen == scene_facts(scene)
+            if kind == "invented_object":
+                assert chosen < rejected and len(rejected - chosen) == 1
+                (size, colour, shape, position), = rejected - chosen
+                assert (colour, shape) not in {(o.colour, o.shape) for o in scene.objects}
+                assert position not in {o.position for o in scene.objects}
+            else:
+                assert len(chosen) == len(rejected) and len(rejected - chosen) == 1
+                (old,), (new,) = chosen - rejected, rejected - chosen
+                assert old[3] == new[3]  # same object (same position) ...
+                assert sum(a != b for a, b in zip(old[:3], new[:3])) == 1  # ... one attribute changed
+        elif kind == "wrong_count":
+            (n_chosen, noun_c), (n_rejected, _) = (_NUMBER.match(t).groups() for t in (pair.chosen, pair.rejected))
+            assert int(n_chosen) == oracle.count_noun(scene, noun_c)
+            assert int(n_rejected) != int(n_chosen) and int(n_rejected) >= 1
+        elif kind == "wrong_relation":
+            a_c, rel_c, b_c = _RELATION.match(pair.chosen).groups()
+            a_r, rel_r, b_r = _RELATION.match(pair.rejected).groups()
+            assert (a_c, b_c) == (a_r, b_r) and rel_c != rel_r
+            (a,), (b,) = oracle.resolve(scene, a_c), oracle.resolve(scene, b_c)
+            truth = {"left of": a.x < b.x, "right of": a.x > b.x, "above": a.y < b.y, "below": a.y > b.y}
+            assert truth[rel_c] and not truth[rel_r]
+        else:  # wrong_attribute
+            ref, value = _ATTRIBUTE.match(pair.chosen).groups()
+            ref_r, wrong = _ATTRIBUTE.match(pair.rejected).groups()
+            assert ref == ref_r and value != wrong
+            (obj,) = oracle.resolve(scene, ref)
+            assert value in (obj.colour, obj.shape, obj.size)
+            domain = next(d for d in (SIZES, tuple(COLOURS), SHAPES) if value in d)
+            assert wrong in domain
+    assert made >= len(many_scenes) // 3
+
+
+def test_judge_examples_are_balanced_and_positions_random():
+    from explore.world.examples import world_examples
+
+    examples = world_examples("test", 300, "judge")
+    categories = [e.category for e in examples]
+    assert {c: categories.count(c) for c in set(categories)}.keys() == {"general", "hallucination", "reasoning"}
+    preferred = [e.preferred for e in examples]
+    assert 100 < sum(preferred) < 200  # the faithful answer is first or second at random
+    for e in examples:
+        assert e.responses[e.preferred] != e.responses[1 - e.preferred]
