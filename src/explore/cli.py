@@ -88,6 +88,23 @@ def world_show(
     typer.echo(f"wrote {out} ({n} scenes)")
 
 
+@app.command("pretrain")
+def pretrain_command(
+    config: Annotated[Path, typer.Option("--config", help="Pretraining YAML (e.g. configs/pretrain/shapes-small.yaml).")],
+    resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoints/step-* folder to continue from.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
+) -> None:
+    """Train a from-scratch InstructBLIP on the shapes world (stages, validation, checkpoints)."""
+    from explore.train.config import load_train_config
+    from explore.train.loop import pretrain
+
+    cfg = load_train_config(config)
+    if output_dir is not None:
+        cfg = cfg.model_copy(update={"output_dir": output_dir})
+    final = pretrain(cfg, resume=resume)
+    typer.echo(f"saved the trained model to {final}")
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:

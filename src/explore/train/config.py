@@ -1,0 +1,93 @@
+"""The pretraining config: model preset, world data, training stages, validation, checkpoints.
+
+InstructBLIP trains in stages (arXiv 2305.06500): vision–language pretraining, then instruction
+tuning in which the vision encoder and the LLM are frozen and only the instruction-aware Q-Former
+(with the projection and the query tokens) is trained. A config lists its stages in order; each
+stage names the components it trains, the task mix, its steps and its learning-rate schedule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from explore.config import StrictModel, load_yaml_config
+
+COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection", "lm")
+
+
+class ModelSection(StrictModel):
+    preset: str = Field("shapes-small", description="model size preset (explore.models.presets)")
+    seed: int = Field(0, ge=0, description="seed of the weight initialisation")
+
+
+class DataSection(StrictModel):
+    world_seed: int = Field(0, ge=0, description="base seed of the shapes-world splits")
+    max_objects: int = Field(4, ge=1, le=9, description="most objects in a training scene")
+    max_length: int = Field(48, ge=4, description="most tokens kept of a prompt or an answer")
+    noise: float = Field(0.0, ge=0.0, description="std of pixel noise in training renders (0-255 units)")
+
+
+class StageSection(StrictModel):
+    name: str = Field(description="stage name, used in logs and checkpoint folders")
+    steps: int = Field(gt=0, description="optimizer steps in this stage")
+    batch_size: int = Field(64, gt=0, description="examples per optimizer step (per process)")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    schedule: Literal["cosine", "constant", "linear"] = Field("cosine", description="decay after warm-up")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps from 0 to lr")
+    min_lr_ratio: float = Field(0.05, ge=0, le=1, description="final lr as a fraction of lr (cosine/linear)")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    trainable: list[str] = Field(description=f"components trained in this stage, from {COMPONENTS}")
+    tasks: dict[str, float] = Field(description="task mix: vqa / caption / judge → sampling weight")
+    templates: bool = Field(True, description="wrap prompts in InstructBLIP's instruction templates")
+
+    @field_validator("trainable")
+    @classmethod
+    def _known_components(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(COMPONENTS))
+        if unknown or not value:
+            raise ValueError(f"unknown components {unknown}; choose from {list(COMPONENTS)}")
+        return value
+
+    @field_validator("tasks")
+    @classmethod
+    def _known_tasks(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - {"vqa", "caption", "judge"})
+        if unknown or not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
+            raise ValueError(f"tasks must map vqa / caption / judge to non-negative weights; got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> "StageSection":
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        return self
+
+
+class EvalSection(StrictModel):
+    every: int = Field(500, gt=0, description="validate every this many steps (and at the end of each stage)")
+    vqa: int = Field(140, ge=0, description="validation VQA examples (exact match)")
+    judge: int = Field(60, ge=0, description="validation judge pairs (likelihood judge)")
+    caption: int = Field(20, ge=0, description="validation captions (exact scene recovery)")
+    batch_size: int = Field(64, gt=0, description="evaluation batch size")
+
+
+class TrainConfig(StrictModel):
+    model: ModelSection = ModelSection()
+    data: DataSection = DataSection()
+    stages: list[StageSection] = Field(min_length=1, description="training stages, run in order")
+    eval: EvalSection = EvalSection()
+    checkpoint_every: int = Field(500, gt=0, description="save a resumable checkpoint every this many steps")
+    output_dir: str = Field("runs/pretrain", description="run folder: checkpoints, logs, final model")
+
+    @property
+    def total_steps(self) -> int:
+        return sum(stage.steps for stage in self.stages)
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read and validate a pretraining YAML config (unknown keys are errors)."""
+    return load_yaml_config(TrainConfig, path)

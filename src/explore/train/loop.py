@@ -1,0 +1,220 @@
+"""Pretraining: build a from-scratch InstructBLIP and train it on the shapes world in stages.
+
+The loop runs on ``accelerate`` (``accelerate launch explore pretrain ...`` spreads it over
+processes; each process takes its own slice of every global batch). Each stage trains the
+components it names with AdamW, warm-up and a cosine / linear / constant schedule; validation
+runs every ``eval.every`` steps; checkpoints are atomic and resumable (``--resume latest``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, get_scheduler
+
+from explore.errors import ExploreError
+from explore.eval.world import evaluate_world
+from explore.models.build import build_model, build_processor, count_parameters
+from explore.models.collate import collate
+from explore.models.presets import get_preset
+from explore.models.tokenizer import build_word_tokenizer
+from explore.runinfo import write_run_info
+from explore.train.checkpoint import (
+    TrainerState,
+    find_checkpoint,
+    load_optimizer_states,
+    load_trainer_state,
+    save_checkpoint,
+)
+from explore.train.config import StageSection, TrainConfig
+from explore.train.stream import WorldStream
+from explore.world.scene import SceneSpec
+from explore.world.text import vocabulary
+
+
+def component_parameters(model, component: str) -> list[torch.nn.Parameter]:
+    """The parameters of one InstructBLIP component (vision / qformer / query_tokens / projection / lm)."""
+    if component == "query_tokens":
+        return [model.query_tokens]
+    module = {"vision": model.vision_model, "qformer": model.qformer, "projection": model.language_projection,
+              "lm": model.language_model}[component]  # fmt: skip
+    return list(module.parameters())
+
+
+def set_trainable(model, components: list[str]) -> list[torch.nn.Parameter]:
+    """Freeze everything except ``components``; return the trainable parameters."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = []
+    for component in components:
+        for p in component_parameters(model, component):
+            if not p.requires_grad:
+                p.requires_grad_(True)
+                params.append(p)
+    return params
+
+
+def _make_optimizer(model, stage: StageSection):
+    params = set_trainable(model, stage.trainable)
+    decay = [p for p in params if p.ndim >= 2]
+    no_decay = [p for p in params if p.ndim < 2]  # biases, LayerNorm weights
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": stage.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=stage.lr,
+    )
+    if stage.schedule == "constant":
+        scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=stage.warmup_steps)
+    elif stage.schedule == "cosine":
+        scheduler = get_scheduler("cosine_with_min_lr", optimizer, num_warmup_steps=stage.warmup_steps,
+                                  num_training_steps=stage.steps, scheduler_specific_kwargs={"min_lr_rate": stage.min_lr_ratio})  # fmt: skip
+    else:
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _linear_with_floor(stage))
+    return optimizer, scheduler
+
+
+def _linear_with_floor(stage: StageSection):
+    def factor(step: int) -> float:
+        if step < stage.warmup_steps:
+            return (step + 1) / stage.warmup_steps
+        progress = (step - stage.warmup_steps) / max(1, stage.steps - stage.warmup_steps)
+        return max(stage.min_lr_ratio, 1.0 - progress * (1.0 - stage.min_lr_ratio))
+
+    return factor
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[rate]:.1f} ex/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
+    )  # fmt: skip
+
+
+def _log(run_dir: Path, record: dict) -> None:
+    with (run_dir / "train_log.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def build_fresh(config: TrainConfig):
+    """The untrained model and processor a config starts from."""
+    words = vocabulary()
+    tokenizer = build_word_tokenizer(words)
+    qformer_tokenizer = build_word_tokenizer(words, image_token=False)
+    preset = get_preset(config.model.preset)
+    model = build_model(preset, tokenizer, seed=config.model.seed)
+    processor = build_processor(preset, tokenizer, qformer_tokenizer)
+    return model, processor
+
+
+def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool = True) -> Path:
+    """Train ``config`` to completion and save the final model to ``<output_dir>/model``.
+
+    Returns the folder of the final model. Raises ExploreError on a non-finite loss (the last
+    good checkpoint is kept) or a resume problem.
+    """
+    run_dir = Path(config.output_dir)
+    accelerator = Accelerator()
+    model, processor = build_fresh(config)
+    state = TrainerState()
+    checkpoint = None
+    if resume is not None:
+        checkpoint = find_checkpoint(resume, run_dir)
+        state = load_trainer_state(checkpoint)
+        model = InstructBlipForConditionalGeneration.from_pretrained(checkpoint / "model", use_safetensors=True)
+        processor = InstructBlipProcessor.from_pretrained(checkpoint / "model")
+    if accelerator.is_main_process:
+        write_run_info(run_dir, config.model_dump())
+        counts = count_parameters(model)
+        accelerator.print(f"model {config.model.preset}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
+    model = accelerator.prepare_model(model)
+    unwrapped = accelerator.unwrap_model(model)
+    decoder_only = bool(unwrapped.config.use_decoder_only_language_model)
+    resolution = get_preset(config.model.preset).image_size
+    spec = SceneSpec(max_objects=config.data.max_objects, noise=config.data.noise)
+    world = accelerator.num_processes
+    interactive = progress and sys.stderr.isatty()
+
+    for stage_index, stage in enumerate(config.stages):
+        if stage_index < state.stage or (stage_index == state.stage and state.stage_step >= stage.steps):
+            continue
+        if stage_index > state.stage:
+            state.stage, state.stage_step = stage_index, 0
+        optimizer, scheduler = _make_optimizer(unwrapped, stage)
+        if checkpoint is not None and state.stage_step > 0:
+            load_optimizer_states(checkpoint, optimizer, scheduler)
+        optimizer = accelerator.prepare_optimizer(optimizer)
+        stream = WorldStream(stage.tasks, templates=stage.templates, resolution=resolution,
+                             world_seed=config.data.world_seed, spec=spec)  # fmt: skip
+        model.train()
+        started, seen = time.perf_counter(), 0
+        with _progress(interactive) as bar:
+            task = bar.add_task(f"{stage.name}", total=stage.steps, completed=state.stage_step, loss=float("nan"), rate=0.0)
+            while state.stage_step < stage.steps:
+                start = state.data_position + accelerator.process_index * stage.batch_size
+                examples = stream.batch(start, stage.batch_size)
+                batch = collate(examples, processor, with_labels=True, max_length=config.data.max_length,
+                                decoder_only=decoder_only)  # fmt: skip
+                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                loss = model(**batch).loss
+                if not torch.isfinite(loss):
+                    raise ExploreError(f"non-finite loss {loss.item()} at step {state.global_step + 1} "
+                                       f"(stage {stage.name!r}); the last good checkpoint is kept in "
+                                       f"{run_dir / 'checkpoints'}; lower the lr or raise warmup_steps")  # fmt: skip
+                accelerator.backward(loss)
+                grad_norm = accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
+                                                        stage.grad_clip)  # fmt: skip
+                if not torch.isfinite(torch.as_tensor(grad_norm)):
+                    raise ExploreError(f"non-finite gradient norm at step {state.global_step + 1} "
+                                       f"(stage {stage.name!r}); the last good checkpoint is kept")  # fmt: skip
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                state.global_step += 1
+                state.stage_step += 1
+                state.data_position += stage.batch_size * world
+                seen += stage.batch_size * world
+                rate = seen / (time.perf_counter() - started)
+                bar.update(task, advance=1, loss=loss.item(), rate=rate)
+                if accelerator.is_main_process and (state.stage_step % 25 == 0 or state.stage_step == 1):
+                    record = {"step": state.global_step, "stage": stage.name, "loss": round(loss.item(), 5),
+                              "lr": scheduler.get_last_lr()[0], "grad_norm": float(grad_norm), "ex_per_s": round(rate, 1)}  # fmt: skip
+                    _log(run_dir, record)
+                    if not interactive and progress:
+                        print(json.dumps(record), flush=True)
+                last = state.stage_step == stage.steps
+                if accelerator.is_main_process and (state.stage_step % config.eval.every == 0 or last):
+                    _validate(unwrapped, processor, config, run_dir, state, stage.name, progress)
+                    model.train()
+                if accelerator.is_main_process and (state.global_step % config.checkpoint_every == 0 or last):
+                    save_checkpoint(run_dir / "checkpoints", unwrapped, processor, optimizer, scheduler, state)
+                accelerator.wait_for_everyone()
+        checkpoint = None
+
+    final = run_dir / "model"
+    if accelerator.is_main_process:
+        unwrapped.save_pretrained(final, safe_serialization=True)
+        processor.save_pretrained(final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _validate(model, processor, config: TrainConfig, run_dir: Path, state: TrainerState, stage: str, progress: bool):
+    started = time.perf_counter()
+    scores = evaluate_world(model, processor, split="val", n_vqa=config.eval.vqa, n_judge=config.eval.judge,
+                            n_caption=config.eval.caption, seed=config.data.world_seed,
+                            batch_size=config.eval.batch_size)  # fmt: skip
+    record = {"step": state.global_step, "stage": stage, "validation": scores,
+              "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
+    _log(run_dir, record)
+    if progress:
+        flat = {f"{task}/{k}": round(v, 3) for task, s in scores.items() for k, v in s.items() if k in ("overall", "exact_scene")}
+        print(f"step {state.global_step} validation: {flat}", flush=True)
+    if any(math.isnan(v) for s in scores.values() for v in s.values()):
+        raise ExploreError(f"validation produced NaN scores at step {state.global_step}; see {run_dir / 'train_log.jsonl'}")
