@@ -105,6 +105,103 @@ def pretrain_command(
     typer.echo(f"saved the trained model to {final}")
 
 
+ModelOption = Annotated[str, typer.Option("--model", help="'embedded', a local model folder, or a Hub id.")]
+
+
+def _write_jsonl(rows: list[dict], out: Path | None) -> None:
+    import json
+
+    lines = [json.dumps(row) for row in rows]
+    if out is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    typer.echo(f"wrote {len(rows)} answers to {out}")
+
+
+@app.command("ask")
+def ask_command(
+    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image, question}.")],
+    question: Annotated[str | None, typer.Argument(help="The question (optional for a .jsonl with questions).")] = None,
+    model: ModelOption = "embedded",
+    out: Annotated[Path | None, typer.Option(help="Write JSONL answers here instead of printing them.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 16,
+) -> None:
+    """Answer a question about an image (or many) with the embedded model or any InstructBLIP."""
+    from explore.infer import answer_all, requests_from
+    from explore.models.loading import load_model
+
+    _positive("batch-size", batch_size)
+    requests = requests_from(source, question)
+    vlm, processor = load_model(model)
+    rows = answer_all(vlm, processor, requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if len(rows) == 1 and out is None:
+        typer.echo(rows[0]["answer"])
+    else:
+        _write_jsonl(rows, out)
+
+
+@app.command("caption")
+def caption_command(
+    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image}.")],
+    model: ModelOption = "embedded",
+    prompt: Annotated[str, typer.Option(help="The captioning instruction.")] = "A short image description:",
+    out: Annotated[Path | None, typer.Option(help="Write JSONL captions here instead of printing them.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest caption, in tokens.")] = 64,
+) -> None:
+    """Describe an image (or many)."""
+    from explore.infer import answer_all, requests_from
+    from explore.models.loading import load_model
+
+    _positive("batch-size", batch_size)
+    requests = requests_from(source, prompt)
+    vlm, processor = load_model(model)
+    rows = answer_all(vlm, processor, requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if len(rows) == 1 and out is None:
+        typer.echo(rows[0]["answer"])
+    else:
+        _write_jsonl(rows, out)
+
+
+@app.command("score-world")
+def score_world_command(
+    model: ModelOption = "embedded",
+    split: Annotated[str, typer.Option(help="test, val, train or compositional.")] = "test",
+    n: Annotated[int, typer.Option(help="Examples per task (VQA, judge); captions use n / 5.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Base seed of the split.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the scores as JSON here.")] = None,
+) -> None:
+    """Score a model on the shapes world: VQA exact match per question type, likelihood-judge
+    accuracy per category, and exact scene recovery from captions."""
+    import json
+
+    from rich.table import Table
+
+    from explore.eval.world import evaluate_world
+    from explore.models.loading import load_model
+    from explore.world.splits import SPLITS
+
+    _positive("n", n)
+    if split not in SPLITS:
+        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+    vlm, processor = load_model(model)
+    scores = evaluate_world(vlm, processor, split=split, n_vqa=n, n_judge=n, n_caption=max(1, n // 5), seed=seed)
+    table = Table(title=f"{model} on the shapes world ({split} split, seed {seed})")
+    for column in ("task", "score", "value"):
+        table.add_column(column)
+    for task, values in scores.items():
+        for name, value in values.items():
+            table.add_row(task, name, f"{100 * value:.1f}%")
+    Console().print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"model": model, "split": split, "n": n, "seed": seed, "scores": scores}, indent=2))
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
     try:

@@ -38,3 +38,20 @@ def test_contact_sheet_has_one_tile_per_scene():
     # the first tile is the first scene, upscaled
     first = np.asarray(render(split_scenes("test", 1)[0]).resize((96, 96), Image.Resampling.NEAREST))
     assert np.array_equal(np.asarray(sheet)[6 : 6 + 96, 6 : 6 + 96], first)
+
+
+def test_vlrewardbench_export_reloads_with_categories(tmp_path):
+    from explore.data.vlrewardbench import load_vlrewardbench
+    from explore.world.examples import world_examples
+    from explore.world.export import export_vlrewardbench
+
+    path = export_vlrewardbench(tmp_path, n=12, seed=0, split="test")
+    loaded = load_vlrewardbench(str(path))
+    originals = world_examples("test", 12, "judge", seed=0)
+    assert len(loaded) == len(originals) == 12
+    for ex, orig in zip(loaded, originals):
+        assert ex.category == orig.category  # derived from the id prefix by the official rule
+        assert ex.prompt == orig.prompt and ex.responses == orig.responses
+        assert ex.preferred == orig.preferred
+        assert np.array_equal(np.asarray(ex.load_image()), np.asarray(orig.load_image()))
+    assert {ex.category for ex in loaded} == {"general", "hallucination", "reasoning"}

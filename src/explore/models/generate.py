@@ -1,0 +1,35 @@
+"""Greedy answers from an InstructBLIP for a batch of examples: collate → ``generate`` → decode."""
+
+from __future__ import annotations
+
+import torch
+from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+from explore.data.example import Example
+from explore.models.collate import generation_inputs
+
+
+@torch.no_grad()
+def generate_answers(
+    model: InstructBlipForConditionalGeneration,
+    processor: InstructBlipProcessor,
+    examples: list[Example],
+    *,
+    max_length: int = 64,
+    max_new_tokens: int = 8,
+) -> list[str]:
+    """Answer each example's prompt about its image by greedy decoding; one string per example.
+
+    ``max_length`` caps the prompt tokens (see :func:`explore.models.collate.collate`);
+    ``max_new_tokens`` caps the answer. Special tokens are dropped and spaces stripped.
+    """
+    decoder_only = bool(model.config.use_decoder_only_language_model)
+    inputs = generation_inputs(examples, processor, max_length=max_length, decoder_only=decoder_only)
+    inputs = {name: tensor.to(model.device) for name, tensor in inputs.items()}
+    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+    if decoder_only:
+        # A decoder-only LM returns the prompt (placeholders included) followed by the new tokens.
+        output = output[:, inputs["input_ids"].shape[1] :]
+    texts = processor.tokenizer.batch_decode(output, skip_special_tokens=True)
+    return [text.strip() for text in texts]

@@ -1,0 +1,180 @@
+"""Load and save InstructBLIPs safely: safetensors only, no remote code, finite weights.
+
+``load_model`` accepts three kinds of names:
+
+- ``"embedded"``: the small model packaged with explore (``src/explore/embedded/shapes-small/``);
+- a local folder written by :func:`save_model` (or any HF ``save_pretrained``);
+- a Hub id such as ``Salesforce/instructblip-flan-t5-xl`` (needs the Hub cache when offline).
+
+Pickle weights (``pytorch_model.bin``, ``.pt``, ``.pkl``) are refused before anything reads them:
+unpickling can run arbitrary code. ``trust_remote_code`` is never passed, so only transformers'
+own InstructBLIP code runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+import torch
+from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
+
+from explore.errors import ConfigError, ExploreError
+from explore.models.presets import list_presets
+
+EMBEDDED = "embedded"
+EMBEDDED_PRESET = "shapes-small"
+PRETRAIN_COMMAND = "explore pretrain --config configs/pretrain/shapes-small.yaml"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "owner/name"
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def embedded_folder() -> Path:
+    """Where the packaged model lives (it may not exist until it has been trained)."""
+    return Path(str(resources.files("explore").joinpath(EMBEDDED, EMBEDDED_PRESET)))
+
+
+def load_model(
+    name_or_path: str | os.PathLike, device: str | torch.device = "cpu", dtype: torch.dtype | str | None = None
+) -> tuple[InstructBlipForConditionalGeneration, InstructBlipProcessor]:
+    """Load an InstructBLIP and its processor, in eval mode on ``device``.
+
+    Args:
+        name_or_path: ``"embedded"``, a local folder, or a Hub id (see the module docstring).
+        device: where to put the model, e.g. ``"cpu"`` or ``"cuda"``.
+        dtype: ``torch.float32`` (default), ``torch.bfloat16`` / ``torch.float16``, or their names.
+
+    Raises:
+        ExploreError: a missing or incomplete folder, pickle-only weights, a Hub id that is not
+            cached while offline, missing or mis-shaped weights, or a NaN / Inf weight (named).
+    """
+    source = _resolve(name_or_path)
+    torch_dtype = _dtype(dtype)
+    try:
+        model, info = InstructBlipForConditionalGeneration.from_pretrained(
+            source, dtype=torch_dtype, use_safetensors=True, output_loading_info=True
+        )
+        processor = InstructBlipProcessor.from_pretrained(source)
+    except OSError as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if isinstance(source, Path):
+            raise ExploreError(f"cannot load model folder {source}: {first_line}") from error
+        raise ExploreError(
+            f"cannot load {source!r} from the Hugging Face Hub: {first_line} If offline, download it once where "
+            f"there is network (`hf download {source}`) or pass a local folder written by save_model"
+        ) from error
+    problems = [f"{kind} {info[kind][:3]}" for kind in ("missing_keys", "mismatched_keys") if info.get(kind)]
+    if problems:
+        raise ExploreError(
+            f"model {source}: the weights do not match its config.json ({'; '.join(problems)}); "
+            "re-save the model with explore.models.loading.save_model"
+        )
+    check_finite(model, str(source))
+    return model.to(device).eval(), processor
+
+
+def save_model(
+    model: InstructBlipForConditionalGeneration, processor: InstructBlipProcessor, folder: str | os.PathLike
+) -> Path:
+    """Save ``model`` (safetensors) and ``processor`` to ``folder``, atomically.
+
+    Both are written to a temporary sibling folder that is renamed into place when complete; an
+    existing ``folder`` is replaced only after the new one is written. Returns ``folder``.
+    (transformers >= 5 always writes safetensors; its ``safe_serialization`` flag is gone.)
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        model.save_pretrained(staging)
+        processor.save_pretrained(staging)
+        if not list(staging.glob("*.safetensors")):
+            raise ExploreError(f"save_model: transformers wrote no .safetensors file to {staging}")
+        if folder.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, previous / folder.name)
+            os.replace(staging, folder)
+            shutil.rmtree(previous)
+        else:
+            os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+def check_finite(model: torch.nn.Module, source: str) -> None:
+    """Raise :class:`ExploreError` naming the first parameter or buffer that holds NaN or Inf."""
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ExploreError(
+                f"model {source}: weight {name!r} contains NaN or Inf; the checkpoint is corrupt "
+                "(a diverged training run?) — use an earlier checkpoint"
+            )
+
+
+def _resolve(name_or_path: str | os.PathLike) -> Path | str:
+    """Turn a name into a checked local folder (Path) or a Hub id (str)."""
+    name = str(name_or_path)
+    if name == EMBEDDED:
+        folder = embedded_folder()
+        if not folder.is_dir():
+            raise ExploreError(
+                f"the embedded model is not built yet (no folder {folder}); create it with `{PRETRAIN_COMMAND}`"
+            )
+        return _check_folder(folder)
+    path = Path(name).expanduser()
+    if path.exists() or isinstance(name_or_path, os.PathLike) or name.startswith(("/", ".", "~")):
+        return _check_folder(path)
+    if HUB_ID.match(name):
+        return name
+    raise ExploreError(
+        f"unknown model {name!r}: expected {EMBEDDED!r}, a local folder with config.json, or a Hub id like "
+        f"'Salesforce/instructblip-flan-t5-xl'; the presets ({', '.join(list_presets())}) are untrained "
+        "architectures: build one with explore.models.build.build_model(preset, tokenizer, seed)"
+    )
+
+
+def _check_folder(folder: Path) -> Path:
+    """Check that ``folder`` holds an InstructBLIP config and safetensors weights (no pickle)."""
+    if not folder.is_dir():
+        raise ExploreError(f"model folder {folder} does not exist or is not a folder; pass a folder from save_model")
+    config_file = folder / "config.json"
+    if not config_file.is_file():
+        raise ExploreError(
+            f"model folder {folder} has no config.json; expected a folder written by save_model / save_pretrained"
+        )
+    try:
+        model_type = json.loads(config_file.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as error:
+        raise ExploreError(f"{config_file} is not a JSON object ({error}); re-save the model") from error
+    if model_type != "instructblip":
+        raise ExploreError(f"{config_file}: model_type is {model_type!r}, expected 'instructblip'")
+    if not list(folder.glob("*.safetensors")):
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise ExploreError(
+                f"model folder {folder} has only pickle weights ({', '.join(pickles)}), which can run arbitrary code "
+                "when loaded, so explore refuses them; if you trust their source, convert them elsewhere with "
+                "`from_pretrained(folder)` then `save_pretrained(new_folder)` (writes model.safetensors)"
+            )
+        raise ExploreError(f"model folder {folder} has no .safetensors weights; save it with save_model")
+    return folder
+
+
+def _dtype(dtype: torch.dtype | str | None) -> torch.dtype:
+    """Default float32 (diffusers-style: speed-ups are opt-in); accept a torch dtype or its name."""
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; expected one of: {', '.join(DTYPES)}")
+    return DTYPES[dtype]
