@@ -131,11 +131,12 @@ def ask_command(
     max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 16,
 ) -> None:
     """Answer a question about an image (or many) with the embedded model or any InstructBLIP."""
-    from explore.infer import answer_all, requests_from
+    from explore.infer import answer_all, decode_images, requests_from
     from explore.models.loading import load_model
 
     _positive("batch-size", batch_size)
     requests = requests_from(source, question)
+    decode_images(requests)  # bad images fail here, before the model is loaded
     vlm, processor = load_model(model)
     rows = answer_all(vlm, processor, requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
     if len(rows) == 1 and out is None:
@@ -154,11 +155,12 @@ def caption_command(
     max_new_tokens: Annotated[int, typer.Option(help="Longest caption, in tokens.")] = 64,
 ) -> None:
     """Describe an image (or many)."""
-    from explore.infer import answer_all, requests_from
+    from explore.infer import answer_all, decode_images, requests_from
     from explore.models.loading import load_model
 
     _positive("batch-size", batch_size)
     requests = requests_from(source, prompt)
+    decode_images(requests)  # bad images fail here, before the model is loaded
     vlm, processor = load_model(model)
     rows = answer_all(vlm, processor, requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
     if len(rows) == 1 and out is None:

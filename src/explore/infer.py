@@ -10,6 +10,7 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from explore.data.example import Example
@@ -66,16 +67,26 @@ def _jsonl_requests(path: Path, prompt: str | None) -> Iterator[Example]:
         yield _request(str(row.get("id", number)), image, text, path)
 
 
+def decode_images(examples: list[Example]) -> None:
+    """Decode (and check) every example's image in place, keeping its path in ``meta["image"]``.
+
+    Call it before loading a model: a bad image then stops the run with its file name before any
+    work is spent.
+    """
+    for example in examples:
+        if not isinstance(example.image, Image.Image):
+            example.meta["image"] = str(example.image)
+            example.image = load_image(example.image)
+
+
 def answer_all(model, processor, examples: list[Example], *, batch_size: int = 16, max_new_tokens: int = 16,
                progress: bool = True) -> list[dict]:  # fmt: skip
     """Generate an answer for every example, in batches, with a progress bar.
 
-    Images are decoded (and checked) before any generation, so a bad image stops the run with its
-    file name before work is spent. Returns one ``{"id", "image", "prompt", "answer"}`` per example.
+    Returns one ``{"id", "image", "prompt", "answer"}`` per example.
     """
-    paths = [str(example.image) for example in examples]
-    for example in examples:
-        example.image = load_image(example.image)
+    decode_images(examples)
+    paths = [example.meta["image"] for example in examples]
     results = []
     columns = (TextColumn("answering"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, disable=not progress or len(examples) < 2) as bar:
