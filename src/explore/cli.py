@@ -57,7 +57,7 @@ def world_export(
     if seed < 0:
         raise ExploreError(f"--seed must be non-negative, got {seed}")
     if format == "jsonl":
-        counts = export_jsonl(out, n, seed=seed, split=split, resolution=resolution)
+        counts = export_jsonl(out, n, seed=seed, split=split, resolution=resolution, progress=True)
         summary = ", ".join(f"{k}: {v}" for k, v in counts.items())
         typer.echo(f"wrote {out} ({summary})")
     else:
@@ -202,6 +202,63 @@ def score_world_command(
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps({"model": model, "split": split, "n": n, "seed": seed, "scores": scores}, indent=2))
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("metric", "group", "value"):
+        table.add_column(column)
+    for metric, value in summary.items():
+        if isinstance(value, dict):
+            for group, number in value.items():
+                table.add_row(metric, str(group), f"{number:.4f}" if isinstance(number, float) else str(number))
+        elif isinstance(value, float):
+            table.add_row(metric, "", f"{value:.4f}")
+    Console().print(table)
+
+
+@app.command("eval")
+def eval_command(
+    task: Annotated[str, typer.Option(help="world-vqa, world-caption, world-judge, vl-rewardbench, vqav2, coco-captions.")],
+    out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and summary.json (resumes if present).")],
+    model: ModelOption = "embedded",
+    limit: Annotated[int | None, typer.Option(help="At most this many examples (world tasks: default 500).")] = None,
+    batch_size: Annotated[str, typer.Option(help="Examples per batch, or 'auto' (largest that fits).")] = "32",
+    data: Annotated[str | None, typer.Option(help="VL-RewardBench hub id / parquet; VQAv2 questions; COCO captions JSON.")] = None,
+    annotations: Annotated[str | None, typer.Option(help="VQAv2 annotations JSON.")] = None,
+    images: Annotated[str | None, typer.Option(help="Image folder (VQAv2, COCO).")] = None,
+    split: Annotated[str, typer.Option(help="Shapes-world split for world-* tasks.")] = "test",
+    seed: Annotated[int, typer.Option(help="World seed; also the judge's swap and sampling seed.")] = 0,
+    judge: Annotated[str, typer.Option(help="Judge tasks: 'likelihood' or 'generative' (official prompt, k votes).")] = "likelihood",
+    judge_samples: Annotated[int, typer.Option(help="Generative judge: samples per example (official: 10).")] = 10,
+    unparsed: Annotated[str, typer.Option(help="Unparsed judgments: 'drop' (official) or 'wrong'.")] = "drop",
+) -> None:
+    """Evaluate a model on a task: per-example JSONL, a summary JSON and a table; resumable."""
+    from explore.eval.runner import run_task
+    from explore.eval.tasks import TaskOptions, get_task
+    from explore.models.loading import load_model
+
+    spec = get_task(task)
+    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+        raise ExploreError(f"--batch-size must be a positive integer or 'auto', got {batch_size!r}")
+    if limit is not None:
+        _positive("limit", limit)
+    if judge not in ("likelihood", "generative"):
+        raise ExploreError(f"unknown --judge {judge!r}; choose likelihood or generative")
+    if unparsed not in ("drop", "wrong"):
+        raise ExploreError(f"unknown --unparsed {unparsed!r}; choose drop (official) or wrong")
+    _positive("judge-samples", judge_samples)
+    vlm, processor = load_model(model)
+    resolution = int(processor.image_processor.size["height"])
+    options = TaskOptions(data=data, annotations=annotations, images=images, split=split, seed=seed, limit=limit,
+                          resolution=resolution)  # fmt: skip
+    examples = spec.load(options)
+    summary = run_task(vlm, processor, spec, examples, out, batch_size=batch_size if batch_size == "auto" else int(batch_size),
+                       judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed)  # fmt: skip
+    _print_summary(f"{model} on {task} ({summary['examples']} examples)", summary)
+    typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}")
 
 
 def main() -> None:

@@ -178,6 +178,7 @@ def build_processor(
     )
     tokenizer.padding_side = "left" if preset.lm_family == "llama" else "right"
     qformer_tokenizer.padding_side = "right"
+    qformer_tokenizer.model_max_length = preset.max_text_positions  # the Q-Former's position embeddings
     return InstructBlipProcessor(
         image_processor=image_processor,
         tokenizer=tokenizer,

@@ -81,7 +81,10 @@ def collate(
     # The Q-Former sees the instruction in its tokenizer's own convention, as HF's processor gives it
     # (BERT: [CLS] … [SEP]; the word tokenizer: the bare words), padded on the right (absolute
     # position embeddings) and at least one position wide (an all-empty batch).
-    qformer_ids = processor.qformer_tokenizer(prompts, truncation=True, max_length=max_length)["input_ids"]
+    # Truncated to the Q-Former's text positions too (its tokenizer's model_max_length: 512 for
+    # BERT, the preset's max_text_positions for ours): longer rows would overflow its embeddings.
+    qformer_limit = min(max_length, processor.qformer_tokenizer.model_max_length)
+    qformer_ids = processor.qformer_tokenizer(prompts, truncation=True, max_length=qformer_limit)["input_ids"]
     qformer_pad = processor.qformer_tokenizer.pad_token_id
     batch["qformer_input_ids"], batch["qformer_attention_mask"] = _pad(qformer_ids, qformer_pad, left=False)
 

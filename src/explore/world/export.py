@@ -7,6 +7,7 @@ import textwrap
 from pathlib import Path
 
 from PIL import Image, ImageDraw, ImageFont
+from rich.progress import track
 
 from explore.data.example import Example
 from explore.world.render import DEFAULT_RESOLUTION, render
@@ -44,7 +45,8 @@ def _example_row(example: Example, image: str) -> dict:
     return row
 
 
-def export_jsonl(out: Path, n: int, seed: int = 0, split: str = "test", resolution: int = DEFAULT_RESOLUTION) -> dict:
+def export_jsonl(out: Path, n: int, seed: int = 0, split: str = "test", resolution: int = DEFAULT_RESOLUTION,
+                 progress: bool = False) -> dict:  # fmt: skip
     """Write ``n`` scenes of ``split`` as ``images/*.png`` plus ``scenes.jsonl``, ``vqa.jsonl``,
     ``captions.jsonl`` and ``judge.jsonl`` (one line per example, image paths relative to ``out``).
 
@@ -53,14 +55,15 @@ def export_jsonl(out: Path, n: int, seed: int = 0, split: str = "test", resoluti
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     scene_rows = []
-    for i in range(n):
+    for i in track(range(n), description="rendering scenes", disable=not progress):
         scene = split_scene(split, i, seed)
         rel = f"images/{split}-{i:06d}.png"
         render(scene, resolution).save(out / rel)
         scene_rows.append({"id": f"{split}-{i:06d}", "image": rel, "scene": scene.to_dict(), "caption": caption(scene)})
     _write_jsonl(out / "scenes.jsonl", scene_rows)
     counts = {"scenes.jsonl": len(scene_rows)}
-    for task, name in (("vqa", "vqa.jsonl"), ("caption", "captions.jsonl"), ("judge", "judge.jsonl")):
+    tasks = (("vqa", "vqa.jsonl"), ("caption", "captions.jsonl"), ("judge", "judge.jsonl"))
+    for task, name in track(tasks, description="writing questions, captions, judge pairs", disable=not progress):
         examples = world_examples(split, n, task, seed=seed, resolution=resolution)
         rows = [_example_row(ex, scene_rows[int(ex.id.rsplit("-", 1)[1])]["image"]) for ex in examples]
         _write_jsonl(out / name, rows)

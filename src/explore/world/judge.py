@@ -34,17 +34,20 @@ JUDGE_KINDS: dict[str, str] = {
 }
 CATEGORIES: tuple[str, ...] = ("general", "hallucination", "reasoning")
 
+# Judge queries ask for a full sentence, so they never collide with the short-answer VQA questions
+# (a model trained on both would otherwise get two formats for one question).
 JUDGE_TEMPLATES: dict[str, tuple[str, ...]] = {
-    "colour_q": ("What colour is the {ref}?", "Which colour does the {ref} have?"),
+    "colour_q": ("In one sentence, what colour is the {ref}?", "Say in a full sentence which colour the {ref} has."),
     "colour_a": ("The {ref} is {value}.",),
-    "shape_q": ("What shape is the {ref}?", "Which shape is the {ref}?"),
+    "shape_q": ("In one sentence, what shape is the {ref}?", "Say in a full sentence which shape the {ref} has."),
     "shape_a": ("The {ref} is a {value}.",),
-    "size_q": ("How big is the {ref}?", "Is the {ref} small or large?"),
+    "size_q": ("In one sentence, how big is the {ref}?", "Say in a full sentence whether the {ref} is small or large."),
     "size_a": ("The {ref} is {value}.",),
-    "count_q": ("How many {x} are there?", "How many {x} can you see in the image?"),
+    "count_q": ("In one sentence, how many {x} are there?", "Say in a full sentence how many {x} you can see."),
     "count_a": ("There are {n} {x}.",),
     "count_a_one": ("There is {n} {x}.",),
-    "relation_q": ("Where is the {a} relative to the {b}?", "How is the {a} placed with respect to the {b}?"),
+    "relation_q": ("In one sentence, where is the {a} relative to the {b}?",
+                   "Say in a full sentence how the {a} is placed with respect to the {b}."),
     "relation_a": ("The {a} is {rel} the {b}.",),
 }
 

@@ -1,0 +1,145 @@
+"""Run a model over an evaluation task: batched, length-sorted, resumable, with a progress bar.
+
+Each finished example is appended to ``predictions.jsonl`` (id, prompt, output, score, ...) as soon
+as its batch is done, so an interrupted run continues where it stopped: ids already in the file
+are skipped. ``summary.json`` holds the task's scores, computed from all predictions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from explore.data.example import Example
+from explore.errors import ExploreError
+from explore.eval.likelihood import judge_by_likelihood
+from explore.eval.tasks import EvalTask
+from explore.models.generate import generate_answers
+
+PREDICTIONS = "predictions.jsonl"
+SUMMARY = "summary.json"
+MAX_NEW_TOKENS = {"vqa": 10, "caption": 64, "judge": 64}
+
+
+def read_predictions(path: Path) -> list[dict]:
+    """Records already written; a last line cut off by a crash is ignored (it will be redone)."""
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return records
+
+
+def sorted_batches(examples: list[Example], batch_size: int, length: Callable[[Example], int]) -> Iterator[list[Example]]:
+    """Batches of examples with similar prompt lengths (less padding), longest first (so a too-large
+    batch fails at once, not at the end)."""
+    ordered = sorted(examples, key=length, reverse=True)
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start : start + batch_size]
+
+
+def find_batch_size(probe: Callable[[int], None], start: int = 256) -> int:
+    """The largest batch size from ``start`` down (halving) for which ``probe`` does not run out of
+    memory, using accelerate's ``find_executable_batch_size``."""
+    from accelerate.utils import find_executable_batch_size
+
+    @find_executable_batch_size(starting_batch_size=start)
+    def _try(batch_size: int) -> int:
+        probe(batch_size)
+        return batch_size
+
+    return _try()
+
+
+class Predictor:
+    """Turns a batch of examples into model outputs for one task kind."""
+
+    def __init__(self, model, processor, kind: str, *, judge: str = "likelihood", judge_samples: int = 10,
+                 seed: int = 0) -> None:  # fmt: skip
+        self.model, self.processor, self.kind = model, processor, kind
+        self.judge, self.judge_samples, self.seed = judge, judge_samples, seed
+
+    def __call__(self, batch: list[Example]) -> list[dict]:
+        if self.kind == "judge" and self.judge == "likelihood":
+            choices = judge_by_likelihood(self.model, self.processor, batch)
+            return [{"output": choice, "choice": choice} for choice in choices]
+        if self.kind == "judge":
+            from explore.eval.generative_judge import judge_generatively
+
+            return judge_generatively(self.model, self.processor, batch, samples=self.judge_samples, seed=self.seed)
+        texts = generate_answers(self.model, self.processor, batch, max_new_tokens=MAX_NEW_TOKENS[self.kind])
+        return [{"output": text} for text in texts]
+
+
+def run_task(
+    model,
+    processor,
+    task: EvalTask,
+    examples: list[Example],
+    out_dir: Path,
+    *,
+    batch_size: int | str = 32,
+    judge: str = "likelihood",
+    judge_samples: int = 10,
+    seed: int = 0,
+    unparsed: str = "drop",
+    progress: bool = True,
+) -> dict:
+    """Evaluate ``examples`` of ``task``, resuming from ``out_dir`` if it holds earlier predictions.
+
+    Returns the summary (also written to ``out_dir/summary.json``).
+    """
+    from explore.eval.scoring import score_records, summarize
+
+    if not examples:
+        raise ExploreError(f"task {task.name!r} has no examples; check --data / --limit")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / PREDICTIONS
+    done = read_predictions(path)
+    if path.is_file():  # drop a line cut off by a crash, so new records start on a line of their own
+        tmp = path.with_suffix(".jsonl.tmp")
+        tmp.write_text("".join(json.dumps(record) + "\n" for record in done), encoding="utf-8")
+        os.replace(tmp, path)
+    done_ids = {record["id"] for record in done}
+    unknown = done_ids - {example.id for example in examples}
+    if unknown:
+        raise ExploreError(f"{path} holds predictions for ids not in this task ({sorted(unknown)[:3]} ...); "
+                           "use a new --out folder for a different task or data")  # fmt: skip
+    todo = [example for example in examples if example.id not in done_ids]
+    for example in todo:  # decode (and check) images before spending model time
+        example.image = example.load_image()
+    predictor = Predictor(model, processor, task.kind, judge=judge, judge_samples=judge_samples, seed=seed)
+    tokenizer = processor.tokenizer
+    length = lambda example: len(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])  # noqa: E731
+    if batch_size == "auto":
+        batch_size = find_batch_size(lambda size: predictor(sorted(todo, key=length, reverse=True)[:size])) if todo else 1
+    model.eval()
+    started, seen = time.perf_counter(), 0
+    columns = (TextColumn(f"[bold]{task.name}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[rate]:.1f} ex/s"), TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    with Progress(*columns, disable=not progress) as bar, path.open("a", encoding="utf-8") as sink:
+        job = bar.add_task(task.name, total=len(examples), completed=len(done), rate=0.0)
+        with torch.inference_mode():
+            for batch in sorted_batches(todo, int(batch_size), length):
+                outputs = predictor(batch)
+                for record in score_records(task.kind, batch, outputs):
+                    sink.write(json.dumps(record) + "\n")
+                sink.flush()
+                seen += len(batch)
+                bar.update(job, advance=len(batch), rate=seen / (time.perf_counter() - started))
+    records = read_predictions(path)
+    summary = summarize(task.kind, records, unparsed=unparsed)
+    summary.update(task=task.name, examples=len(records), batch_size=batch_size,
+                   judge=judge if task.kind == "judge" else None)  # fmt: skip
+    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,77 @@
+"""Per-example records and task summaries for the evaluation runner.
+
+A record is one JSON line: ``id``, ``prompt``, ``output``, ``score`` and what the summary needs
+(references, category, the judge's choice). Summaries are computed from records only, so a
+resumed run scores exactly like an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from explore.data.example import Example
+from explore.eval.metrics import captions as caption_metrics
+from explore.eval.metrics import rewardbench
+from explore.eval.metrics.vqa import exact_match, vqa_accuracy
+from explore.world.scene import Scene
+from explore.world.text import parse_caption, scene_facts
+
+
+def score_records(kind: str, batch: list[Example], outputs: list[dict]) -> list[dict]:
+    """One record per example, with its per-example score."""
+    records = []
+    for example, output in zip(batch, outputs):
+        record = {"id": example.id, "prompt": example.prompt, "category": example.category, **output}
+        if kind == "vqa":
+            record["answers"] = example.answers
+            record["exact_match"] = exact_match(output["output"], example.answers)
+            # VQAv2 accuracy needs the 10 human answers; with one reference it is exact match.
+            many = len(example.answers) > 1
+            record["score"] = vqa_accuracy(output["output"], example.answers) if many else record["exact_match"]
+        elif kind == "caption":
+            record["answers"] = example.answers
+            if "scene" in example.meta:  # the shapes world: exact scene recovery
+                found, truth = parse_caption(output["output"]), scene_facts(Scene.from_dict(example.meta["scene"]))
+                record["exact_scene"] = float(found == truth)
+            record["score"] = record.get("exact_scene")
+        else:
+            record["preferred"] = example.preferred
+            choice = output.get("choice")
+            record["score"] = None if choice is None else float(choice == example.preferred)
+        records.append(record)
+    return records
+
+
+def _mean_by(records: list[dict], key: str) -> dict[str, float]:
+    groups: dict[str, list[float]] = defaultdict(list)
+    for record in records:
+        groups[str(record["category"])].append(float(record[key]))
+    scores = {group: sum(values) / len(values) for group, values in sorted(groups.items())}
+    scores["overall"] = sum(float(r[key]) for r in records) / len(records)
+    return scores
+
+
+def summarize(kind: str, records: list[dict], *, unparsed: str = "drop") -> dict:
+    """Task scores from all records.
+
+    - vqa: exact match (overall and per category / question type), and VQAv2 accuracy;
+    - caption: corpus BLEU-4 and CIDEr-D, and exact scene recovery for the shapes world;
+    - judge: VL-RewardBench aggregation (per category, overall, macro, parse rate), with unparsed
+      judgments dropped (official) or counted wrong (``unparsed="wrong"``).
+    """
+    if not records:
+        return {}
+    if kind == "vqa":
+        return {"exact_match": _mean_by(records, "exact_match"), "vqa_accuracy": _mean_by(records, "score")}
+    if kind == "caption":
+        predictions = {r["id"]: r["output"] for r in records}
+        references = {r["id"]: r["answers"] for r in records}
+        summary = {"bleu4": caption_metrics.bleu4(predictions, references),
+                   "cider_d": caption_metrics.cider_d(predictions, references)}  # fmt: skip
+        if all("exact_scene" in r for r in records):
+            summary["exact_scene"] = _mean_by(records, "exact_scene")
+        return summary
+    return rewardbench.aggregate(
+        [{"category": r["category"], "prediction": r["choice"], "label": r["preferred"]} for r in records],
+        unparsed=unparsed,
+    )

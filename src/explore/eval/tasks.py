@@ -1,0 +1,115 @@
+"""The evaluation tasks, by name: where their examples come from and what kind of scoring they get.
+
+| task             | kind    | source                                                              |
+|------------------|---------|---------------------------------------------------------------------|
+| world-vqa        | vqa     | shapes world (split, seed), exact match per question type            |
+| world-caption    | caption | shapes world, BLEU-4 / CIDEr-D and exact scene recovery              |
+| world-judge      | judge   | shapes-world judge pairs, written and re-read in VL-RewardBench's schema |
+| vl-rewardbench   | judge   | the hub (``MMInstruction/VL-RewardBench``) or a local parquet        |
+| vqav2            | vqa     | local VQAv2 questions + annotations JSON and a COCO image folder     |
+| coco-captions    | caption | local COCO caption JSON and an image folder                          |
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from explore.data.example import Example
+from explore.errors import ExploreError
+
+DEFAULT_WORLD_EXAMPLES = 500
+
+
+@dataclass(frozen=True)
+class TaskOptions:
+    """Where a task's data is and how much of it to use."""
+
+    data: str | None = None  # VL-RewardBench hub id / parquet; VQAv2 questions JSON; COCO captions JSON
+    annotations: str | None = None  # VQAv2 annotations JSON
+    images: str | None = None  # image folder for VQAv2 / COCO
+    split: str = "test"  # shapes-world split (train / val / test / compositional)
+    seed: int = 0  # shapes-world base seed
+    limit: int | None = None  # at most this many examples
+    resolution: int = 64  # shapes-world image side
+
+
+@dataclass(frozen=True)
+class EvalTask:
+    name: str
+    kind: Literal["vqa", "caption", "judge"]
+    description: str
+    load: Callable[[TaskOptions], list[Example]]
+
+
+def _world(task: str) -> Callable[[TaskOptions], list[Example]]:
+    def load(options: TaskOptions) -> list[Example]:
+        from explore.world.examples import world_examples
+
+        n = options.limit or DEFAULT_WORLD_EXAMPLES
+        return world_examples(options.split, n, task, seed=options.seed, resolution=options.resolution)
+
+    return load
+
+
+def _world_judge(options: TaskOptions) -> list[Example]:
+    """World judge pairs through the VL-RewardBench writer and loader (same schema, same categories)."""
+    from explore.data.vlrewardbench import load_vlrewardbench
+    from explore.world.export import export_vlrewardbench
+
+    n = options.limit or DEFAULT_WORLD_EXAMPLES
+    with tempfile.TemporaryDirectory() as folder:
+        path = export_vlrewardbench(Path(folder), n, seed=options.seed, split=options.split,
+                                    resolution=options.resolution)  # fmt: skip
+        return load_vlrewardbench(str(path))
+
+
+def _require(value: str | None, flag: str, task: str) -> str:
+    if not value:
+        raise ExploreError(f"task {task!r} needs {flag}; see `explore eval --help`")
+    return value
+
+
+def _vl_rewardbench(options: TaskOptions) -> list[Example]:
+    from explore.data.vlrewardbench import HUB_ID, load_vlrewardbench
+
+    return load_vlrewardbench(options.data or HUB_ID, limit=options.limit)
+
+
+def _vqav2(options: TaskOptions) -> list[Example]:
+    from explore.data.vqav2 import load_vqav2
+
+    questions = _require(options.data, "--data QUESTIONS.json", "vqav2")
+    images = _require(options.images, "--images FOLDER", "vqav2")
+    return load_vqav2(questions, _require(options.annotations, "--annotations ANNOTATIONS.json", "vqav2"), images,
+                      limit=options.limit)  # fmt: skip
+
+
+def _coco(options: TaskOptions) -> list[Example]:
+    from explore.data.coco import load_coco_captions
+
+    captions = _require(options.data, "--data CAPTIONS.json", "coco-captions")
+    return load_coco_captions(captions, _require(options.images, "--images FOLDER", "coco-captions"), limit=options.limit)
+
+
+TASKS: dict[str, EvalTask] = {
+    task.name: task
+    for task in (
+        EvalTask("world-vqa", "vqa", "shapes-world questions, exact match per question type", _world("vqa")),
+        EvalTask("world-caption", "caption", "shapes-world captions, BLEU-4 / CIDEr-D / exact scene", _world("caption")),
+        EvalTask("world-judge", "judge", "shapes-world judge pairs in the VL-RewardBench schema", _world_judge),
+        EvalTask("vl-rewardbench", "judge", "VL-RewardBench (hub or local parquet)", _vl_rewardbench),
+        EvalTask("vqav2", "vqa", "VQAv2 from local questions / annotations / images", _vqav2),
+        EvalTask("coco-captions", "caption", "COCO captions from a local JSON and images", _coco),
+    )
+}
+
+
+def get_task(name: str) -> EvalTask:
+    """The task called ``name``; ExploreError listing the tasks if unknown."""
+    if name not in TASKS:
+        raise ExploreError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
+    return TASKS[name]
