@@ -43,6 +43,8 @@ class StageSection(StrictModel):
     trainable: list[str] = Field(description=f"components trained in this stage, from {COMPONENTS}")
     tasks: dict[str, float] = Field(description="task mix: vqa / caption / judge → sampling weight")
     templates: bool = Field(True, description="wrap prompts in InstructBLIP's instruction templates")
+    max_objects: int | None = Field(None, ge=1, le=9, description="most objects per scene in this stage "
+                                    "(default: data.max_objects); 1 gives a curriculum warm-up")  # fmt: skip
 
     @field_validator("trainable")
     @classmethod

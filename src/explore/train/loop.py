@@ -137,7 +137,6 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
     unwrapped = accelerator.unwrap_model(model)
     decoder_only = bool(unwrapped.config.use_decoder_only_language_model)
     resolution = get_preset(config.model.preset).image_size
-    spec = SceneSpec(max_objects=config.data.max_objects, noise=config.data.noise)
     world = accelerator.num_processes
     interactive = progress and sys.stderr.isatty()
 
@@ -150,6 +149,7 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
         if checkpoint is not None and state.stage_step > 0:
             load_optimizer_states(checkpoint, optimizer, scheduler)
         optimizer = accelerator.prepare_optimizer(optimizer)
+        spec = SceneSpec(max_objects=stage.max_objects or config.data.max_objects, noise=config.data.noise)
         stream = WorldStream(stage.tasks, templates=stage.templates, resolution=resolution,
                              world_seed=config.data.world_seed, spec=spec)  # fmt: skip
         model.train()
