@@ -190,7 +190,7 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
                         print(json.dumps(record), flush=True)
                 last = state.stage_step == stage.steps
                 if accelerator.is_main_process and (state.stage_step % config.eval.every == 0 or last):
-                    _validate(unwrapped, processor, config, run_dir, state, stage.name, progress)
+                    _validate(unwrapped, processor, config, run_dir, state, stage, progress)
                     model.train()
                 if accelerator.is_main_process and (state.global_step % config.checkpoint_every == 0 or last):
                     save_checkpoint(run_dir / "checkpoints", unwrapped, processor, optimizer, scheduler, state)
@@ -205,12 +205,14 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
     return final
 
 
-def _validate(model, processor, config: TrainConfig, run_dir: Path, state: TrainerState, stage: str, progress: bool):
+def _validate(model, processor, config: TrainConfig, run_dir: Path, state: TrainerState, stage: StageSection,
+              progress: bool):  # fmt: skip
+    """Score the model on the val split, with prompts as the stage trains them (templates or not)."""
     started = time.perf_counter()
     scores = evaluate_world(model, processor, split="val", n_vqa=config.eval.vqa, n_judge=config.eval.judge,
                             n_caption=config.eval.caption, seed=config.data.world_seed,
-                            batch_size=config.eval.batch_size)  # fmt: skip
-    record = {"step": state.global_step, "stage": stage, "validation": scores,
+                            batch_size=config.eval.batch_size, templates=stage.templates)  # fmt: skip
+    record = {"step": state.global_step, "stage": stage.name, "templates": stage.templates, "validation": scores,
               "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     _log(run_dir, record)
     if progress:
