@@ -23,6 +23,9 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/explore world export --out $(OUT)/world --n 32 --seed 0 --format jsonl
 	HF_HUB_OFFLINE=1 $(BIN)/explore world export --out $(OUT)/vlrewardbench --n 32 --seed 0 --format vlrewardbench
 	HF_HUB_OFFLINE=1 $(BIN)/explore world show --out $(OUT)/contact_sheet.png --n 16 --seed 0
+	HF_HUB_OFFLINE=1 $(BIN)/explore ask $(OUT)/world/images/test-000000.png "What colour is the triangle?"
+	HF_HUB_OFFLINE=1 $(BIN)/explore caption $(OUT)/world/images --out $(OUT)/captions.jsonl
+	HF_HUB_OFFLINE=1 $(BIN)/explore score-world --model embedded --split test --n 200 --out $(OUT)/scores.json
 
 clean:
 	rm -rf $(VENV) out

@@ -121,40 +121,8 @@ def _write_jsonl(rows: list[dict], out: Path | None) -> None:
     typer.echo(f"wrote {len(rows)} answers to {out}")
 
 
-@app.command("ask")
-def ask_command(
-    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image, question}.")],
-    question: Annotated[str | None, typer.Argument(help="The question (optional for a .jsonl with questions).")] = None,
-    model: ModelOption = "embedded",
-    out: Annotated[Path | None, typer.Option(help="Write JSONL answers here instead of printing them.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 16,
-) -> None:
-    """Answer a question about an image (or many) with the embedded model or any InstructBLIP."""
-    from explore.infer import answer_all, decode_images, requests_from
-    from explore.models.loading import load_model
-
-    _positive("batch-size", batch_size)
-    requests = requests_from(source, question)
-    decode_images(requests)  # bad images fail here, before the model is loaded
-    vlm, processor = load_model(model)
-    rows = answer_all(vlm, processor, requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    if len(rows) == 1 and out is None:
-        typer.echo(rows[0]["answer"])
-    else:
-        _write_jsonl(rows, out)
-
-
-@app.command("caption")
-def caption_command(
-    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image}.")],
-    model: ModelOption = "embedded",
-    prompt: Annotated[str, typer.Option(help="The captioning instruction.")] = "A short image description:",
-    out: Annotated[Path | None, typer.Option(help="Write JSONL captions here instead of printing them.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest caption, in tokens.")] = 64,
-) -> None:
-    """Describe an image (or many)."""
+def _answer(source: Path, prompt: str | None, model: str, out: Path | None, batch_size: int, max_new_tokens: int) -> None:
+    """Shared body of ``ask`` and ``caption``: check inputs and images, load, answer, print or write."""
     from explore.infer import answer_all, decode_images, requests_from
     from explore.models.loading import load_model
 
@@ -167,6 +135,32 @@ def caption_command(
         typer.echo(rows[0]["answer"])
     else:
         _write_jsonl(rows, out)
+
+
+@app.command("ask")
+def ask_command(
+    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image, question}.")],
+    question: Annotated[str | None, typer.Argument(help="The question (optional for a .jsonl with questions).")] = None,
+    model: ModelOption = "embedded",
+    out: Annotated[Path | None, typer.Option(help="Write JSONL answers here instead of printing them.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 16,
+) -> None:
+    """Answer a question about an image (or many) with the embedded model or any InstructBLIP."""
+    _answer(source, question, model, out, batch_size, max_new_tokens)
+
+
+@app.command("caption")
+def caption_command(
+    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image}.")],
+    model: ModelOption = "embedded",
+    prompt: Annotated[str, typer.Option(help="The captioning instruction.")] = "A short image description:",
+    out: Annotated[Path | None, typer.Option(help="Write JSONL captions here instead of printing them.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest caption, in tokens.")] = 64,
+) -> None:
+    """Describe an image (or many)."""
+    _answer(source, prompt, model, out, batch_size, max_new_tokens)
 
 
 @app.command("score-world")

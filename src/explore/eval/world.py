@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+import torch
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
 from explore.data.example import Example
 from explore.eval.likelihood import judge_by_likelihood
+from explore.models.collate import collate
 from explore.models.generate import generate_answers
 from explore.world.examples import world_examples
 from explore.world.scene import Scene
@@ -67,6 +69,18 @@ def score_captions(model, processor, examples: list[Example], batch_size: int = 
     return {"exact_scene": sum(exact) / max(1, len(exact)), "object_f1": sum(f1s) / max(1, len(f1s))}
 
 
+@torch.no_grad()
+def image_sensitivity(model, processor, examples: list[Example], max_length: int = 48) -> float:
+    """How much the model's logits depend on the image: ‖Δlogits‖ / ‖logits‖ when each example gets
+    another example's image (0 means the image is ignored; a from-scratch model can fall into that)."""
+    decoder_only = bool(model.config.use_decoder_only_language_model)
+    batch = collate(examples, processor, with_labels=True, max_length=max_length, decoder_only=decoder_only)
+    logits = model(**batch).logits
+    batch["pixel_values"] = batch["pixel_values"].roll(1, dims=0)
+    shuffled = model(**batch).logits
+    return float((logits - shuffled).norm() / logits.norm())
+
+
 def evaluate_world(
     model: InstructBlipForConditionalGeneration,
     processor: InstructBlipProcessor,
@@ -93,5 +107,7 @@ def evaluate_world(
     if n_caption:
         examples = world_examples(split, n_caption, "caption", seed=seed, resolution=resolution, templates=templates)
         results["caption"] = score_captions(model, processor, examples, batch_size)
+        if n_caption > 1:
+            results["caption"]["image_sensitivity"] = image_sensitivity(model, processor, examples[:batch_size])
     model.train(was_training)
     return results
