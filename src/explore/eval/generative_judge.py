@@ -17,6 +17,7 @@ import torch
 from explore.data.example import Example
 from explore.eval.metrics import rewardbench
 from explore.models.collate import generation_inputs
+from explore.models.generate import cache_kwargs
 
 TEMPERATURE = 0.2
 TOP_P = 0.2
@@ -52,7 +53,7 @@ def judge_generatively(model, processor, examples: list[Example], *, samples: in
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         output = model.generate(**inputs, do_sample=True, temperature=TEMPERATURE, top_p=TOP_P,
-                                max_new_tokens=max_new_tokens)  # fmt: skip
+                                max_new_tokens=max_new_tokens, **cache_kwargs(model))  # fmt: skip
     if decoder_only:
         output = output[:, inputs["input_ids"].shape[1] :]
     texts = processor.tokenizer.batch_decode(output, skip_special_tokens=True)

@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import torch
-from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
+from transformers import DynamicCache, EncoderDecoderCache, InstructBlipForConditionalGeneration, InstructBlipProcessor
 
 from explore.data.example import Example
 from explore.models.collate import generation_inputs
+
+
+def cache_kwargs(model: InstructBlipForConditionalGeneration) -> dict:
+    """Extra ``generate`` arguments: for a T5 LM, a KV cache that grows with the layers it meets.
+
+    transformers sizes T5's default cache from ``num_layers``, the *encoder* depth; once encoder
+    and decoder depths differ (e.g. after dropping encoder layers) generation fails with an index
+    error, so an unsized (lazily grown) cache is passed instead.
+    """
+    if model.config.use_decoder_only_language_model:
+        return {}
+    return {"cache": EncoderDecoderCache(DynamicCache(), DynamicCache())}
 
 
 @torch.no_grad()
@@ -27,7 +39,7 @@ def generate_answers(
     inputs = generation_inputs(examples, processor, max_length=max_length, decoder_only=decoder_only)
     inputs = {name: tensor.to(model.device) for name, tensor in inputs.items()}
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1)
+    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **cache_kwargs(model))
     if decoder_only:
         # A decoder-only LM returns the prompt (placeholders included) followed by the new tokens.
         output = output[:, inputs["input_ids"].shape[1] :]
