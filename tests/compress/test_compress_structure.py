@@ -109,3 +109,24 @@ def test_drop_layers_errors():
         layer.has_cross_attention = i % 2 == 0
     with pytest.raises(ExploreError, match="breaks its pattern"):
         drop_layers(model, "qformer", [1])
+
+
+@pytest.mark.parametrize("family", ["t5", "llama"])
+def test_change_resolution_interpolates_and_reloads(family, tmp_path):
+    from explore.compress.resolution import change_resolution
+
+    model, processor = make(family)
+    big, big_processor = change_resolution(model, processor, 32)  # 16 px → 32 px: 4 → 16 patches
+    assert big.vision_model.embeddings.position_embedding.shape[1] == 17
+    assert big_processor.image_processor.size == {"height": 32, "width": 32}
+    batch = inputs(big, big_processor)
+    assert batch["pixel_values"].shape[-1] == 32
+    out = logits(big, big_processor)
+    save_model(big, big_processor, tmp_path / "m")
+    again, again_processor = load_model(tmp_path / "m")
+    assert torch.equal(logits(again, again_processor), out)
+    # back to the original size gives the original table exactly (bicubic at the same grid is the identity)
+    same, _ = change_resolution(model, processor, 16)
+    assert torch.allclose(same.vision_model.embeddings.position_embedding, model.vision_model.embeddings.position_embedding)
+    with pytest.raises(ExploreError, match="multiple of the patch size"):
+        change_resolution(model, processor, 20)
