@@ -38,7 +38,7 @@ def run(*args):
 def test_ask_one_image_prints_one_answer(model_dir, images):
     r = run("ask", str(images / "scene-0.png"), "What colour is the circle?", "--model", str(model_dir))
     assert r.returncode == 0, r.stderr
-    assert len(r.stdout.strip().splitlines()) == 1
+    assert r.stdout.count("\n") == 1  # one answer line (a random tiny model may answer with nothing)
 
 
 def test_ask_folder_and_jsonl_write_jsonl(model_dir, images, tmp_path):
