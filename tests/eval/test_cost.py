@@ -1,0 +1,63 @@
+"""Cost measures on tiny models: parameters, disk, FLOPs and latency respond to compression."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from explore.compress.depth import drop_layers
+from explore.compress.queries import prune_queries
+from explore.eval.cost import disk_bytes, flops_per_example, latency_per_example, parameter_counts
+from explore.models.build import build_model, build_processor
+from explore.models.loading import save_model
+from explore.models.presets import get_preset
+from explore.models.tokenizer import build_word_tokenizer
+from explore.world.examples import world_examples
+from explore.world.text import vocabulary
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    preset = replace(get_preset("tiny-t5"), name="tiny-t5-3", qformer_layers=3, lm_layers=3, lm_decoder_layers=3,
+                     num_query_tokens=8)  # fmt: skip
+    words = vocabulary()
+    tokenizer, qtok = build_word_tokenizer(words), build_word_tokenizer(words, image_token=False)
+    return build_model(preset, tokenizer, seed=0), build_processor(preset, tokenizer, qtok)
+
+
+def test_parameter_counts(tiny):
+    model, _ = tiny
+    counts = parameter_counts(model)
+    vocab, width = model.language_model.get_input_embeddings().weight.shape
+    lm = model.language_model
+    tables = 1 if lm.get_input_embeddings().weight is lm.get_output_embeddings().weight else 2  # tied: counted once
+    assert counts["total"] - counts["non_embedding"] == tables * vocab * width
+    for p in model.vision_model.parameters():
+        p.requires_grad_(False)
+    assert parameter_counts(model)["trainable"] == counts["total"] - sum(p.numel() for p in model.vision_model.parameters())
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+
+def test_disk_bytes_match_fp32_weights(tiny, tmp_path):
+    model, processor = tiny
+    save_model(model, processor, tmp_path / "m")
+    n_bytes = disk_bytes(tmp_path / "m")
+    assert 4 * parameter_counts(model)["total"] <= n_bytes < 4 * parameter_counts(model)["total"] + 64_000
+
+
+def test_flops_fall_with_fewer_queries_and_layers(tiny):
+    model, processor = tiny
+    examples = world_examples("test", 4, "vqa", resolution=16)
+    full = flops_per_example(model, processor, examples)
+    fewer_queries = flops_per_example(*prune_queries(model, processor, 2, "even"), examples)
+    shallower = flops_per_example(drop_layers(model, "lm_encoder", [1, 2]), processor, examples)
+    assert full > 0 and fewer_queries < full and shallower < full
+
+
+def test_latency_is_positive_seconds(tiny):
+    model, processor = tiny
+    examples = world_examples("test", 4, "vqa", resolution=16)
+    seconds = latency_per_example(model, processor, examples, batch_size=2, max_new_tokens=2)
+    assert 0 < seconds < 10
+    assert torch.get_num_threads() >= 1
