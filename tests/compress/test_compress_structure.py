@@ -130,3 +130,28 @@ def test_change_resolution_interpolates_and_reloads(family, tmp_path):
     assert torch.allclose(same.vision_model.embeddings.position_embedding, model.vision_model.embeddings.position_embedding)
     with pytest.raises(ExploreError, match="multiple of the patch size"):
         change_resolution(model, processor, 20)
+
+
+@pytest.mark.parametrize("family, component", [("t5", "vision"), ("t5", "qformer"), ("t5", "lm_encoder"),
+                                               ("t5", "lm_decoder"), ("llama", "lm_decoder")])
+def test_block_influence_ranks_every_block(family, component):
+    from explore.compress.depth import block_influence, drop_least_influential
+
+    model, processor = make(family)
+    batch = inputs(model, processor)
+    influence = block_influence(model, batch, component)
+    assert len(influence) == 3 and all(0 <= x <= 2 for x in influence)
+    small, dropped = drop_least_influential(model, batch, component, 1)
+    assert dropped == [min(range(3), key=lambda i: influence[i])]
+    assert len(block_influence(small, batch, component)) == 2
+
+
+def test_block_influence_of_an_identity_block_is_zero():
+    from explore.compress.depth import block_influence
+
+    model, processor = make("t5")
+    block = model.vision_model.encoder.layers[1]
+    for p in (block.self_attn.projection.weight, block.self_attn.projection.bias, block.mlp.fc2.weight, block.mlp.fc2.bias):
+        torch.nn.init.zeros_(p)  # both residual branches add zero: output = input
+    influence = block_influence(model, inputs(model, processor), "vision")
+    assert influence[1] == pytest.approx(0.0, abs=1e-6) and influence[0] > 1e-4

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 
+import torch
 from torch import nn
 from transformers import InstructBlipForConditionalGeneration
 
@@ -100,3 +101,48 @@ def drop_layers(
     setattr(parent, name, nn.ModuleList(kept))
     _set_layer_count(model, component, len(kept))
     return model
+
+
+def _hidden(value):
+    """The hidden-states tensor of a block's input or output (blocks return tensors or tuples)."""
+    return value[0] if isinstance(value, (tuple, list)) else value
+
+
+@torch.no_grad()
+def block_influence(model: InstructBlipForConditionalGeneration, batch: dict, component: str) -> list[float]:
+    """ShortGPT's block influence of each block of ``component`` on a calibration ``batch``:
+    1 − cosine similarity between the block's input and output hidden states, averaged over tokens
+    (arXiv 2403.03853). Low influence = the block changes little = a candidate to drop."""
+    blocks = _blocks(model, component)
+    scores: list[list[float]] = [[] for _ in blocks]
+
+    def hook(index: int):
+        def record(module, args, kwargs, output):
+            hidden_in = _hidden(args[0] if args else kwargs["hidden_states"])
+            hidden_out = _hidden(output)
+            similarity = torch.nn.functional.cosine_similarity(hidden_in.float(), hidden_out.float(), dim=-1)
+            scores[index].append(float((1 - similarity).mean()))
+
+        return record
+
+    handles = [block.register_forward_hook(hook(i), with_kwargs=True) for i, block in enumerate(blocks)]
+    try:
+        model(**batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return [sum(s) / len(s) if s else float("nan") for s in scores]
+
+
+def drop_least_influential(
+    model: InstructBlipForConditionalGeneration, batch: dict, component: str, n: int
+) -> tuple[InstructBlipForConditionalGeneration, list[int]]:
+    """Drop the ``n`` blocks of ``component`` with the lowest block influence on ``batch``.
+
+    Returns the smaller copy and the dropped positions. (For a Q-Former with cross-attention every
+    other layer, choose positions yourself with :func:`drop_layers`; a free choice may break it.)
+    """
+    influence = block_influence(model, batch, component)
+    order = sorted(range(len(influence)), key=lambda i: influence[i])
+    dropped = sorted(order[:n])
+    return drop_layers(model, component, dropped), dropped
