@@ -29,6 +29,13 @@ def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full traceba
     _state["debug"] = debug
 
 
+def _check_split(split: str) -> None:
+    from explore.world.splits import SPLITS
+
+    if split not in SPLITS:
+        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+
+
 def _positive(name: str, value: int) -> int:
     if value <= 0:
         raise ExploreError(f"--{name} must be a positive integer, got {value}")
@@ -46,14 +53,12 @@ def world_export(
 ) -> None:
     """Write shapes-world scenes with their questions, captions and judge pairs."""
     from explore.world.export import EXPORT_FORMATS, export_jsonl, export_vlrewardbench
-    from explore.world.splits import SPLITS
 
     _positive("n", n)
     _positive("resolution", resolution)
     if format not in EXPORT_FORMATS:
         raise ExploreError(f"unknown --format {format!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
-    if split not in SPLITS:
-        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+    _check_split(split)
     if seed < 0:
         raise ExploreError(f"--seed must be non-negative, got {seed}")
     if format == "jsonl":
@@ -75,12 +80,11 @@ def world_show(
 ) -> None:
     """Write a contact sheet PNG of scenes with their captions."""
     from explore.world.export import contact_sheet
-    from explore.world.splits import SPLITS, split_scenes
+    from explore.world.splits import split_scenes
 
     _positive("n", n)
     _positive("columns", columns)
-    if split not in SPLITS:
-        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+    _check_split(split)
     if out.suffix.lower() != ".png":
         raise ExploreError(f"--out must be a .png file, got {out}")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -179,11 +183,9 @@ def score_world_command(
 
     from explore.eval.world import evaluate_world
     from explore.models.loading import load_model
-    from explore.world.splits import SPLITS
 
     _positive("n", n)
-    if split not in SPLITS:
-        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+    _check_split(split)
     vlm, processor = load_model(model)
     scores = evaluate_world(vlm, processor, split=split, n_vqa=n, n_judge=n, n_caption=max(1, n // 5), seed=seed)
     table = Table(title=f"{model} on the shapes world ({split} split, seed {seed})")

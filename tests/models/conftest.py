@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
-import torch
 from PIL import Image, ImageDraw
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, PreTrainedTokenizerFast
 

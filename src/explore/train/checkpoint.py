@@ -51,7 +51,7 @@ def save_checkpoint(root: Path, model, processor, optimizer, scheduler, state: T
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    model.save_pretrained(tmp / "model", safe_serialization=True)
+    model.save_pretrained(tmp / "model")  # transformers >= 5 always writes safetensors
     processor.save_pretrained(tmp / "model")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     torch.save(scheduler.state_dict(), tmp / "scheduler.pt")

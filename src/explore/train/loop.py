@@ -23,6 +23,7 @@ from explore.errors import ExploreError
 from explore.eval.world import evaluate_world
 from explore.models.build import build_model, build_processor, count_parameters
 from explore.models.collate import collate
+from explore.models.loading import save_model
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.runinfo import write_run_info
@@ -199,8 +200,7 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
 
     final = run_dir / "model"
     if accelerator.is_main_process:
-        unwrapped.save_pretrained(final, safe_serialization=True)
-        processor.save_pretrained(final)
+        save_model(unwrapped, processor, final)  # atomic; checks that safetensors were written
     accelerator.wait_for_everyone()
     return final
 
