@@ -16,3 +16,40 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# `explore ...` in a fresh process that SIGKILLs itself when its N-th optimizer update starts (after the
+# forward and backward passes of that step): nothing gets to clean up, as when a job is killed.
+_KILLED_CHILD = """
+import os, signal, sys
+import torch
+
+kill_at, calls = int(sys.argv[1]), [0]
+real_step = torch.optim.AdamW.step
+
+def step(self, *args, **kwargs):
+    calls[0] += 1
+    if calls[0] == kill_at:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_step(self, *args, **kwargs)
+
+torch.optim.AdamW.step = step
+from explore.cli import main
+sys.argv = ["explore", *sys.argv[2:]]
+main()
+"""
+
+
+@pytest.fixture
+def run_killed():
+    """``run_killed(n, *args)``: run ``explore *args`` in a subprocess that is SIGKILLed at its n-th optimizer
+    step; returns the CompletedProcess (``returncode == -signal.SIGKILL`` when the kill happened)."""
+    import subprocess
+    import sys
+
+    def run(kill_at: int, *args: str) -> subprocess.CompletedProcess:
+        env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        return subprocess.run([sys.executable, "-c", _KILLED_CHILD, str(kill_at), *args], check=False,
+                              capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
+
+    return run

@@ -19,6 +19,8 @@ app = typer.Typer(help="explore: compress and evaluate InstructBLIP-style vision
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
 world_app = typer.Typer(help="The shapes world: export data, show scenes.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
+diffusion_app = typer.Typer(help="Text-to-image diffusion on the shapes world: train.", no_args_is_help=True)
+app.add_typer(diffusion_app, name="diffusion")
 
 console = Console(stderr=True)
 _state = {"debug": False}
@@ -109,7 +111,122 @@ def pretrain_command(
     typer.echo(f"saved the trained model to {final}")
 
 
+@diffusion_app.command("train")
+def diffusion_train_command(
+    config: Annotated[Path, typer.Option("--config", help="Diffusion YAML (configs/diffusion/*.yaml).")],
+    resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoints/step-* folder.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
+) -> None:
+    """Train the text-to-image model (EMA, validation grids, atomic resumable checkpoints)."""
+    from explore.diffusion.config import load_diffusion_config
+    from explore.diffusion.train import train_diffusion
+
+    cfg = load_diffusion_config(config)
+    if output_dir is not None:
+        cfg = cfg.model_copy(update={"output_dir": output_dir})
+    final = train_diffusion(cfg, resume=resume)
+    typer.echo(f"saved the trained pipeline (EMA weights) to {final}")
+
+
+@app.command("generate")
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="What to draw, e.g. 'a red circle above a blue square'.")],
+    out: Annotated[Path, typer.Option("--out", help="Output PNG: the images side by side.")],
+    n: Annotated[int, typer.Option("-n", help="Number of images.")] = 4,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Seed of the initial noise (same seed, same images).")] = 0,
+    scheduler: Annotated[str, typer.Option(help="Sampler: dpm (DPM-Solver++), ddim, ddpm or unipc.")] = "dpm",
+    checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (default: the packaged one).")] = None,
+    scale: Annotated[int, typer.Option(help="Enlarge each image this many times (nearest) in the PNG.")] = 4,
+) -> None:
+    """Draw shapes-world images from text with the diffusion model."""
+    import torch
+
+    from explore.diffusion.pipeline import image_grid, load_pipeline, set_scheduler
+
+    _positive("n", n)
+    _positive("steps", steps)
+    _positive("scale", scale)
+    if guidance < 1:
+        raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
+    if out.suffix.lower() != ".png":
+        raise ExploreError(f"--out must be a .png file, got {out}")
+    pipe = set_scheduler(load_pipeline(checkpoint), scheduler)
+    pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
+    images = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=n,
+                  generator=torch.Generator().manual_seed(seed)).images  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, scale=scale).save(out)
+    typer.echo(f"wrote {out} ({n} images, {scheduler} {steps} steps, guidance {guidance}, seed {seed})")
+
+
 ModelOption = Annotated[str, typer.Option("--model", help="'embedded', a local model folder, or a Hub id.")]
+
+
+@app.command("finetune")
+def finetune_command(
+    config: Annotated[Path, typer.Option("--config", help="Fine-tuning YAML (configs/finetune/*.yaml).")],
+    output: Annotated[Path, typer.Option("--output", help="Folder for the adapter (or the merged model).")],
+    model: ModelOption = "embedded",
+    merge: Annotated[bool, typer.Option("--merge", help="Merge the adapter and write a plain model folder.")] = False,
+    distill_from: Annotated[
+        str | None, typer.Option("--distill-from", help="Teacher to distil from: 'embedded', a folder or a Hub id.")
+    ] = None,
+    device: Annotated[str, typer.Option(help="Where to train: cpu or cuda (qlora needs cuda).")] = "cpu",
+    resume: Annotated[
+        str | None, typer.Option(help="'latest' or a step-* folder under --checkpoint-dir to continue from.")
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None, typer.Option(help="Checkpoints (config checkpoint_every); default: <output>-checkpoints.")
+    ] = None,
+) -> None:
+    """Win quality back after compression: LoRA / DoRA / IA3 / QLoRA adapters or full tuning of chosen
+    components on the shapes world, optionally distilled from the original model. With checkpoint_every
+    in the config, a killed run continues where it stopped with --resume latest."""
+    import json
+
+    from explore.adapt.config import load_finetune_config
+    from explore.adapt.finetune import finetune, merge_adapter, save_adapter
+    from explore.models.loading import load_model, save_model
+    from explore.runinfo import write_run_info
+    from explore.train.checkpoint import find_checkpoint
+
+    cfg = load_finetune_config(config)
+    checkpoint_dir = checkpoint_dir or output.parent / f"{output.name}-checkpoints"
+    if resume is not None:
+        resume = str(find_checkpoint(resume, checkpoint_dir))  # before the models load: a wrong path fails fast
+    if cfg.distill_weight > 0 and distill_from is None:
+        raise ExploreError(f"{config}: distill_weight is {cfg.distill_weight}; pass the teacher with --distill-from")
+    if distill_from is not None and cfg.distill_weight == 0:
+        raise ExploreError(f"--distill-from needs distill_weight > 0 in {config}")
+    if merge and cfg.method == "qlora":
+        raise ExploreError(
+            "--merge cannot fold a QLoRA adapter into its 4-bit base; save the adapter and merge it onto the "
+            "full-precision model in Python (explore.adapt.finetune.merge_adapter)"
+        )
+    vlm, processor = load_model(model, device=device)
+    teacher, teacher_processor = load_model(distill_from, device=device) if distill_from else (None, None)
+    result = finetune(vlm, processor, cfg, teacher=teacher, teacher_processor=teacher_processor,
+                      checkpoint_dir=checkpoint_dir, resume=resume)  # fmt: skip
+    if cfg.method == "full" or merge:
+        plain = result.model if cfg.method == "full" else merge_adapter(result.model)
+        save_model(plain, processor, output)
+        kind = "model"
+    else:
+        save_adapter(result.model, output, processor)
+        kind = "adapter"
+    write_run_info(output, {"model": model, "distill_from": distill_from, "merge": merge, "finetune": cfg.model_dump(),
+                            "checkpoint_every": cfg.checkpoint_every, "checkpoint_dir": str(checkpoint_dir),
+                            "resumed_from": resume})  # fmt: skip
+    summary = result.summary()
+    log = {**summary, "losses": [round(loss, 5) for loss in result.losses]}
+    (output / "finetune_log.json").write_text(json.dumps(log, indent=2))
+    typer.echo(
+        f"{cfg.method} on {'+'.join(cfg.components)}: loss {summary['loss_start']} → {summary['loss_end']} "
+        f"in {summary['steps']} steps ({summary['trainable_parameters']:,} trainable parameters, "
+        f"{summary['seconds']:.0f} s); wrote the {kind} to {output}"
+    )
 
 
 def _write_jsonl(rows: list[dict], out: Path | None) -> None:
@@ -217,7 +334,7 @@ def _print_summary(title: str, summary: dict) -> None:
 
 @app.command("eval")
 def eval_command(
-    task: Annotated[str, typer.Option(help="world-vqa, world-caption, world-judge, vl-rewardbench, vqav2, coco-captions.")],
+    task: Annotated[str, typer.Option(help="world-vqa, world-caption, world-judge, vl-rewardbench, vqav2, coco-captions, world-t2i.")],
     out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and summary.json (resumes if present).")],
     model: ModelOption = "embedded",
     limit: Annotated[int | None, typer.Option(help="At most this many examples (world tasks: default 500).")] = None,
@@ -230,8 +347,16 @@ def eval_command(
     judge: Annotated[str, typer.Option(help="Judge tasks: 'likelihood' or 'generative' (official prompt, k votes).")] = "likelihood",
     judge_samples: Annotated[int, typer.Option(help="Generative judge: samples per example (official: 10).")] = 10,
     unparsed: Annotated[str, typer.Option(help="Unparsed judgments: 'drop' (official) or 'wrong'.")] = "drop",
+    checkpoint: Annotated[Path | None, typer.Option(help="world-t2i: diffusion pipeline folder.")] = None,
+    steps: Annotated[int, typer.Option(help="world-t2i: sampling steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="world-t2i: classifier-free guidance scale.")] = 3.0,
+    scheduler: Annotated[str, typer.Option(help="world-t2i: sampler (dpm, ddim, ddpm, unipc).")] = "dpm",
 ) -> None:
-    """Evaluate a model on a task: per-example JSONL, a summary JSON and a table; resumable."""
+    """Evaluate a model on a task: per-example JSONL, a summary JSON and a table; resumable.
+
+    world-t2i evaluates the diffusion model (--checkpoint) with --model as the VLM judge."""
+    from dataclasses import replace
+
     from explore.eval.runner import run_task
     from explore.eval.tasks import TaskOptions, get_task
     from explore.models.loading import load_model
@@ -246,19 +371,90 @@ def eval_command(
     if unparsed not in ("drop", "wrong"):
         raise ExploreError(f"unknown --unparsed {unparsed!r}; choose drop (official) or wrong")
     _positive("judge-samples", judge_samples)
+    options = TaskOptions(data=data, annotations=annotations, images=images, split=split, seed=seed, limit=limit)
+    # the user's data is read and checked before the model loads, so a bad file fails fast; shapes-world
+    # data is rendered at the model's own resolution, so it waits for the model
+    examples = None if task.startswith("world-") else spec.load(options)
     vlm, processor = load_model(model)
-    resolution = int(processor.image_processor.size["height"])
-    options = TaskOptions(data=data, annotations=annotations, images=images, split=split, seed=seed, limit=limit,
-                          resolution=resolution)  # fmt: skip
-    examples = spec.load(options)
+    if spec.kind == "t2i":
+        _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps, guidance=guidance,
+                  scheduler=scheduler, split=split, seed=seed, limit=limit,
+                  batch_size=16 if batch_size == "auto" else int(batch_size), title=f"{model} judging")  # fmt: skip
+        return
+    if examples is None:
+        examples = spec.load(replace(options, resolution=int(processor.image_processor.size["height"])))
     summary = run_task(vlm, processor, spec, examples, out, batch_size=batch_size if batch_size == "auto" else int(batch_size),
                        judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed)  # fmt: skip
     _print_summary(f"{model} on {task} ({summary['examples']} examples)", summary)
     typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}")
 
 
+def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps: int, guidance: float, scheduler: str,
+              split: str, seed: int, limit: int | None, batch_size: int, title: str) -> None:  # fmt: skip
+    """``explore eval --task world-t2i``: generate, then score exactly, by the VLM judge and by Fréchet distance."""
+    from explore.diffusion.pipeline import load_pipeline, set_scheduler
+    from explore.eval.t2i import evaluate_t2i
+    from explore.eval.tasks import TaskOptions
+
+    _positive("steps", steps)
+    if guidance < 1:
+        raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
+    _check_split(split)
+    pipe = set_scheduler(load_pipeline(checkpoint), scheduler)
+    examples = spec.load(TaskOptions(split=split, seed=seed, limit=limit, resolution=pipe.unet.config.sample_size))
+    summary = evaluate_t2i(pipe, vlm, processor, examples, out, steps=steps, guidance=guidance, batch_size=batch_size)
+    _print_summary(f"world-t2i ({summary['examples']} prompts, {scheduler} {steps} steps; {title})", summary)
+    typer.echo(f"wrote {out / 'predictions.jsonl'}, {out / 'images'} and {out / 'summary.json'}")
+
+
+@app.command("sweep")
+def sweep_command(
+    config: Annotated[Path | None, typer.Option("--config", help="Sweep YAML (default: the packaged 15-minute sweep on the embedded model).")] = None,
+    only: Annotated[list[str] | None, typer.Option("--only", help="Run just this point (repeatable); 'original' always runs.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Override the config's model ('embedded', folder or Hub id).")] = None,
+    report_only: Annotated[bool, typer.Option("--report-only", help="Rewrite the report from results.jsonl; run nothing.")] = False,
+) -> None:
+    """Compress × recover × evaluate: one results.jsonl line per point, a Markdown/HTML report with Pareto plots.
+
+    A killed sweep resumes where it stopped when run again with the same config.
+    """
+    from explore.sweep.config import default_config_path, load_sweep_config
+    from explore.sweep.report import write_report
+    from explore.sweep.run import RESULTS, read_results, run_sweep
+
+    path = config or default_config_path()
+    cfg = load_sweep_config(path)
+    updates = {key: value for key, value in (("output_dir", output_dir), ("model", model)) if value is not None}
+    cfg = cfg.model_copy(update=updates)
+    shown = str(config) if config else None
+    out = Path(cfg.output_dir)
+    if report_only:
+        if not (out / RESULTS).is_file():
+            raise ExploreError(f"--report-only: no {out / RESULTS}; run the sweep first")
+        report = write_report(cfg, read_results(out / RESULTS), out, [p.name for p in cfg.all_points()], shown)
+    else:
+        run_sweep(cfg, config_path=shown, only=only)
+        report = out / "report.md"
+    typer.echo(f"wrote {out / RESULTS}, {report} and {out / 'report.html'}")
+
+
+def _quiet_progress_bars() -> None:
+    """Turn off Hugging Face's tqdm bars (loading weights, writing shards): in a log or a pipe they are
+    noise, and they would put lines before a one-line error. explore's own bars follow the same rule."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # transformers reads this when it is imported
+    if "transformers" in sys.modules:
+        import transformers.utils.logging
+
+        transformers.utils.logging.disable_progress_bar()
+
+
 def main() -> None:
     """Entry point: run the app, turning user errors into one line and exit status 2."""
+    if not sys.stderr.isatty():
+        _quiet_progress_bars()
     try:
         app(standalone_mode=False)
     except ExploreError as err:

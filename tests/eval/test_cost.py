@@ -1,4 +1,4 @@
-"""Cost measures on tiny models: parameters, disk, FLOPs and latency respond to compression."""
+"""Cost measures on tiny models: parameters, disk, memory, FLOPs and latency respond to compression."""
 
 from dataclasses import replace
 
@@ -6,8 +6,17 @@ import pytest
 import torch
 
 from explore.compress.depth import drop_layers
+from explore.compress.precision import quantize
 from explore.compress.queries import prune_queries
-from explore.eval.cost import disk_bytes, flops_per_example, latency_per_example, parameter_counts
+from explore.eval.cost import (
+    TensorMemoryTracker,
+    disk_bytes,
+    flops_per_example,
+    latency_per_example,
+    parameter_counts,
+    peak_memory,
+    weight_bytes,
+)
 from explore.models.build import build_model, build_processor
 from explore.models.loading import save_model
 from explore.models.presets import get_preset
@@ -61,3 +70,27 @@ def test_latency_is_positive_seconds(tiny):
     seconds = latency_per_example(model, processor, examples, batch_size=2, max_new_tokens=2)
     assert 0 < seconds < 10
     assert torch.get_num_threads() >= 1
+
+
+def test_tensor_memory_tracker_counts_tensors_alive_at_once():
+    weights = torch.ones(1000)  # alive before: not counted, nor are views of it
+    with TensorMemoryTracker() as tracker:
+        a = torch.empty(1000)  # 4,000 bytes
+        b = a + 1  # 8,000 alive
+        view = weights.view(10, 100)
+        del a
+        c = b * 2  # b and c: 8,000 alive
+        del b
+        assert tracker.now_bytes == 4000
+    assert tracker.peak_bytes == 8000 and view.shape == (10, 100) and c.shape == (1000,)
+
+
+def test_peak_memory_grows_with_batch_and_weights_shrink_with_int8(tiny):
+    model, processor = tiny
+    examples = world_examples("test", 8, "vqa", resolution=16)
+    one, eight = peak_memory(model, processor, examples[:1]), peak_memory(model, processor, examples)
+    assert 0 < one["peak_generation"] < eight["peak_generation"]
+    assert one["weights"] == eight["weights"] == model.get_memory_footprint()  # fp32: the same
+    small, _ = quantize(model, processor, "int8")
+    assert weight_bytes(small) < 0.6 * weight_bytes(model)  # width 16: embeddings and LM head stay float32
+    assert small.get_memory_footprint() == model.get_memory_footprint()  # why weight_bytes exists

@@ -59,24 +59,49 @@ def test_folder_without_config_is_a_one_line_error(tmp_path):
     _one_line_error(tmp_path, "config.json")
 
 
-def test_pickle_only_folder_is_refused_without_unpickling(tmp_path):
-    """A pickle that would create a file when loaded: the file must not appear."""
+class _Exploit:
+    """Unpickling this creates the file ``marker``: a stand-in for a payload that runs code."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+@pytest.mark.parametrize("layout", ["folder/pytorch_model.bin", "folder/model.pt", "folder/weights.pkl", "model.pt"])
+def test_pickle_weights_are_refused_without_unpickling(tmp_path, layout):
+    """A pickle that would create a file when loaded: the file must not appear, and the message says why and how."""
     marker = tmp_path / "pwned.txt"
-
-    class Exploit:
-        def __reduce__(self):
-            return (open, (str(marker), "w"))
-
-    folder = tmp_path / "model"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "instructblip"}))
-    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(Exploit()))
-    pickle.loads((folder / "pytorch_model.bin").read_bytes()).close()  # prove the pickle is live
+    payload = tmp_path / layout
+    payload.parent.mkdir(exist_ok=True)
+    (tmp_path / "folder" / "config.json").parent.mkdir(exist_ok=True)
+    (tmp_path / "folder" / "config.json").write_text(json.dumps({"model_type": "instructblip"}))
+    payload.write_bytes(pickle.dumps(_Exploit(marker)))
+    pickle.loads(payload.read_bytes()).close()  # prove the pickle is live
     assert marker.exists()
     marker.unlink()
-    message = _one_line_error(folder, "pytorch_model.bin")
-    assert "arbitrary code" in message and "save_pretrained" in message
+    message = _one_line_error(payload.parent if layout.startswith("folder/") else payload, payload.name)
+    assert "arbitrary code" in message and "save_pretrained" in message and "safetensors" in message
     assert not marker.exists()
+
+
+def test_a_weights_file_instead_of_its_folder_is_a_one_line_error(tiny_factory, tmp_path):
+    tiny = tiny_factory("tiny-t5")
+    folder = save_model(tiny.model, tiny.processor, tmp_path / "model")
+    _one_line_error(folder / "model.safetensors", "pass the folder that holds config.json")
+
+
+def test_no_source_file_enables_remote_code():
+    """explore never runs code shipped with a checkpoint: ``trust_remote_code`` is never switched on."""
+    from pathlib import Path
+
+    import explore
+
+    sources = list(Path(explore.__file__).parent.rglob("*.py"))
+    assert sources
+    offenders = [str(path) for path in sources if "trust_remote_code=True" in path.read_text().replace(" ", "")]
+    assert not offenders
 
 
 def test_nan_weights_are_refused_and_named(tiny_factory, tmp_path):

@@ -46,6 +46,11 @@ def _blocks(model: InstructBlipForConditionalGeneration, component: str) -> nn.M
     return getattr(parent, name)
 
 
+def block_count(model: InstructBlipForConditionalGeneration, component: str) -> int:
+    """How many blocks ``component`` has now (ExploreError for an unknown component)."""
+    return len(_blocks(model, component))
+
+
 def _set_layer_count(model: InstructBlipForConditionalGeneration, component: str, n: int) -> None:
     config = model.config
     if component == "vision":

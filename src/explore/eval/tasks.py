@@ -8,6 +8,7 @@
 | vl-rewardbench   | judge   | the hub (``MMInstruction/VL-RewardBench``) or a local parquet        |
 | vqav2            | vqa     | local VQAv2 questions + annotations JSON and a COCO image folder     |
 | coco-captions    | caption | local COCO caption JSON and an image folder                          |
+| world-t2i        | t2i     | shapes-world prompts → generated images, exact / VLM-judged / Fréchet (explore.eval.t2i) |
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ class TaskOptions:
 @dataclass(frozen=True)
 class EvalTask:
     name: str
-    kind: Literal["vqa", "caption", "judge"]
+    kind: Literal["vqa", "caption", "judge", "t2i"]
     description: str
     load: Callable[[TaskOptions], list[Example]]
 
@@ -95,6 +96,14 @@ def _coco(options: TaskOptions) -> list[Example]:
     return load_coco_captions(captions, _require(options.images, "--images FOLDER", "coco-captions"), limit=options.limit)
 
 
+def _world_t2i(options: TaskOptions) -> list[Example]:
+    """Held-out prompts (canonical captions) with real renders at the generator's resolution."""
+    from explore.eval.t2i import DEFAULT_T2I_EXAMPLES, t2i_examples
+
+    return t2i_examples(options.split, options.limit or DEFAULT_T2I_EXAMPLES, seed=options.seed,
+                        resolution=options.resolution)  # fmt: skip
+
+
 TASKS: dict[str, EvalTask] = {
     task.name: task
     for task in (
@@ -104,6 +113,7 @@ TASKS: dict[str, EvalTask] = {
         EvalTask("vl-rewardbench", "judge", "VL-RewardBench (hub or local parquet)", _vl_rewardbench),
         EvalTask("vqav2", "vqa", "VQAv2 from local questions / annotations / images", _vqav2),
         EvalTask("coco-captions", "caption", "COCO captions from a local JSON and images", _coco),
+        EvalTask("world-t2i", "t2i", "text-to-image faithfulness on shapes-world prompts", _world_t2i),
     )
 }
 

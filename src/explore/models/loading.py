@@ -56,6 +56,12 @@ def load_model(
     """
     source = _resolve(name_or_path)
     torch_dtype = _dtype(dtype)
+    if isinstance(source, Path):
+        from explore.compress.precision import _saved_precision, load_at_precision
+
+        saved = _saved_precision(source)
+        if saved is not None and saved not in ("fp32", "bf16", "fp16"):  # int8 / nf4 weights: their backend loads them
+            return load_at_precision(source, saved, device=device)
     try:
         model, info = InstructBlipForConditionalGeneration.from_pretrained(
             source, dtype=torch_dtype, use_safetensors=True, output_loading_info=True
@@ -142,8 +148,24 @@ def _resolve(name_or_path: str | os.PathLike) -> Path | str:
     )
 
 
+def refuse_pickles(what: str, names: list[str] | None = None) -> ExploreError:
+    """The error for pickle weights (``what`` is a pickle file, or a folder whose weights are the files ``names``):
+    why explore will not read them and how to convert them."""
+    found = f"has only pickle weights ({', '.join(names)})" if names else "is a pickle file"
+    return ExploreError(
+        f"{what} {found}, which can run arbitrary code when loaded, so explore refuses pickles; if you trust "
+        "the source, convert to safetensors elsewhere: `from_pretrained(folder)` then "
+        "`save_pretrained(new_folder)` (writes model.safetensors), or for a bare state dict "
+        "`safetensors.torch.save_file(torch.load(file, weights_only=True), 'model.safetensors')`"
+    )
+
+
 def _check_folder(folder: Path) -> Path:
     """Check that ``folder`` holds an InstructBLIP config and safetensors weights (no pickle)."""
+    if folder.is_file() and folder.suffix in PICKLE_SUFFIXES:
+        raise refuse_pickles(f"model {folder}")
+    if folder.is_file():
+        raise ExploreError(f"model {folder} is a file; pass the folder that holds config.json and the weights")
     if not folder.is_dir():
         raise ExploreError(f"model folder {folder} does not exist or is not a folder; pass a folder from save_model")
     config_file = folder / "config.json"
@@ -160,11 +182,7 @@ def _check_folder(folder: Path) -> Path:
     if not list(folder.glob("*.safetensors")):
         pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
         if pickles:
-            raise ExploreError(
-                f"model folder {folder} has only pickle weights ({', '.join(pickles)}), which can run arbitrary code "
-                "when loaded, so explore refuses them; if you trust their source, convert them elsewhere with "
-                "`from_pretrained(folder)` then `save_pretrained(new_folder)` (writes model.safetensors)"
-            )
+            raise refuse_pickles(f"model folder {folder}", pickles)
         raise ExploreError(f"model folder {folder} has no .safetensors weights; save it with save_model")
     return folder
 

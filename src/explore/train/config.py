@@ -63,7 +63,7 @@ class StageSection(StrictModel):
         return value
 
     @model_validator(mode="after")
-    def _warmup_fits(self) -> "StageSection":
+    def _warmup_fits(self) -> StageSection:
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
         return self
@@ -82,6 +82,7 @@ class TrainConfig(StrictModel):
     data: DataSection = DataSection()
     stages: list[StageSection] = Field(min_length=1, description="training stages, run in order")
     eval: EvalSection = EvalSection()
+    seed: int = Field(0, ge=0, description="seed of the training randomness (dropout); weights use model.seed")
     checkpoint_every: int = Field(500, gt=0, description="save a resumable checkpoint every this many steps")
     output_dir: str = Field("runs/pretrain", description="run folder: checkpoints, logs, final model")
 

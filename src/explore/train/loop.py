@@ -12,32 +12,51 @@ import json
 import math
 import sys
 import time
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, get_scheduler
+from transformers import get_scheduler
 
 from explore.errors import ExploreError
 from explore.eval.world import evaluate_world
 from explore.models.build import build_model, build_processor, count_parameters
 from explore.models.collate import collate
-from explore.models.loading import save_model
+from explore.models.loading import load_model, save_model
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.runinfo import write_run_info
 from explore.train.checkpoint import (
-    TrainerState,
+    check_run,
     find_checkpoint,
     load_optimizer_states,
-    load_trainer_state,
+    read_state,
+    restore_rng,
     save_checkpoint,
 )
 from explore.train.config import StageSection, TrainConfig
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
 from explore.world.text import vocabulary
+
+
+@dataclass
+class TrainerState:
+    """Where pretraining stands: enough to continue exactly where it stopped."""
+
+    global_step: int = 0  # optimizer steps done in all stages
+    stage: int = 0  # index of the current stage
+    stage_step: int = 0  # optimizer steps done in the current stage
+    data_position: int = 0  # index of the next training example in the world stream
+
+
+def run_identity(config: TrainConfig) -> dict:
+    """What a checkpoint must agree with to be resumed: the parts of the config that decide the weights
+    (not eval, checkpoint_every or output_dir)."""
+    return {"kind": "pretrain", "config": config.model_dump(include={"seed", "model", "data", "stages"})}
 
 
 def component_parameters(model, component: str) -> list[torch.nn.Parameter]:
@@ -117,19 +136,32 @@ def build_fresh(config: TrainConfig):
 def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train ``config`` to completion and save the final model to ``<output_dir>/model``.
 
-    Returns the folder of the final model. Raises ExploreError on a non-finite loss (the last
-    good checkpoint is kept) or a resume problem.
+    With ``resume`` (``"latest"`` or a ``checkpoints/step-*`` folder) training continues from a
+    checkpoint and ends with the weights an uninterrupted run would have (same machine). The
+    global torch RNG is seeded with ``config.seed`` inside and restored afterwards.
+
+    Returns the folder of the final model. Raises ExploreError on a non-finite loss or gradient
+    (the last good checkpoint is kept) or a resume problem (no checkpoint, another config).
     """
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(config.seed)
+        return _pretrain(config, resume, progress)
+
+
+def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
     run_dir = Path(config.output_dir)
     accelerator = Accelerator()
-    model, processor = build_fresh(config)
     state = TrainerState()
     checkpoint = None
     if resume is not None:
-        checkpoint = find_checkpoint(resume, run_dir)
-        state = load_trainer_state(checkpoint)
-        model = InstructBlipForConditionalGeneration.from_pretrained(checkpoint / "model", use_safetensors=True)
-        processor = InstructBlipProcessor.from_pretrained(checkpoint / "model")
+        checkpoint = find_checkpoint(resume, run_dir / "checkpoints")
+        check_run(checkpoint, run_identity(config))
+        state = TrainerState(**read_state(checkpoint))
+        model, processor = load_model(checkpoint / "model")  # safetensors only, finite weights checked
+        restore_rng(checkpoint)
+    else:
+        model, processor = build_fresh(config)
     if accelerator.is_main_process:
         write_run_info(run_dir, config.model_dump())
         counts = count_parameters(model)
@@ -156,7 +188,9 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
         model.train()
         started, seen = time.perf_counter(), 0
         with _progress(interactive) as bar:
-            task = bar.add_task(f"{stage.name}", total=stage.steps, completed=state.stage_step, loss=float("nan"), rate=0.0)
+            task = bar.add_task(
+                f"{stage.name}", total=stage.steps, completed=state.stage_step, loss=float("nan"), rate=0.0
+            )
             while state.stage_step < stage.steps:
                 start = state.data_position + accelerator.process_index * stage.batch_size
                 examples = stream.batch(start, stage.batch_size)
@@ -173,7 +207,8 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
                                                         stage.grad_clip)  # fmt: skip
                 if not torch.isfinite(torch.as_tensor(grad_norm)):
                     raise ExploreError(f"non-finite gradient norm at step {state.global_step + 1} "
-                                       f"(stage {stage.name!r}); the last good checkpoint is kept")  # fmt: skip
+                                       f"(stage {stage.name!r}); the last good checkpoint is kept in "
+                                       f"{run_dir / 'checkpoints'}; lower the lr or raise warmup_steps")  # fmt: skip
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
@@ -194,7 +229,10 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
                     _validate(unwrapped, processor, config, run_dir, state, stage, progress)
                     model.train()
                 if accelerator.is_main_process and (state.global_step % config.checkpoint_every == 0 or last):
-                    save_checkpoint(run_dir / "checkpoints", unwrapped, processor, optimizer, scheduler, state)
+                    save_checkpoint(run_dir / "checkpoints", state.global_step,
+                                    write_weights=partial(_write_model, unwrapped, processor),
+                                    optimizer=optimizer, scheduler=scheduler, state=asdict(state),
+                                    run=run_identity(config))  # fmt: skip
                 accelerator.wait_for_everyone()
         checkpoint = None
 
@@ -203,6 +241,12 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
         save_model(unwrapped, processor, final)  # atomic; checks that safetensors were written
     accelerator.wait_for_everyone()
     return final
+
+
+def _write_model(model, processor, folder: Path) -> None:
+    """A checkpoint's weights: the whole model and its processor under ``folder/model`` (safetensors)."""
+    model.save_pretrained(folder / "model")  # transformers >= 5 always writes safetensors
+    processor.save_pretrained(folder / "model")
 
 
 def _validate(model, processor, config: TrainConfig, run_dir: Path, state: TrainerState, stage: StageSection,
@@ -216,7 +260,14 @@ def _validate(model, processor, config: TrainConfig, run_dir: Path, state: Train
               "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     _log(run_dir, record)
     if progress:
-        flat = {f"{task}/{k}": round(v, 3) for task, s in scores.items() for k, v in s.items() if k in ("overall", "exact_scene")}
+        flat = {
+            f"{task}/{k}": round(v, 3)
+            for task, s in scores.items()
+            for k, v in s.items()
+            if k in ("overall", "exact_scene")
+        }
         print(f"step {state.global_step} validation: {flat}", flush=True)
     if any(math.isnan(v) for s in scores.values() for v in s.values()):
-        raise ExploreError(f"validation produced NaN scores at step {state.global_step}; see {run_dir / 'train_log.jsonl'}")
+        raise ExploreError(
+            f"validation produced NaN scores at step {state.global_step}; see {run_dir / 'train_log.jsonl'}"
+        )

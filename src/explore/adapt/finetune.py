@@ -1,0 +1,560 @@
+"""Recovery fine-tuning: adapters (LoRA, DoRA, IA3, QLoRA) or full tuning of chosen components.
+
+The public API is five functions::
+
+    result = finetune(model, processor, config)              # train; result.model is a PeftModel (or the model, full)
+    save_adapter(result.model, folder, processor)            # adapter_config.json + adapter_model.safetensors
+    peft_model = load_adapter(base_model, folder)            # the adapter back onto a base model
+    plain = merge_adapter(result.model)                      # an ordinary InstructBlipForConditionalGeneration
+    save_model(plain, processor, folder)                     # (explore.models.loading) a normal HF folder
+
+A long fine-tune can be interrupted and resumed: with ``checkpoint_dir`` it writes an atomic
+checkpoint every ``config.checkpoint_every`` steps (the trainable weights, the optimizer, the
+scheduler, the RNG states, the data position and the losses so far), and ``resume="latest"``
+continues from the newest one to the weights an uninterrupted run would end with.
+
+Generation works on the wrapped model as on a plain one (``generate_answers(result.model, ...)``):
+peft forwards ``generate`` and ``config`` to the InstructBLIP inside. Merging first makes
+inference a little faster, since the adapter layers disappear.
+
+peft's ``task_type`` is left unset on purpose: ``CAUSAL_LM`` / ``SEQ_2_SEQ_LM`` wrap the forward
+for a text-only LM and break BLIP-style models (peft#2528).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, get_scheduler
+
+from explore.adapt.config import FinetuneConfig
+from explore.adapt.distill import answer_logits, distillation_loss, same_answer_tokens
+from explore.adapt.targets import COMPONENT_PREFIXES, adapter_targets
+from explore.data.example import Example
+from explore.errors import ConfigError, ExploreError
+from explore.models.collate import collate
+from explore.models.loading import PICKLE_SUFFIXES, check_finite, refuse_pickles
+from explore.train.checkpoint import (
+    check_run,
+    find_checkpoint,
+    load_optimizer_states,
+    read_state,
+    restore_rng,
+    save_checkpoint,
+)
+from explore.train.loop import set_trainable
+from explore.train.stream import WorldStream
+from explore.world.scene import SceneSpec
+
+ADAPTER_FILES: tuple[str, ...] = ("adapter_config.json", "adapter_model.safetensors")
+QLORA_NEEDS_CUDA = "method qlora needs a CUDA GPU (bitsandbytes 4-bit NF4 kernels); on CPU use method lora or dora"
+SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}  # ours → transformers'
+TRAINABLE_FILE = "trainable.safetensors"  # in a checkpoint: every parameter the optimizer updates, by name
+
+
+class BatchSource(Protocol):
+    """Anything that gives training batches by position, like :class:`~explore.train.stream.WorldStream`."""
+
+    def batch(self, start: int, size: int) -> list[Example]: ...
+
+
+@dataclass
+class _Checkpoints:
+    """Where and how often ``_train`` saves checkpoints, and the one it resumes from."""
+
+    root: Path | None  # the checkpoints folder; None: no checkpoints
+    every: int  # steps between checkpoints (0: none)
+    resume_from: Path | None  # a complete checkpoint to continue from
+    run: dict  # what a checkpoint must match to be resumed (see explore.train.checkpoint.check_run)
+
+
+@dataclass
+class FinetuneResult:
+    """What a fine-tune returns: the trained model and a small log."""
+
+    model: nn.Module  # a PeftModel (lora / dora / ia3 / qlora) or the InstructBLIP itself (full)
+    config: FinetuneConfig  # the config it ran with
+    losses: list[float] = field(default_factory=list)  # training loss per step (the CE / KL mix with a teacher)
+    task_losses: list[float] = field(default_factory=list)  # cross-entropy on the answers, per step
+    distill_losses: list[float] = field(default_factory=list)  # KL(teacher ‖ student) per step; empty without one
+    trainable_parameters: int = 0  # parameters the optimizer updated
+    total_parameters: int = 0  # all parameters of the (wrapped) model, adapters included
+    seconds: float = 0.0  # wall time of the training loop
+
+    def summary(self) -> dict:
+        """A JSON-ready digest: loss at the start and the end (means over the first / last tenth of the steps)."""
+        window = max(1, len(self.losses) // 10)
+
+        def mean(values: list[float]) -> float | None:
+            return round(sum(values) / len(values), 5) if values else None
+
+        return {
+            "method": self.config.method,
+            "components": list(self.config.components),
+            "steps": len(self.losses),
+            "loss_start": mean(self.losses[:window]),
+            "loss_end": mean(self.losses[-window:]),
+            "task_loss_start": mean(self.task_losses[:window]),
+            "task_loss_end": mean(self.task_losses[-window:]),
+            "distill_loss_start": mean(self.distill_losses[:window]),
+            "distill_loss_end": mean(self.distill_losses[-window:]),
+            "trainable_parameters": self.trainable_parameters,
+            "total_parameters": self.total_parameters,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+def peft_config(model: InstructBlipForConditionalGeneration, config: FinetuneConfig) -> PeftConfig:
+    """The peft config for ``config.method`` on ``config.components`` of ``model`` (not for ``full``)."""
+    if config.method == "full":
+        raise ConfigError("method 'full' trains the weights themselves; it has no peft config")
+    if config.method == "ia3":
+        targets = adapter_targets(model, config.components, "ia3")
+        return IA3Config(target_modules=targets.target_modules, feedforward_modules=targets.feedforward_modules or [])
+    targets = adapter_targets(model, config.components, "lora")
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets.target_modules,
+        use_dora=config.method == "dora",
+        bias="none",
+    )
+
+
+def prepare_model(model: InstructBlipForConditionalGeneration, config: FinetuneConfig) -> nn.Module:
+    """Make ``model`` ready to train with ``config.method``: the PeftModel, or ``model`` with only the
+    components trainable (full). Adapter weights are drawn from the global RNG (seed it first).
+
+    ``model`` itself is changed (adapters are injected into it); deep-copy it first to keep the original.
+    QLoRA returns a 4-bit copy on the GPU instead and leaves ``model`` alone.
+    """
+    if config.method == "full":
+        set_trainable(model, list(config.components))
+        return model
+    if config.method == "qlora":
+        model = quantize_4bit(model, config.components)
+    with _quiet_peft():
+        return get_peft_model(model, peft_config(model, config))
+
+
+def quantize_4bit(
+    model: InstructBlipForConditionalGeneration, components: list[str]
+) -> InstructBlipForConditionalGeneration:
+    """A copy of ``model`` on the GPU whose ``components`` have 4-bit NF4 linear layers (QLoRA's base).
+
+    The other components, the LM head and the query tokens stay in higher precision; compute runs
+    in bfloat16 (fp16 would overflow T5's ``wo``). Raises ExploreError without CUDA or bitsandbytes.
+    """
+    if not torch.cuda.is_available():
+        raise ExploreError(QLORA_NEEDS_CUDA)
+    try:
+        import bitsandbytes  # noqa: F401  (imported only to check that it is installed)
+    except ImportError:
+        raise ExploreError("method qlora needs bitsandbytes: pip install 'explore-vlm[gpu]'") from None
+    from peft import prepare_model_for_kbit_training
+    from transformers import BitsAndBytesConfig
+
+    skip = [prefix.rstrip(".") for component, prefix in COMPONENT_PREFIXES.items() if component not in components]
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+        llm_int8_skip_modules=[*skip, "language_model.lm_head"],
+    )
+    with tempfile.TemporaryDirectory(prefix="explore-qlora-") as staging:
+        model.save_pretrained(staging)
+        quantized = InstructBlipForConditionalGeneration.from_pretrained(
+            staging,
+            quantization_config=quantization,
+            dtype=torch.bfloat16,
+            device_map={"": torch.cuda.current_device()},
+        )
+    # Freezes the base and casts the non-4-bit weights to float32 for stable training (QLoRA recipe).
+    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
+
+
+def finetune(
+    model: InstructBlipForConditionalGeneration,
+    processor: InstructBlipProcessor,
+    config: FinetuneConfig,
+    *,
+    teacher: InstructBlipForConditionalGeneration | None = None,
+    teacher_processor: InstructBlipProcessor | None = None,
+    data: BatchSource | None = None,
+    progress: bool = True,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: str | None = None,
+) -> FinetuneResult:
+    """Fine-tune ``model`` with ``config`` on the shapes world (or ``data``) and return the result.
+
+    Args:
+        model: the (compressed) model to recover, in float32 or bfloat16, on its training device.
+            It is changed in place (adapters injected, or weights trained); deep-copy it to keep it.
+        processor: the model's processor.
+        config: method, components, schedule, data mix, distillation.
+        teacher: the original model, needed when ``config.distill_weight > 0``; it stays frozen.
+        teacher_processor: the teacher's processor when it differs from ``processor`` (another
+            query count or image size); its LM tokenizer must be the student's.
+        data: batches by position (default: :class:`WorldStream` with the config's task mix, its
+            images rendered at each model's own resolution).
+        progress: show a progress bar (a line every tenth of the run when stderr is not a terminal).
+        checkpoint_dir: where to write a resumable checkpoint every ``config.checkpoint_every``
+            steps and at the end (``step-NNNNNNN`` folders, only the newest kept); None: none.
+        resume: ``"latest"`` (the newest complete checkpoint in ``checkpoint_dir``) or a checkpoint
+            folder. ``model`` must be the same base model as in the interrupted run; the adapter (or
+            the tuned weights), optimizer, scheduler, RNG and data position come from the checkpoint.
+
+    Returns:
+        A :class:`FinetuneResult` whose ``model`` is a PeftModel (adapter methods) or ``model`` (full),
+        in eval mode; after a resume its losses cover the whole run.
+
+    Raises:
+        ExploreError: a non-finite loss or gradient (the last good checkpoint is kept), qlora without
+        CUDA, a float16 model, a teacher missing (or given without ``distill_weight``), teacher and
+        student that do not line up, or a checkpoint that is missing or was written with another
+        config, base model or teacher.
+    """
+    if config.method == "qlora" and not torch.cuda.is_available():
+        raise ExploreError(QLORA_NEEDS_CUDA)
+    if model.dtype == torch.float16:
+        raise ExploreError("finetune does not scale the loss, so float16 training would underflow; "
+                           "load the model in float32 or bfloat16")  # fmt: skip
+    distilling = config.distill_weight > 0
+    if distilling and teacher is None:
+        raise ConfigError(f"distill_weight is {config.distill_weight} but no teacher was given; pass the original "
+                          "model as teacher (CLI: --distill-from) or set distill_weight: 0")  # fmt: skip
+    if teacher is not None and not distilling:
+        raise ConfigError("a teacher was given but distill_weight is 0; set distill_weight > 0 to distil from it")
+    if teacher is model:
+        raise ExploreError("the teacher is the student itself; finetune changes the student, so pass a copy "
+                           "(copy.deepcopy) of the original model as teacher")  # fmt: skip
+    teacher_processor = teacher_processor or processor
+    _check_queries(model, processor, "student")
+    if teacher is not None:
+        _check_queries(teacher, teacher_processor, "teacher")
+        if (
+            teacher_processor is not processor
+            and teacher_processor.tokenizer.get_vocab() != processor.tokenizer.get_vocab()
+        ):
+            raise ExploreError("distillation needs the teacher and the student to share one LM tokenizer; "
+                               "their vocabularies differ")  # fmt: skip
+        teacher.eval()
+
+    root = Path(checkpoint_dir) if checkpoint_dir is not None else None
+    if resume is not None and root is None and resume == "latest":
+        raise ExploreError("resume='latest' needs checkpoint_dir, the folder the checkpoints were written to")
+    resume_from = find_checkpoint(resume, root or Path(resume).parent) if resume is not None else None
+    run = {}
+    if root is not None or resume_from is not None:
+        run = {"kind": "finetune", "config": {"finetune": config.model_dump(), "base_model": model_fingerprint(model),
+                                              "teacher": model_fingerprint(teacher) if teacher is not None else None}}  # fmt: skip
+    if resume_from is not None:
+        check_run(resume_from, run)  # before any work: a mismatch is a one-line error
+    checkpoints = _Checkpoints(root, config.checkpoint_every if root is not None else 0, resume_from, run)
+
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):  # adapter init and dropout draw from the global RNG
+        torch.manual_seed(config.seed)
+        trained = prepare_model(model, config)
+        return _train(trained, processor, config, teacher, teacher_processor, data, progress, checkpoints)
+
+
+def model_fingerprint(model: nn.Module, samples: int = 4096) -> dict:
+    """A short identity of a model: its architecture and a hash of every tensor's name, shape, dtype and
+    the bytes of ``samples`` evenly spaced values (exact, cheap even for billions of weights, and the
+    same whatever the thread count; another checkpoint of the same architecture gives another hash)."""
+    digest = hashlib.sha256()
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        flat = tensor.detach().reshape(-1)
+        index = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), dtype=torch.float64).long()
+        picked = flat[index.to(flat.device)].cpu()
+        values = picked.float() if picked.is_floating_point() else picked  # bf16 / fp16 → fp32 is exact
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode() + values.numpy().tobytes())
+    config = getattr(model, "config", None)
+    architecture = _without_paths(config.to_dict()) if config is not None else None
+    return {"architecture": json.loads(json.dumps(architecture, default=str)), "weights": digest.hexdigest()[:16]}
+
+
+def _without_paths(value):
+    """A model config without the keys that name where or how it was loaded (a moved folder is the same model)."""
+    ignored = ("_name_or_path", "transformers_version", "dtype", "torch_dtype", "architectures")
+    if isinstance(value, dict):
+        return {k: _without_paths(v) for k, v in value.items() if k not in ignored}
+    return value
+
+
+def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _write_trainable(model: nn.Module, folder: Path) -> None:
+    """A finetune checkpoint's weights: every trainable parameter (the adapter, or the tuned components)."""
+    save_file({name: p.detach().cpu().contiguous() for name, p in _trainable(model).items()}, folder / TRAINABLE_FILE)
+
+
+def _load_trainable(model: nn.Module, checkpoint: Path) -> None:
+    """Put the trainable weights saved in ``checkpoint`` into ``model``: every one, by name, finite, or an error."""
+    path = checkpoint / TRAINABLE_FILE
+    if not path.is_file():
+        raise ExploreError(f"checkpoint {checkpoint} has no {TRAINABLE_FILE}; it is not a finetune checkpoint")
+    saved, params = load_file(path), _trainable(model)
+    if saved.keys() != params.keys():
+        extra, missing = sorted(saved.keys() - params.keys()), sorted(params.keys() - saved.keys())
+        raise ExploreError(f"checkpoint {checkpoint} does not fit this model: {len(missing)} trainable weights "
+                           f"missing (e.g. {missing[:2]}), {len(extra)} unexpected (e.g. {extra[:2]})")  # fmt: skip
+    with torch.no_grad():
+        for name, param in params.items():
+            value = saved[name]
+            if value.shape != param.shape or not torch.isfinite(value).all():
+                problem = "contains NaN or Inf" if value.shape == param.shape else f"has shape {tuple(value.shape)}"
+                raise ExploreError(f"checkpoint {checkpoint}: weight {name!r} {problem}; use an earlier checkpoint")
+            param.copy_(value)
+
+
+def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneConfig,
+           teacher: InstructBlipForConditionalGeneration | None, teacher_processor: InstructBlipProcessor,
+           data: BatchSource | None, progress: bool, checkpoints: _Checkpoints) -> FinetuneResult:  # fmt: skip
+    base = _base(model)
+    device = base.device
+    pixel_dtype = _pixel_dtype(model)
+    decoder_only = bool(base.config.use_decoder_only_language_model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ExploreError(f"method {config.method} on {config.components} left nothing to train")
+    optimizer = torch.optim.AdamW(
+        [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],  # biases, norms, IA3 / DoRA vectors
+        lr=config.lr,
+    )  # fmt: skip
+    scheduler = get_scheduler(SCHEDULES[config.schedule], optimizer, num_warmup_steps=config.warmup_steps,
+                              num_training_steps=config.steps)  # fmt: skip
+    stream, teacher_stream = data, None
+    if stream is None:
+        stream = _world_stream(config, _resolution(processor))
+        if teacher is not None and _resolution(teacher_processor) != _resolution(processor):
+            teacher_stream = _world_stream(config, _resolution(teacher_processor))  # same scenes, its own renders
+    teacher_decoder_only = bool(teacher.config.use_decoder_only_language_model) if teacher is not None else False
+
+    result = FinetuneResult(model=model, config=config, trainable_parameters=sum(p.numel() for p in params),
+                            total_parameters=sum(p.numel() for p in model.parameters()))  # fmt: skip
+    interactive = progress and sys.stderr.isatty()
+    every = max(1, config.steps // 10)
+    position, done = config.data_start, 0
+    if checkpoints.resume_from is not None:
+        state = read_state(checkpoints.resume_from)
+        _load_trainable(model, checkpoints.resume_from)
+        load_optimizer_states(checkpoints.resume_from, optimizer, scheduler)
+        position, done = state["position"], state["step"]
+        result.losses, result.task_losses = state["losses"], state["task_losses"]
+        result.distill_losses = state["distill_losses"]
+        restore_rng(checkpoints.resume_from)  # last: nothing may draw from the RNG between here and step done + 1
+    model.train()
+    started = time.perf_counter()
+    with _progress(interactive) as bar:
+        task = bar.add_task(f"{config.method} {'+'.join(config.components)}", total=config.steps, completed=done,
+                            loss=float("nan"), rate=0.0)  # fmt: skip
+        for step in range(done + 1, config.steps + 1):
+            examples = stream.batch(position, config.batch_size)
+            batch = _inputs(examples, processor, config, decoder_only, device, pixel_dtype)
+            output = model(**batch)
+            loss = output.loss
+            result.task_losses.append(loss.item())
+            if teacher is not None:
+                teacher_examples = teacher_stream.batch(position, config.batch_size) if teacher_stream else examples
+                teacher_batch = _inputs(teacher_examples, teacher_processor, config, teacher_decoder_only,
+                                        _base(teacher).device, _pixel_dtype(teacher))  # fmt: skip
+                if not same_answer_tokens(batch["labels"].cpu(), teacher_batch["labels"].cpu()):
+                    raise ExploreError(f"distillation: at step {step} the teacher's answer tokens differ from the "
+                                       "student's; both need the same LM tokenizer")  # fmt: skip
+                with torch.no_grad():
+                    teacher_logits = teacher(**teacher_batch).logits
+                student_answers = answer_logits(output.logits, batch["labels"], decoder_only=decoder_only)
+                teacher_answers = answer_logits(
+                    teacher_logits, teacher_batch["labels"], decoder_only=teacher_decoder_only
+                )
+                weight, temperature = config.distill_weight, config.distill_temperature
+                teacher_answers = teacher_answers.to(student_answers.device)
+                loss, kl = distillation_loss(
+                    loss, student_answers, teacher_answers, weight=weight, temperature=temperature
+                )
+                result.distill_losses.append(kl.item())
+            kept = f"; the last good checkpoint is kept in {checkpoints.root}" if checkpoints.every else ""
+            if not torch.isfinite(loss):
+                raise ExploreError(f"non-finite loss {loss.item()} at fine-tuning step {step} ({config.method})"
+                                   f"{kept}; lower lr or raise warmup_steps")  # fmt: skip
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+            if not torch.isfinite(grad_norm):
+                raise ExploreError(f"non-finite gradient norm at fine-tuning step {step} ({config.method}){kept}; "
+                                   "lower lr")  # fmt: skip
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            position += config.batch_size
+            result.losses.append(loss.item())
+            if checkpoints.every and (step % checkpoints.every == 0 or step == config.steps):
+                state = {"step": step, "position": position, "losses": result.losses,
+                         "task_losses": result.task_losses, "distill_losses": result.distill_losses}  # fmt: skip
+                save_checkpoint(checkpoints.root, step, write_weights=partial(_write_trainable, model),
+                                optimizer=optimizer, scheduler=scheduler, state=state, run=checkpoints.run)  # fmt: skip
+            rate = (step - done) * config.batch_size / (time.perf_counter() - started)
+            bar.update(task, advance=1, loss=loss.item(), rate=rate)
+            if progress and not interactive and (step % every == 0 or step == 1):
+                print(
+                    f"step {step}/{config.steps} loss {loss.item():.4f} ({rate:.1f} ex/s)", file=sys.stderr, flush=True
+                )
+    result.seconds = time.perf_counter() - started
+    model.eval()
+    return result
+
+
+def save_adapter(model: PeftModel, folder: str | os.PathLike, processor: InstructBlipProcessor | None = None) -> Path:
+    """Save only the adapter of ``model`` (``adapter_config.json`` + ``adapter_model.safetensors``), atomically.
+
+    No base weights are written: load the adapter back onto its base with :func:`load_adapter`.
+    With ``processor`` its files are saved too, so the folder says how to feed the model. An
+    existing ``folder`` is replaced once the new one is complete. Returns ``folder``.
+    """
+    if not isinstance(model, PeftModel):
+        raise ExploreError(
+            f"save_adapter needs a peft model (from finetune with an adapter method), got {type(model).__name__}; "
+            "save a fully tuned model with explore.models.loading.save_model"
+        )
+    folder = Path(folder)
+    with _staging(folder) as staging:
+        model.save_pretrained(staging)
+        (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
+        missing = [name for name in ADAPTER_FILES if not (staging / name).is_file()]
+        if missing:
+            raise ExploreError(f"save_adapter: peft wrote no {', '.join(missing)} to {staging}")
+        if processor is not None:
+            processor.save_pretrained(staging)
+    return folder
+
+
+def load_adapter(base_model: InstructBlipForConditionalGeneration, folder: str | os.PathLike) -> PeftModel:
+    """Put the adapter saved in ``folder`` onto ``base_model`` (changed in place); eval mode, frozen.
+
+    Raises ExploreError when ``folder`` holds no adapter, its weights do not fit the base (a
+    target module the base lacks), or they contain NaN / Inf.
+    """
+    folder = Path(folder)
+    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
+    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
+    if missing == [ADAPTER_FILES[1]] and pickles:
+        raise refuse_pickles(f"adapter folder {folder}", pickles)
+    if missing:
+        raise ExploreError(f"adapter folder {folder} has no {', '.join(missing)}; expected a folder from save_adapter")
+    try:
+        with _quiet_peft():
+            model = PeftModel.from_pretrained(base_model, folder, is_trainable=False)
+    except (ValueError, RuntimeError, KeyError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ExploreError(f"adapter {folder} does not fit this base model: {first_line}") from error
+    check_finite(model, str(folder))
+    return model.eval()
+
+
+def merge_adapter(model: PeftModel) -> InstructBlipForConditionalGeneration:
+    """Fold the adapter into the base weights and return the plain InstructBLIP (eval mode).
+
+    The result saves as a normal HF folder with :func:`explore.models.loading.save_model`. The
+    base is changed in place (its layers now hold the merged weights). A 4-bit (QLoRA) base cannot
+    be merged losslessly: load the adapter onto the full-precision base and merge that instead.
+    """
+    if not isinstance(model, PeftModel):
+        raise ExploreError(f"merge_adapter needs a peft model, got {type(model).__name__} (a fully tuned model "
+                           "has nothing to merge; save it as it is)")  # fmt: skip
+    if getattr(_base(model), "is_quantized", False):
+        raise ExploreError("cannot merge a QLoRA adapter into its 4-bit base; save the adapter, then "
+                           "merge_adapter(load_adapter(full_precision_base, folder))")  # fmt: skip
+    return model.merge_and_unload().eval()
+
+
+@contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """Silence one known-harmless warning: peft 0.21 reads ``is_gradient_checkpointing``, deprecated in transformers 5."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def _base(model: nn.Module) -> InstructBlipForConditionalGeneration:
+    """The InstructBLIP inside a PeftModel (or the model itself)."""
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def _pixel_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype the ViT's patch embedding expects its pixels in."""
+    return _base(model).vision_model.embeddings.patch_embedding.weight.dtype
+
+
+def _check_queries(model: InstructBlipForConditionalGeneration, processor: InstructBlipProcessor, role: str) -> None:
+    queries = model.config.num_query_tokens
+    if processor.num_query_tokens != queries:
+        raise ExploreError(f"the {role}'s processor inserts {processor.num_query_tokens} <image> placeholders but "
+                           f"the {role} has {queries} query tokens; pass the processor that belongs to it")  # fmt: skip
+
+
+def _resolution(processor: InstructBlipProcessor) -> int:
+    return int(processor.image_processor.size["height"])
+
+
+def _world_stream(config: FinetuneConfig, resolution: int) -> WorldStream:
+    return WorldStream(config.tasks, templates=config.templates, resolution=resolution, world_seed=config.world_seed,
+                       spec=SceneSpec(max_objects=config.max_objects))  # fmt: skip
+
+
+def _inputs(examples: list[Example], processor: InstructBlipProcessor, config: FinetuneConfig, decoder_only: bool,
+            device: torch.device, pixel_dtype: torch.dtype) -> dict[str, torch.Tensor]:  # fmt: skip
+    batch = collate(examples, processor, with_labels=True, max_length=config.max_length, decoder_only=decoder_only)
+    batch = {name: tensor.to(device) for name, tensor in batch.items()}
+    batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype)
+    return batch
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[rate]:.1f} ex/s"),
+        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
+    )  # fmt: skip
+
+
+@contextmanager
+def _staging(folder: Path) -> Iterator[Path]:
+    """Write into a temporary sibling folder that replaces ``folder`` only when the block succeeds."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        yield staging
+        if folder.exists():  # the old folder goes only once the new one is complete
+            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, previous / folder.name)
+            os.replace(staging, folder)
+            shutil.rmtree(previous)
+        else:
+            os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)

@@ -1,0 +1,64 @@
+"""Build the pipeline's components from a :class:`~explore.diffusion.config.DiffusionConfig`.
+
+``model.kind: diffusers`` builds the baseline: diffusers' own ``UNet2DConditionModel`` with the same
+widths, levels and text width, cross-attention at the same levels (``CrossAttnDownBlock2D``).
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import DDPMScheduler, UNet2DConditionModel
+
+from explore.diffusion.config import DiffusionConfig
+from explore.diffusion.pipeline import WorldDiffusionPipeline
+from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, text_hidden_size, world_tokenizer
+from explore.diffusion.unet import EfficientUNet
+
+
+def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler:
+    """The training noise schedule (DDPM, epsilon prediction); samplers are made from its config."""
+    return DDPMScheduler(num_train_timesteps=config.noise.num_train_timesteps, beta_schedule=config.noise.beta_schedule,
+                         prediction_type="epsilon", clip_sample=True)  # fmt: skip
+
+
+def build_unet(config: DiffusionConfig, cross_attention_dim: int):
+    """An untrained UNet of ``config.model`` (seeded by ``model.seed``)."""
+    m = config.model
+    torch.manual_seed(m.seed)
+    if m.kind == "efficient":
+        return EfficientUNet(sample_size=config.data.resolution, block_out_channels=tuple(m.block_out_channels),
+                             layers_per_block=m.layers_per_block, attention_levels=tuple(m.attention_levels),
+                             conv_type=m.conv_type, cross_attention_dim=cross_attention_dim,
+                             attention_heads=m.attention_heads, norm_num_groups=m.norm_num_groups, dropout=m.dropout)  # fmt: skip
+    levels = range(len(m.block_out_channels))
+    down = tuple("CrossAttnDownBlock2D" if i in m.attention_levels else "DownBlock2D" for i in levels)
+    up = tuple("CrossAttnUpBlock2D" if i in m.attention_levels else "UpBlock2D" for i in reversed(levels))
+    return UNet2DConditionModel(
+        sample_size=config.data.resolution, in_channels=3, out_channels=3, down_block_types=down, up_block_types=up,
+        mid_block_type="UNetMidBlock2DCrossAttn", block_out_channels=tuple(m.block_out_channels),
+        layers_per_block=m.layers_per_block, cross_attention_dim=cross_attention_dim,
+        attention_head_dim=m.block_out_channels[-1] // m.attention_heads, norm_num_groups=m.norm_num_groups,
+        dropout=m.dropout,
+    )  # fmt: skip
+
+
+def build_text_encoder(config: DiffusionConfig):
+    """The text encoder and its tokenizer (learned: fresh and trainable; t5: the VLM's, frozen)."""
+    if config.text.encoder == "t5":
+        return T5TextEncoder.from_embedded_vlm()
+    tokenizer = world_tokenizer()
+    torch.manual_seed(config.model.seed + 1)
+    t = config.text
+    encoder = WorldTextEncoder(vocab_size=len(tokenizer), hidden_size=t.hidden_size, num_layers=t.num_layers,
+                               num_heads=t.num_heads, max_length=t.max_length)  # fmt: skip
+    return encoder, tokenizer
+
+
+def build_pipeline(config: DiffusionConfig) -> WorldDiffusionPipeline:
+    """An untrained pipeline: UNet, text encoder, tokenizer and the DDPM training scheduler."""
+    text_encoder, tokenizer = build_text_encoder(config)
+    unet = build_unet(config, text_hidden_size(text_encoder))
+    pipe = WorldDiffusionPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
+                                  scheduler=build_noise_scheduler(config))  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

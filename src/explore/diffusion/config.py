@@ -1,0 +1,133 @@
+"""The diffusion training config: UNet, text encoder, noise schedule, loss, data, optimisation.
+
+YAML files (``configs/diffusion/*.yaml``) are validated on load; unknown keys are errors that
+list the allowed ones.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from explore.config import StrictModel, load_yaml_config
+
+
+class ModelSection(StrictModel):
+    kind: Literal["efficient", "diffusers"] = Field(
+        "efficient", description="efficient: explore's EfficientUNet; diffusers: UNet2DConditionModel (the baseline)"
+    )
+    block_out_channels: list[int] = Field([32, 64, 128], min_length=1, description="channels per resolution level")
+    layers_per_block: int = Field(1, ge=1, description="residual blocks per level on the way down")
+    attention_levels: list[int] = Field([1, 2], description="levels (0 = full resolution) with text cross-attention")
+    conv_type: Literal["plain", "separable"] = Field("separable", description="3x3 convs or depthwise-separable")
+    attention_heads: int = Field(4, ge=1, description="attention heads")
+    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups (must divide every width)")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
+    seed: int = Field(0, ge=0, description="seed of the weight initialisation")
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> ModelSection:
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups or c % self.attention_heads]
+        if bad:
+            raise ValueError(f"widths {bad} are not divisible by norm_num_groups ({self.norm_num_groups}) "
+                             f"and attention_heads ({self.attention_heads})")  # fmt: skip
+        return self
+
+
+class TextSection(StrictModel):
+    encoder: Literal["learned", "t5"] = Field("learned", description="learned: trained with the UNet; t5: the "
+                                              "embedded VLM's T5 encoder, frozen")  # fmt: skip
+    hidden_size: int = Field(128, ge=8, description="learned encoder width (t5: the VLM's d_model)")
+    num_layers: int = Field(2, ge=0, description="learned encoder transformer layers")
+    num_heads: int = Field(4, ge=1, description="learned encoder attention heads")
+    max_length: int = Field(48, ge=4, description="most prompt tokens (with <s>)")
+    cond_dropout: float = Field(0.1, ge=0, lt=1, description="fraction of training prompts replaced by the empty "
+                                "prompt (classifier-free guidance)")  # fmt: skip
+
+
+class NoiseSection(StrictModel):
+    num_train_timesteps: int = Field(1000, ge=10, description="diffusion steps T of the training schedule")
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = Field(
+        "squaredcos_cap_v2",
+        description="noise schedule (squaredcos_cap_v2 = the cosine schedule, better for small images)",
+    )
+
+
+class LossSection(StrictModel):
+    perceptual_weight: float = Field(0.1, ge=0, description="weight of the VLM-feature perceptual term on the "
+                                     "predicted clean image (0 disables it and skips loading the VLM)")  # fmt: skip
+    perceptual_layers: list[int] = Field([1, 2, 3], min_length=1, description="vision-encoder layers compared")
+    min_snr_gamma: float = Field(5.0, ge=0, description="min-SNR-gamma weighting of the MSE (0 disables it)")
+
+
+class DataSection(StrictModel):
+    world_seed: int = Field(0, ge=0, description="base seed of the shapes-world train / val splits")
+    max_objects: int = Field(4, ge=1, le=9, description="most objects in a training scene")
+    resolution: int = Field(32, ge=16, description="image side in pixels (divisible by 2^(levels-1))")
+    relation_prompts: float = Field(0.25, ge=0, le=1, description="fraction of two-object scenes in one row or "
+                                    "column described by their relation ('a red circle above a blue square')")  # fmt: skip
+
+
+class TrainSection(StrictModel):
+    steps: int = Field(gt=0, description="optimizer steps")
+    batch_size: int = Field(32, gt=0, description="images per micro-batch (per process)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW)")
+    warmup_steps: int = Field(100, ge=0, description="linear warm-up steps")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    ema_decay: float = Field(0.999, gt=0, lt=1, description="EMA decay (with warm-up); the saved pipeline uses the EMA")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field("no", description="accelerate mixed precision (GPU)")
+    seed: int = Field(0, ge=0, description="seed of noise, timesteps and prompt dropout")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> TrainSection:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        return self
+
+
+class ValidationSection(StrictModel):
+    every: int = Field(500, gt=0, description="write a validation grid every this many steps (and at the end)")
+    prompts: int = Field(8, ge=1, description="validation scenes (val split), one image each")
+    scheduler: Literal["ddpm", "ddim", "dpm", "unipc"] = Field("dpm", description="sampler for validation images")
+    steps: int = Field(20, ge=1, description="sampling steps")
+    guidance: float = Field(3.0, ge=1, description="classifier-free guidance scale")
+
+
+class DiffusionConfig(StrictModel):
+    model: ModelSection = ModelSection()
+    text: TextSection = TextSection()
+    noise: NoiseSection = NoiseSection()
+    loss: LossSection = LossSection()
+    data: DataSection = DataSection()
+    train: TrainSection
+    validation: ValidationSection = ValidationSection()
+    checkpoint_every: int = Field(500, gt=0, description="save a resumable checkpoint every this many steps")
+    keep_checkpoints: int = Field(1, ge=1, description="newest checkpoints kept")
+    output_dir: str = Field("runs/diffusion", description="run folder: checkpoints, samples, log, final pipeline")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("output_dir must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _resolution_fits(self) -> DiffusionConfig:
+        factor = 2 ** (len(self.model.block_out_channels) - 1)
+        if self.data.resolution % factor:
+            raise ValueError(f"data.resolution {self.data.resolution} must be divisible by {factor} "
+                             f"({len(self.model.block_out_channels)} levels)")  # fmt: skip
+        bad = [level for level in self.model.attention_levels if not 0 <= level < len(self.model.block_out_channels)]
+        if bad:
+            raise ValueError(f"model.attention_levels {bad} out of range 0..{len(self.model.block_out_channels) - 1}")
+        return self
+
+
+def load_diffusion_config(path: str | Path) -> DiffusionConfig:
+    """Read and validate a diffusion YAML config (unknown keys are errors)."""
+    return load_yaml_config(DiffusionConfig, path)

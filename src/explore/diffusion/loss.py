@@ -1,0 +1,66 @@
+"""The training loss: noise-prediction MSE (optionally min-SNR weighted) plus a perceptual term.
+
+For ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps`` (``a_t`` = alphas_cumprod) the UNet predicts ``eps``.
+
+- MSE per image, weighted by ``min(SNR_t, gamma) / SNR_t`` when ``min_snr_gamma`` > 0 (Hang et al.
+  2023, "Min-SNR", via diffusers' ``compute_snr``): high-SNR (little noise) steps stop dominating.
+- Perceptual: the predicted clean image ``x0 = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)`` against the
+  real one, on frozen VLM vision features (:class:`~explore.diffusion.features.VisionFeatures`),
+  weighted per image by ``a_t``: at high noise ``x0`` is a blurry mean and its features say little.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.training_utils import compute_snr
+
+
+@dataclass
+class LossParts:
+    """The total loss to back-propagate and its parts (detached floats, for logs)."""
+
+    loss: torch.Tensor
+    mse: float
+    perceptual: float
+
+
+def diffusion_loss(
+    unet,
+    context: torch.Tensor,
+    mask: torch.Tensor,
+    images: torch.Tensor,
+    noise_scheduler,
+    generator: torch.Generator,
+    *,
+    min_snr_gamma: float = 0.0,
+    perceptual_weight: float = 0.0,
+    features=None,
+) -> LossParts:
+    """Loss for clean ``images`` (B, 3, H, W) in [-1, 1] and text ``context`` (B, L, D) / ``mask`` (B, L).
+
+    Timesteps and noise are drawn from ``generator``. Raises ValueError if ``perceptual_weight`` > 0
+    without ``features``.
+    """
+    if perceptual_weight > 0 and features is None:
+        raise ValueError("perceptual_weight > 0 needs the vision features (VisionFeatures)")
+    b = images.shape[0]
+    device = images.device
+    timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
+    noise = torch.randn(images.shape, generator=generator).to(device, images.dtype)
+    noisy = noise_scheduler.add_noise(images, noise, timesteps)
+    predicted = unet(noisy, timesteps, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+    mse = (predicted.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+    if min_snr_gamma > 0:
+        snr = compute_snr(noise_scheduler, timesteps)
+        mse = mse * torch.clamp(snr, max=min_snr_gamma) / snr
+    loss = mse.mean()
+    perceptual = torch.zeros((), device=device)
+    if perceptual_weight > 0:
+        alpha = noise_scheduler.alphas_cumprod.to(device)[timesteps].float()[:, None, None, None]  # (B, 1, 1, 1)
+        clean = ((noisy - (1 - alpha).sqrt() * predicted) / alpha.sqrt()).clamp(-1, 1)
+        distance = features.perceptual_distance(clean.float(), images.float())  # (B,)
+        perceptual = (alpha.flatten() * distance).mean()
+        loss = loss + perceptual_weight * perceptual
+    return LossParts(loss=loss, mse=float(mse.detach().mean()), perceptual=float(perceptual.detach()))

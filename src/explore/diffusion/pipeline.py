@@ -1,0 +1,182 @@
+"""Text-to-image sampling as a diffusers pipeline: any diffusers scheduler, classifier-free guidance.
+
+Reload a saved pipeline with ``WorldDiffusionPipeline.from_pretrained(folder)`` (not
+``DiffusionPipeline.from_pretrained``: the components are explore classes, which diffusers imports
+by the module path recorded in ``model_index.json``). Swap the sampler with
+``pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`` or :func:`set_scheduler`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DiffusionPipeline,
+    DPMSolverMultistepScheduler,
+    ImagePipelineOutput,
+    UniPCMultistepScheduler,
+)
+from diffusers.utils.torch_utils import randn_tensor
+from PIL import Image
+
+from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, tokenize_prompts
+from explore.diffusion.unet import EfficientUNet
+from explore.errors import ExploreError
+
+# diffusers imports a custom component only from a module that is already imported (it will not run
+# code because model_index.json names it); importing them here makes from_pretrained work anywhere.
+COMPONENT_CLASSES = (EfficientUNet, WorldTextEncoder, T5TextEncoder)
+
+SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
+              "unipc": UniPCMultistepScheduler}  # fmt: skip
+PACKAGED = "diffusion-small"
+TRAIN_COMMAND = "explore diffusion train --config configs/diffusion/shapes-small.yaml"
+
+
+class WorldDiffusionPipeline(DiffusionPipeline):
+    """Pixel-space text-to-image diffusion: tokenizer → text encoder → UNet denoising loop.
+
+    Components: ``unet`` (an :class:`~explore.diffusion.unet.EfficientUNet` or a diffusers
+    ``UNet2DConditionModel``), ``text_encoder`` (``WorldTextEncoder`` / ``T5TextEncoder``),
+    ``tokenizer`` (word-level) and any diffusers ``scheduler`` trained with epsilon prediction.
+    Images are in [-1, 1] inside the loop, [0, 1] / PIL outside.
+    """
+
+    model_cpu_offload_seq = "text_encoder->unet"
+
+    def __init__(self, unet, text_encoder, tokenizer, scheduler):
+        super().__init__()
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text hidden states (B, L, D) and attention mask (B, L) for ``prompts``."""
+        max_length = getattr(self.text_encoder.config, "max_length", 64)
+        ids, mask = tokenize_prompts(self.tokenizer, prompts, max_length)
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        return self.text_encoder(ids, mask), mask
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: str | list[str],
+        num_inference_steps: int = 20,
+        guidance_scale: float = 3.0,
+        num_images_per_prompt: int = 1,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ) -> ImagePipelineOutput | tuple:
+        """Generate images for ``prompt`` (one string or a list).
+
+        ``guidance_scale`` 1 turns classifier-free guidance off (one UNet pass per step); above 1
+        the conditional prediction is pushed away from the unconditional one (empty prompt).
+        ``generator`` makes the result deterministic. ``output_type``: "pil", "np" (B, H, W, 3)
+        in [0, 1], or "pt" (B, 3, H, W) in [0, 1].
+
+        Raises:
+            ValueError: ``num_inference_steps`` < 1, ``guidance_scale`` < 1 or an unknown ``output_type``.
+        """
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        if guidance_scale < 1:
+            raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
+        batch = len(prompts)
+        guided = guidance_scale > 1
+        # Unconditional rows (the empty prompt) first, padded with the conditional ones to one length.
+        context, mask = self.encode_prompts(([""] * batch if guided else []) + prompts)
+
+        size = self.unet.config.sample_size
+        shape = (batch, self.unet.config.in_channels, size, size)
+        sample = randn_tensor(shape, generator=generator, device=self.device, dtype=context.dtype)
+        self.scheduler.set_timesteps(num_inference_steps, device=self.device)
+        sample = sample * self.scheduler.init_noise_sigma
+        # Stochastic samplers (DDPM) take the generator; deterministic ones (UniPC) have no such argument.
+        extra = {"generator": generator} if "generator" in inspect.signature(self.scheduler.step).parameters else {}
+        for t in self.progress_bar(self.scheduler.timesteps):
+            model_input = torch.cat([sample, sample]) if guided else sample
+            model_input = self.scheduler.scale_model_input(model_input, t)
+            noise = self.unet(model_input, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+            if guided:
+                unconditional, conditional = noise.chunk(2)
+                noise = unconditional + guidance_scale * (conditional - unconditional)
+            sample = self.scheduler.step(noise, t, sample, **extra).prev_sample
+
+        images = (sample / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
+        if output_type == "pt":
+            result = images
+        else:
+            result = images.permute(0, 2, 3, 1).float().cpu().numpy()
+            if output_type == "pil":
+                result = self.numpy_to_pil(result)
+        if not return_dict:
+            return (result,)
+        return ImagePipelineOutput(images=result)
+
+
+def set_scheduler(pipe: WorldDiffusionPipeline, name: str) -> WorldDiffusionPipeline:
+    """Replace the pipeline's scheduler by ``name`` (ddpm / ddim / dpm / unipc), same noise schedule."""
+    if name not in SCHEDULERS:
+        raise ExploreError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
+    config = dict(pipe.scheduler.config)
+    if name == "dpm":
+        config["algorithm_type"] = "dpmsolver++"
+    pipe.scheduler = SCHEDULERS[name].from_config(config)
+    return pipe
+
+
+def packaged_folder() -> Path:
+    """Where the packaged diffusion checkpoint lives (it may not exist until it has been trained)."""
+    return Path(str(resources.files("explore").joinpath("embedded", PACKAGED)))
+
+
+def load_pipeline(checkpoint: str | Path | None = None, device: str = "cpu") -> WorldDiffusionPipeline:
+    """Load a saved pipeline folder (default: the packaged one), checking it first.
+
+    Raises:
+        ExploreError: a missing folder, a folder without ``model_index.json``, or NaN / Inf weights.
+    """
+    from explore.models.loading import check_finite
+
+    folder = Path(checkpoint) if checkpoint is not None else packaged_folder()
+    if checkpoint is None and not folder.is_dir():
+        raise ExploreError(f"no packaged diffusion model yet (no folder {folder}); train one with `{TRAIN_COMMAND}` "
+                           "and pass its <output_dir>/pipeline with --checkpoint")  # fmt: skip
+    if not folder.is_dir():
+        raise ExploreError(f"--checkpoint {folder}: no such folder; pass a pipeline folder written by training")
+    if not (folder / "model_index.json").is_file():
+        raise ExploreError(f"--checkpoint {folder}: no model_index.json; pass <output_dir>/pipeline of a training run")
+    pipe = WorldDiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    check_finite(pipe.unet, str(folder / "unet"))
+    check_finite(pipe.text_encoder, str(folder / "text_encoder"))
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
+
+def image_grid(images: list[Image.Image], columns: int | None = None, scale: int = 1, pad: int = 2) -> Image.Image:
+    """Images side by side in a grid (``columns`` default: all in one row), enlarged ``scale``× (nearest)."""
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    columns = columns or len(images)
+    w, h = images[0].size
+    w, h = w * scale, h * scale
+    rows = (len(images) + columns - 1) // columns
+    grid = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
+    for i, image in enumerate(images):
+        tile = image.resize((w, h), Image.Resampling.NEAREST)
+        grid.paste(tile, (pad + (i % columns) * (w + pad), pad + (i // columns) * (h + pad)))
+    return grid
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """(B, H, W, 3) floats in [0, 1] → uint8."""
+    return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)

@@ -1,0 +1,289 @@
+"""Train the text-to-image model: ``explore diffusion train --config configs/diffusion/<name>.yaml``.
+
+Built from diffusers' training parts (not its Stable-Diffusion script): accelerate for devices,
+gradient accumulation and mixed precision; ``EMAModel`` for an exponential moving average of the
+weights (the saved pipeline uses it); ``compute_snr`` for min-SNR weighting (in :mod:`.loss`).
+
+Run folder (``output_dir``): ``config.yaml`` + ``run.json``, ``train_log.jsonl``, ``samples/step-*.png``
+(validation grids: real renders on top, EMA samples below), ``checkpoints/step-*/`` (atomic,
+resumable with ``--resume latest``) and, at the end, ``pipeline/`` (EMA weights) for
+``explore generate --checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from diffusers.training_utils import EMAModel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from explore.diffusion.build import build_pipeline
+from explore.diffusion.config import DiffusionConfig
+from explore.diffusion.data import training_batch
+from explore.diffusion.features import VisionFeatures
+from explore.diffusion.loss import diffusion_loss
+from explore.diffusion.pipeline import SCHEDULERS, WorldDiffusionPipeline, image_grid
+from explore.diffusion.text_encoder import tokenize_prompts
+from explore.errors import ExploreError
+from explore.runinfo import write_run_info
+from explore.train.checkpoint import (
+    check_run,
+    find_checkpoint,
+    load_optimizer_states,
+    read_state,
+    restore_rng,
+    save_checkpoint,
+)
+from explore.world.detect import check_scene, detect
+from explore.world.render import render
+from explore.world.scene import SceneSpec
+from explore.world.splits import split_scenes
+from explore.world.text import caption
+
+EMA_FILE, EMA_STATE, GENERATOR_FILE = "ema.safetensors", "ema.json", "generator.safetensors"
+
+
+@dataclass
+class TrainState:
+    """Where training stands: enough to continue exactly where it stopped."""
+
+    global_step: int = 0  # optimizer steps done
+    data_position: int = 0  # index of the next training pair in the world stream
+
+
+def _trainable(pipe: WorldDiffusionPipeline, config: DiffusionConfig) -> nn.ModuleDict:
+    """The modules the optimizer and the EMA see: the UNet, plus the text encoder when it is learned."""
+    modules = {"unet": pipe.unet}
+    if config.text.encoder == "learned":
+        modules["text_encoder"] = pipe.text_encoder
+    else:
+        pipe.text_encoder.requires_grad_(False).eval()
+    return nn.ModuleDict(modules)
+
+
+def _write_weights(folder: Path, pipe, trainable: nn.ModuleDict, ema: EMAModel, generator: torch.Generator) -> None:
+    """The checkpoint's weights: the pipeline (current weights), the EMA and the noise generator."""
+    pipe.save_pretrained(folder / "pipeline", safe_serialization=True)
+    names = [name for name, _ in trainable.named_parameters()]
+    save_file({name: p.detach().contiguous() for name, p in zip(names, ema.shadow_params)}, folder / EMA_FILE)
+    (folder / EMA_STATE).write_text(json.dumps({k: v for k, v in ema.state_dict().items() if k != "shadow_params"}))
+    save_file({"generator": generator.get_state()}, folder / GENERATOR_FILE)
+
+
+def _run_record(config: DiffusionConfig) -> dict:
+    """What a checkpoint must match to be resumed: the command and every config field that changes the weights
+    (the run folder, validation and checkpoint cadence do not: validation samples with its own generator)."""
+    return {
+        "kind": "diffusion train",
+        "config": config.model_dump(exclude={"output_dir", "validation", "checkpoint_every", "keep_checkpoints"}),
+    }
+
+
+def save_training_checkpoint(root: Path, pipe, trainable: nn.ModuleDict, ema: EMAModel, optimizer, lr_scheduler,
+                             generator: torch.Generator, state: TrainState, config: DiffusionConfig) -> Path:  # fmt: skip
+    """Write ``root/step-NNNNNNN/`` atomically with :func:`explore.train.checkpoint.save_checkpoint`."""
+    return save_checkpoint(root, state.global_step, write_weights=lambda folder: _write_weights(folder, pipe, trainable,
+                           ema, generator), optimizer=optimizer, scheduler=lr_scheduler, state=asdict(state),
+                           run=_run_record(config), keep=config.keep_checkpoints)  # fmt: skip
+
+
+def load_training_checkpoint(path: Path, trainable: nn.ModuleDict, ema: EMAModel, optimizer, lr_scheduler,
+                             generator: torch.Generator, config: DiffusionConfig) -> TrainState:  # fmt: skip
+    """Restore weights, EMA, optimizer, lr schedule and RNG states from checkpoint ``path`` (strict).
+
+    Raises ExploreError if the checkpoint was written by another kind of run or another config.
+    """
+    check_run(path, _run_record(config))
+    for name, module in trainable.items():
+        loaded = type(module).from_pretrained(path / "pipeline" / name, use_safetensors=True)
+        module.load_state_dict(loaded.state_dict(), strict=True)
+    shadow = load_file(path / EMA_FILE)
+    names = [name for name, _ in trainable.named_parameters()]
+    if sorted(shadow) != sorted(names):
+        raise ExploreError(f"{path / EMA_FILE}: EMA weights do not match the model; resume with the same config")
+    ema.load_state_dict({**json.loads((path / EMA_STATE).read_text()), "shadow_params": [shadow[n] for n in names]})
+    load_optimizer_states(path, optimizer, lr_scheduler)
+    restore_rng(path)
+    generator.set_state(load_file(path / GENERATOR_FILE)["generator"])
+    return TrainState(**read_state(path))
+
+
+def save_pipeline_atomic(pipe: WorldDiffusionPipeline, folder: Path) -> Path:
+    """``pipe.save_pretrained`` into a temporary sibling, then swap it in (the old one removed last)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    try:
+        pipe.save_pretrained(staging, safe_serialization=True)
+        if folder.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, previous / folder.name)
+            os.replace(staging, folder)
+            shutil.rmtree(previous)
+        else:
+            os.replace(staging, folder)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return folder
+
+
+@torch.no_grad()
+def validate(pipe: WorldDiffusionPipeline, config: DiffusionConfig, out: Path) -> dict[str, float]:
+    """Sample the val prompts (seed 0), write a grid (real renders above samples) and score it exactly."""
+    v = config.validation
+    scenes = split_scenes(
+        "val", v.prompts, seed=config.data.world_seed, spec=SceneSpec(max_objects=config.data.max_objects)
+    )
+    sampler = WorldDiffusionPipeline(unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
+                                     scheduler=SCHEDULERS[v.scheduler].from_config(pipe.scheduler.config))  # fmt: skip
+    sampler.set_progress_bar_config(disable=True)
+    was_training = pipe.unet.training
+    pipe.unet.eval()
+    pipe.text_encoder.eval()
+    images = sampler([caption(s) for s in scenes], num_inference_steps=v.steps, guidance_scale=v.guidance,
+                     generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+    pipe.unet.train(was_training)
+    pipe.text_encoder.train(was_training and config.text.encoder == "learned")
+    real = [render(s, config.data.resolution) for s in scenes]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(real + images, columns=len(scenes), scale=2).save(out)
+    checks = [check_scene(detect(image), scene) for image, scene in zip(images, scenes)]
+    return {key: round(float(np.mean([c[key] for c in checks])), 4) for key in ("exact", "object", "colour_position")}
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(TextColumn("[bold]diffusion"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} steps/s"),
+                    TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)  # fmt: skip
+
+
+def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progress: bool = True) -> Path:
+    """Train ``config`` to completion; returns ``<output_dir>/pipeline`` (EMA weights).
+
+    Raises:
+        ExploreError: a non-finite loss or gradient (the last good checkpoint is kept), or a resume problem.
+    """
+    run_dir = Path(config.output_dir)
+    t = config.train
+    accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision)
+    pipe = build_pipeline(config)
+    trainable = _trainable(pipe, config)
+    params = [p for p in trainable.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps, t.steps)
+    ema = EMAModel(trainable.parameters(), decay=t.ema_decay, use_ema_warmup=True)
+    generator = torch.Generator().manual_seed(t.seed)
+    state = TrainState()
+    if resume is not None:
+        checkpoint = find_checkpoint(resume, run_dir / "checkpoints")
+        state = load_training_checkpoint(checkpoint, trainable, ema, optimizer, lr_scheduler, generator, config)
+        accelerator.print(f"resumed from {checkpoint} (step {state.global_step})")
+    features = None
+    if config.loss.perceptual_weight > 0:
+        features = VisionFeatures.from_vlm(layers=tuple(config.loss.perceptual_layers)).to(accelerator.device)
+    if accelerator.is_main_process:
+        write_run_info(run_dir, config.model_dump())
+        counts = {name: sum(p.numel() for p in m.parameters()) for name, m in (("unet", pipe.unet),
+                  ("text_encoder", pipe.text_encoder))}  # fmt: skip
+        accelerator.print(f"parameters: unet {counts['unet']:,}, text encoder {counts['text_encoder']:,}")
+    pipe.text_encoder.to(accelerator.device)
+    unet, optimizer, lr_scheduler = accelerator.prepare(pipe.unet, optimizer, lr_scheduler)
+    text_encoder = pipe.text_encoder
+    if config.text.encoder == "learned":
+        text_encoder = accelerator.prepare(text_encoder)
+    ema.to(accelerator.device)
+    noise_scheduler = pipe.scheduler
+    interactive = progress and sys.stderr.isatty()
+    unet.train()
+    text_encoder.train(config.text.encoder == "learned")
+    started, done_here = time.perf_counter(), 0
+    world = accelerator.num_processes
+    with _progress(interactive) as bar:
+        job = bar.add_task("train", total=t.steps, completed=state.global_step, loss=float("nan"), rate=0.0)
+        while state.global_step < t.steps:
+            for _ in range(t.grad_accum):
+                start = state.data_position + accelerator.process_index * t.batch_size
+                images, prompts, _ = training_batch(start, t.batch_size, world_seed=config.data.world_seed,
+                                                    max_objects=config.data.max_objects,
+                                                    resolution=config.data.resolution,
+                                                    relation_prompts=config.data.relation_prompts)  # fmt: skip
+                state.data_position += t.batch_size * world
+                drop = torch.rand(len(prompts), generator=generator) < config.text.cond_dropout
+                prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+                ids, mask = tokenize_prompts(pipe.tokenizer, prompts, config.text.max_length)
+                ids, mask, images = (
+                    ids.to(accelerator.device),
+                    mask.to(accelerator.device),
+                    images.to(accelerator.device),
+                )
+                with accelerator.accumulate(unet, text_encoder), accelerator.autocast():
+                    with torch.set_grad_enabled(config.text.encoder == "learned"):
+                        context = text_encoder(ids, mask)
+                    parts = diffusion_loss(unet, context, mask, images, noise_scheduler, generator,
+                                           min_snr_gamma=config.loss.min_snr_gamma,
+                                           perceptual_weight=config.loss.perceptual_weight, features=features)  # fmt: skip
+                    if not torch.isfinite(parts.loss):
+                        raise ExploreError(f"non-finite loss {parts.loss.item()} at step {state.global_step + 1}; the "
+                                           f"last good checkpoint is kept in {run_dir / 'checkpoints'}; lower train.lr")  # fmt: skip
+                    accelerator.backward(parts.loss)
+                    grad_norm = float("nan")
+                    if accelerator.sync_gradients:
+                        grad_norm = float(accelerator.clip_grad_norm_(params, t.grad_clip))
+                        if not np.isfinite(grad_norm):
+                            raise ExploreError(f"non-finite gradient norm at step {state.global_step + 1}; "
+                                               "the last good checkpoint is kept; lower train.lr")  # fmt: skip
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+            ema.step(trainable.parameters())
+            state.global_step += 1
+            done_here += 1
+            rate = done_here / (time.perf_counter() - started)
+            bar.update(job, advance=1, loss=parts.loss.item(), rate=rate)
+            last = state.global_step == t.steps
+            if accelerator.is_main_process and (state.global_step % 10 == 0 or state.global_step == 1 or last):
+                record = {"step": state.global_step, "loss": round(parts.loss.item(), 5), "mse": round(parts.mse, 5),
+                          "perceptual": round(parts.perceptual, 5), "lr": lr_scheduler.get_last_lr()[0],
+                          "grad_norm": round(grad_norm, 4), "steps_per_s": round(rate, 3)}  # fmt: skip
+                _log(run_dir, record)
+                if progress and not interactive and (state.global_step % 50 == 0 or state.global_step == 1):
+                    print(json.dumps(record), flush=True)
+            if accelerator.is_main_process and (state.global_step % config.validation.every == 0 or last):
+                ema.store(trainable.parameters())
+                ema.copy_to(trainable.parameters())
+                scores = validate(pipe, config, run_dir / "samples" / f"step-{state.global_step:07d}.png")
+                ema.restore(trainable.parameters())
+                _log(run_dir, {"step": state.global_step, "validation": scores})
+                if progress:
+                    print(f"step {state.global_step} validation (EMA, {config.validation.scheduler} "
+                          f"{config.validation.steps} steps): {scores}", flush=True)  # fmt: skip
+            if accelerator.is_main_process and (state.global_step % config.checkpoint_every == 0 or last):
+                save_training_checkpoint(run_dir / "checkpoints", pipe, trainable, ema, optimizer, lr_scheduler,
+                                         generator, state, config)  # fmt: skip
+            accelerator.wait_for_everyone()
+
+    final = run_dir / "pipeline"
+    if accelerator.is_main_process:
+        ema.copy_to(trainable.parameters())
+        save_pipeline_atomic(pipe, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _log(run_dir: Path, record: dict) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with (run_dir / "train_log.jsonl").open("a") as f:
+        f.write(json.dumps(record) + "\n")

@@ -1,0 +1,226 @@
+"""An efficient text-conditional UNet for small images, as a diffusers model.
+
+Layout (default, 32 px): ``conv_in`` → one level per entry of ``block_out_channels`` (residual blocks,
+then a 2× downsample except at the last level) → a middle block (residual, attention, residual) →
+the mirrored up path with skip connections → ``conv_out``. A level listed in ``attention_levels``
+follows each residual block with a transformer block (self-attention over the pixels, cross-attention
+to the text, feed-forward), so text conditioning acts at the low resolutions where it is cheap.
+
+The residual blocks use ``conv_type``: ``"plain"`` (two 3×3 convolutions, as DDPM) or ``"separable"``
+(each 3×3 convolution factored into a depthwise 3×3 and a pointwise 1×1, as MobileNet), which has
+about 1/8 of the multiply-adds at these widths. The timestep enters every residual block as a
+scale and shift of its second normalisation (FiLM); the mean-pooled text is added to the timestep
+embedding, so global facts (how many objects) reach every block, not only the attention levels.
+
+It follows the calling convention of diffusers' ``UNet2DConditionModel`` (``sample``, ``timestep``,
+``encoder_hidden_states``, ``encoder_attention_mask``), so the pipeline and the training loop
+take either.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.embeddings import get_timestep_embedding
+from diffusers.models.modeling_utils import ModelMixin
+from diffusers.models.unets.unet_2d import UNet2DOutput
+from torch import nn
+
+CONV_TYPES: tuple[str, ...] = ("plain", "separable")
+
+
+def conv3x3(in_channels: int, out_channels: int, conv_type: str, stride: int = 1) -> nn.Module:
+    """A 3×3 convolution: full (``plain``) or depthwise 3×3 followed by pointwise 1×1 (``separable``)."""
+    if conv_type == "plain":
+        return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+    if conv_type == "separable":
+        return nn.Sequential(
+            nn.Conv2d(in_channels, in_channels, 3, stride=stride, padding=1, groups=in_channels),
+            nn.Conv2d(in_channels, out_channels, 1),
+        )
+    raise ValueError(f"unknown conv_type {conv_type!r}; expected one of {CONV_TYPES}")
+
+
+class ResBlock(nn.Module):
+    """GroupNorm → SiLU → conv → FiLM(time) → GroupNorm → SiLU → dropout → conv, plus a skip."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_dim: int, conv_type: str, groups: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups, in_channels)
+        self.conv1 = conv3x3(in_channels, out_channels, conv_type)
+        self.time = nn.Linear(temb_dim, 2 * out_channels)  # scale and shift
+        self.norm2 = nn.GroupNorm(groups, out_channels)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = conv3x3(out_channels, out_channels, conv_type)
+        self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
+        scale, shift = self.time(F.silu(temb))[:, :, None, None].chunk(2, dim=1)
+        h = self.norm2(h) * (1 + scale) + shift
+        h = self.conv2(self.dropout(F.silu(h)))
+        return self.skip(x) + h
+
+
+class Attention(nn.Module):
+    """Multi-head attention of ``x`` (B, N, C) to ``context`` (B, L, D), with a key padding mask."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be divisible by attention heads ({heads})")
+        self.heads = heads
+        self.q = nn.Linear(channels, channels, bias=False)
+        self.kv = nn.Linear(context_dim, 2 * channels, bias=False)
+        self.out = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, c = x.shape
+        q = self.q(x).view(b, n, self.heads, -1).transpose(1, 2)  # (B, h, N, c/h)
+        k, v = self.kv(context).view(b, context.shape[1], 2, self.heads, -1).permute(2, 0, 3, 1, 4)  # (B, h, L, c/h)
+        attn_mask = None if mask is None else mask[:, None, None, :].bool()  # (B, 1, 1, L): True = attend
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        return self.out(out.transpose(1, 2).reshape(b, n, c))
+
+
+class TransformerBlock(nn.Module):
+    """Self-attention over the pixels, cross-attention to the text, feed-forward; pre-norm residuals."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int, groups: int):
+        super().__init__()
+        self.norm_in = nn.GroupNorm(groups, channels)
+        self.norm1 = nn.LayerNorm(channels)
+        self.self_attn = Attention(channels, channels, heads)
+        self.norm2 = nn.LayerNorm(channels)
+        self.cross_attn = Attention(channels, context_dim, heads)
+        self.norm3 = nn.LayerNorm(channels)
+        self.ff = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        b, c, h, w = x.shape
+        tokens = self.norm_in(x).flatten(2).transpose(1, 2)  # (B, H*W, C)
+        normed = self.norm1(tokens)
+        tokens = tokens + self.self_attn(normed, normed)
+        tokens = tokens + self.cross_attn(self.norm2(tokens), context, mask)
+        tokens = tokens + self.ff(self.norm3(tokens))
+        return x + tokens.transpose(1, 2).reshape(b, c, h, w)
+
+
+class EfficientUNet(ModelMixin, ConfigMixin):
+    """Text-conditional UNet with plain or depthwise-separable residual blocks (see the module docstring).
+
+    Input ``sample`` (B, in_channels, H, W) with H and W divisible by ``2 ** (len(block_out_channels) - 1)``;
+    ``encoder_hidden_states`` (B, L, cross_attention_dim); ``encoder_attention_mask`` (B, L), 1 = keep.
+    Output: ``UNet2DOutput(sample=(B, out_channels, H, W))`` (the predicted noise).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        sample_size: int = 32,
+        in_channels: int = 3,
+        out_channels: int = 3,
+        block_out_channels: tuple[int, ...] = (64, 128, 192),
+        layers_per_block: int = 1,
+        attention_levels: tuple[int, ...] = (1, 2),
+        conv_type: str = "separable",
+        cross_attention_dim: int = 128,
+        attention_heads: int = 4,
+        norm_num_groups: int = 16,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if conv_type not in CONV_TYPES:
+            raise ValueError(f"unknown conv_type {conv_type!r}; expected one of {CONV_TYPES}")
+        bad_levels = [level for level in attention_levels if not 0 <= level < len(block_out_channels)]
+        if bad_levels:
+            raise ValueError(f"attention_levels {bad_levels} out of range for {len(block_out_channels)} levels")
+        channels = list(block_out_channels)
+        base = channels[0]
+        temb_dim = 4 * base
+        self.time_mlp = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
+        self.text_pool = nn.Linear(cross_attention_dim, temb_dim)
+        self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
+
+        def res(cin: int, cout: int) -> ResBlock:
+            return ResBlock(cin, cout, temb_dim, conv_type, norm_num_groups, dropout)
+
+        def attn(c: int) -> TransformerBlock:
+            return TransformerBlock(c, cross_attention_dim, attention_heads, norm_num_groups)
+
+        # Down path: remember the channel count of every skip connection.
+        self.down_res, self.down_attn, self.downsamplers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        skips, current = [base], base
+        for level, width in enumerate(channels):
+            for _ in range(layers_per_block):
+                self.down_res.append(res(current, width))
+                self.down_attn.append(attn(width) if level in attention_levels else nn.Identity())
+                current = width
+                skips.append(current)
+            last = level == len(channels) - 1
+            self.downsamplers.append(nn.Identity() if last else conv3x3(current, current, conv_type, stride=2))
+            if not last:
+                skips.append(current)
+        self.mid_res1, self.mid_attn, self.mid_res2 = res(current, current), attn(current), res(current, current)
+        # Up path: layers_per_block + 1 blocks per level, each eating one skip.
+        self.up_res, self.up_attn, self.upsamplers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        for level in reversed(range(len(channels))):
+            width = channels[level]
+            for _ in range(layers_per_block + 1):
+                self.up_res.append(res(current + skips.pop(), width))
+                self.up_attn.append(attn(width) if level in attention_levels else nn.Identity())
+                current = width
+            self.upsamplers.append(conv3x3(current, current, conv_type) if level > 0 else nn.Identity())
+        self.norm_out = nn.GroupNorm(norm_num_groups, current)
+        self.conv_out = nn.Conv2d(current, out_channels, 3, padding=1)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | float,
+        encoder_hidden_states: torch.Tensor,
+        encoder_attention_mask: torch.Tensor | None = None,
+        return_dict: bool = True,
+    ) -> UNet2DOutput | tuple[torch.Tensor]:
+        levels = len(self.config.block_out_channels)
+        if sample.shape[-1] % 2 ** (levels - 1) or sample.shape[-2] % 2 ** (levels - 1):
+            raise ValueError(f"sample side {tuple(sample.shape[-2:])} must be divisible by {2 ** (levels - 1)}")
+        b = sample.shape[0]
+        timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)
+        temb = get_timestep_embedding(timesteps, self.config.block_out_channels[0], flip_sin_to_cos=True)
+        temb = self.time_mlp(temb.to(sample.dtype))  # (B, 4*C0)
+        context = encoder_hidden_states  # (B, L, D)
+        mask = encoder_attention_mask
+        if mask is None:
+            pooled = context.mean(dim=1)
+        else:
+            weights = mask.to(context.dtype)[:, :, None]
+            pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1)
+        temb = temb + self.text_pool(pooled)
+
+        h = self.conv_in(sample)
+        skips = [h]
+        blocks = iter(zip(self.down_res, self.down_attn))
+        for level, down in enumerate(self.downsamplers):
+            for _ in range(self.config.layers_per_block):
+                res, attn = next(blocks)
+                h = res(h, temb)
+                h = attn(h, context, mask) if isinstance(attn, TransformerBlock) else h
+                skips.append(h)
+            if level < levels - 1:
+                h = down(h)
+                skips.append(h)
+        h = self.mid_res2(self.mid_attn(self.mid_res1(h, temb), context, mask), temb)
+        blocks = iter(zip(self.up_res, self.up_attn))
+        for level, up in zip(reversed(range(levels)), self.upsamplers):
+            for _ in range(self.config.layers_per_block + 1):
+                res, attn = next(blocks)
+                h = res(torch.cat([h, skips.pop()], dim=1), temb)
+                h = attn(h, context, mask) if isinstance(attn, TransformerBlock) else h
+            if level > 0:
+                h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
+        out = self.conv_out(F.silu(self.norm_out(h)))
+        if not return_dict:
+            return (out,)
+        return UNet2DOutput(sample=out)

@@ -1,0 +1,1 @@
+"""The sweep: compress × recover × evaluate × measure, and the report (``explore sweep``)."""

@@ -1,0 +1,264 @@
+"""Run a sweep: for every point, compress → recover → evaluate → measure, one JSON line per point.
+
+The sweep resumes at every level: a point already in ``results.jsonl`` is skipped (if its recipe
+is unchanged — a changed recipe is an error, so old numbers never mix with new ones); a model already
+saved (by a killed run, or by a point that differs only in precision) is not compressed and
+fine-tuned again; an evaluation resumes from its
+``predictions.jsonl``. Killing the sweep loses at most the batch in flight.
+
+Layout of ``output_dir``::
+
+    config.yaml, run.json        the resolved config, argv, version, git commit
+    results.jsonl                one line per finished point (scores, retention, cost, recovery log)
+    models/<key>/                a compressed, recovered model (a normal HF folder, fp32); points that
+                                 differ only in precision share it (key: a hash of the recipes)
+    models/<key>.json            its dropped blocks and fine-tuning summary
+    points/<name>/model-<prec>/  the point's model at lower precision (int8, ...), a normal HF folder
+    points/<name>/eval/<task>/   predictions.jsonl + summary.json per task
+    report.md, report.html, *.png
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from explore.data.example import Example
+from explore.errors import ExploreError
+from explore.eval.cost import disk_bytes, flops_per_example, latency_per_example, parameter_counts, peak_memory
+from explore.eval.runner import run_task
+from explore.eval.tasks import TaskOptions, get_task
+from explore.models.collate import collate
+from explore.models.loading import load_model, save_model
+from explore.runinfo import write_run_info
+from explore.sweep.config import ORIGINAL, CompressSection, PointSection, SweepConfig
+from explore.world.examples import world_examples
+
+RESULTS = "results.jsonl"
+
+
+@dataclass
+class SweepData:
+    """Everything every point is measured on, built once per sweep."""
+
+    tasks: dict[str, list[Example]]  # task name → evaluation examples (images decoded)
+    timing: list[Example]  # world VQA questions for latency and memory
+    calibration: list[Example]  # validation-split examples for block influence
+
+
+def primary_score(kind: str, summary: dict) -> float:
+    """The one number a task is ranked by: VQA accuracy, judge accuracy, or CIDEr-D."""
+    if kind == "vqa":
+        return float(summary["vqa_accuracy"]["overall"])
+    if kind == "judge":
+        if summary["overall"] is None:
+            raise ExploreError("the judge parsed no answer at all; its accuracy is undefined")
+        return float(summary["overall"])
+    return float(summary["cider_d"])
+
+
+def read_results(path: Path) -> dict[str, dict]:
+    """Finished points by name (a line cut off by a kill is ignored and re-run)."""
+    if not path.is_file():
+        return {}
+    results = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        results[record["name"]] = record
+    return results
+
+
+def _append(path: Path, record: dict) -> None:
+    """Append one record as a line, rewriting the file so a half-written last line is dropped."""
+    kept = [json.dumps(r) for r in read_results(path).values()]
+    tmp = path.with_suffix(".jsonl.tmp")
+    tmp.write_text("".join(line + "\n" for line in [*kept, json.dumps(record)]), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build_data(config: SweepConfig, resolution: int) -> SweepData:
+    """Evaluation, timing and calibration examples at the original model's ``resolution``."""
+    tasks = {}
+    for section in config.tasks:
+        options = TaskOptions(data=section.data, annotations=section.annotations, images=section.images,
+                              split=section.split, seed=config.seed, limit=section.limit, resolution=resolution)  # fmt: skip
+        examples = get_task(section.name).load(options)
+        for example in examples:
+            example.image = example.load_image()
+        tasks[section.name] = examples
+    cost = config.cost
+    timing = world_examples("test", max(cost.latency_examples, cost.flops_examples), "vqa", seed=config.seed,
+                            resolution=resolution)  # fmt: skip
+    calibration = world_examples("val", config.calibration_examples, "vqa", seed=config.seed, resolution=resolution)
+    return SweepData(tasks=tasks, timing=timing, calibration=calibration)
+
+
+def compress(model, processor, recipe: CompressSection, calibration: list[Example]):
+    """Apply ``recipe`` (queries → resolution → depth; precision comes later) to copies of the model.
+
+    Returns (model, processor, dropped) where ``dropped`` maps each component to the removed block
+    positions (chosen by block influence on ``calibration`` or given in the recipe).
+    """
+    from explore.compress.depth import block_count, drop_layers, drop_least_influential
+    from explore.compress.queries import prune_queries
+    from explore.compress.resolution import change_resolution
+
+    model, processor = copy.deepcopy(model), copy.deepcopy(processor)  # recovery trains in place
+    if recipe.queries:
+        model, processor = prune_queries(model, processor, recipe.queries.keep, recipe.queries.strategy)
+    if recipe.resolution:
+        model, processor = change_resolution(model, processor, recipe.resolution)
+    dropped: dict[str, list[int]] = {}
+    for depth in recipe.depth:
+        if isinstance(depth.drop, list):
+            model, dropped[depth.component] = drop_layers(model, depth.component, depth.drop), sorted(depth.drop)
+            continue
+        n = block_count(model, depth.component)
+        if depth.drop >= n:
+            raise ExploreError(f"cannot drop {depth.drop} of the {n} {depth.component} blocks; keep at least one")
+        if depth.by == "last":
+            positions = list(range(n - depth.drop, n))
+            model, dropped[depth.component] = drop_layers(model, depth.component, positions), positions
+        else:
+            batch = collate(calibration, processor, with_labels=True, max_length=64,
+                            decoder_only=bool(model.config.use_decoder_only_language_model))  # fmt: skip
+            model, dropped[depth.component] = drop_least_influential(model, batch, depth.component, depth.drop)
+    return model.eval(), processor, dropped
+
+
+def measure_cost(model, processor, fp32_model, folder: Path, data: SweepData, config: SweepConfig) -> dict:
+    """Parameters, bytes on disk, FLOPs (counted on the fp32 weights: same arithmetic), latency, memory."""
+    cost = config.cost
+    timing = data.timing[: cost.latency_examples]
+
+    def best_latency(batch_size: int) -> float:
+        return min(latency_per_example(model, processor, timing, batch_size=batch_size) for _ in range(cost.repeats))
+
+    memory = peak_memory(model, processor, data.timing[: cost.batch_size])
+    return {
+        **{f"params_{key}": value for key, value in parameter_counts(fp32_model).items()},
+        "disk_bytes": disk_bytes(folder),
+        "flops_per_example": flops_per_example(fp32_model, processor, data.timing[: cost.flops_examples]),
+        "latency_b1_s": best_latency(1),
+        f"latency_b{cost.batch_size}_s": best_latency(cost.batch_size),
+        "weight_bytes": memory["weights"],  # parameters and buffers in memory
+        "activation_peak_bytes": memory["peak_generation"],  # tensors alive at once while generating a batch
+        "peak_memory_bytes": memory["weights"] + memory["peak_generation"],
+    }
+
+
+def _recover(model, processor, point: PointSection, config: SweepConfig, teacher, progress: bool):
+    """Fine-tune ``model`` with the point's recovery recipe, merge any adapter back in, and
+    return (model, the fine-tune's summary or None)."""
+    from explore.adapt.finetune import finetune, merge_adapter
+
+    recipe = config.recovery_for(point)
+    if recipe is None:
+        return model, None
+    distill = recipe.distill_weight > 0
+    result = finetune(model, processor, recipe, teacher=teacher[0] if distill else None,
+                      teacher_processor=teacher[1] if distill else None, progress=progress)  # fmt: skip
+    return (merge_adapter(result.model) if recipe.adapter else result.model).eval(), result.summary()
+
+
+def run_point(point: PointSection, config: SweepConfig, original, data: SweepData, out: Path, *,
+              progress: bool) -> dict:  # fmt: skip
+    """Compress, recover, evaluate and measure one point; return its results record."""
+    from explore.compress.precision import load_at_precision, save_quantized
+
+    started = time.perf_counter()
+    point_dir = out / "points" / point.name
+    recipe = config.recovery_for(point)
+    key = point.model_key(recipe)  # points that differ only in precision share one recovered model
+    model_dir, meta_path = out / "models" / key, out / "models" / f"{key}.json"
+    if (model_dir / "config.json").is_file() and meta_path.is_file():  # saved by an earlier point or a killed run
+        model, processor = load_model(model_dir)
+        meta = json.loads(meta_path.read_text())
+    else:
+        model, processor, dropped = compress(*original, point.compress, data.calibration)
+        model, recovery = _recover(model, processor, point, config, original, progress)
+        meta = {"dropped": dropped, "recovery": recovery}
+        save_model(model, processor, model_dir)
+        meta_path.write_text(json.dumps(meta, indent=2))  # written last: its presence marks a finished model
+    fp32_model, saved = model, model_dir
+    if point.compress.precision != "fp32":
+        model, processor = load_at_precision(model_dir, point.compress.precision)
+        saved = save_quantized(model, processor, point_dir / f"model-{point.compress.precision}")
+    scores, summaries = {}, {}
+    for section in config.tasks:
+        task = get_task(section.name)
+        summary = run_task(model, processor, task, data.tasks[section.name], point_dir / "eval" / section.name,
+                           batch_size=config.eval_batch_size, seed=config.seed, progress=progress)  # fmt: skip
+        scores[section.name] = primary_score(task.kind, summary)
+        summaries[section.name] = summary
+    record = {
+        "name": point.name,
+        "label": point.compress.describe(),
+        "recover": point.recover,
+        "recover_method": recipe.method if recipe else None,
+        "fingerprint": point.fingerprint(recipe),
+        "compress": point.compress.model_dump(),
+        "dropped": meta["dropped"],
+        "recovery": meta["recovery"],
+        "scores": scores,
+        "summaries": summaries,
+        "cost": measure_cost(model, processor, fp32_model, saved, data, config),
+        "model_dir": str(saved),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return record
+
+
+def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list[str] | None = None,
+              progress: bool = True, console: Console | None = None) -> Path:  # fmt: skip
+    """Run (or resume) every point of ``config`` (or just the ``only`` ones, plus ``original``).
+
+    Returns the path of ``results.jsonl``; the report is written next to it.
+    """
+    from explore.sweep.report import write_report
+
+    console = console or Console(stderr=True, quiet=not progress)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    points = config.all_points()
+    if only:
+        unknown = sorted(set(only) - {p.name for p in points})
+        if unknown:
+            raise ExploreError(f"--only: no point called {unknown}; points: {', '.join(p.name for p in points)}")
+        points = [p for p in points if p.name == ORIGINAL or p.name in only]
+    write_run_info(out, config.model_dump())
+    results_path = out / RESULTS
+    done = read_results(results_path)
+    for point in points:
+        if point.name in done and done[point.name]["fingerprint"] != point.fingerprint(config.recovery_for(point)):
+            raise ExploreError(f"{results_path} holds point {point.name!r} with a different recipe; rename the point "
+                               "or use a new output_dir (old and new numbers must not mix)")  # fmt: skip
+    todo = [p for p in points if p.name not in done]
+    console.print(f"[bold]sweep[/bold] {len(points)} points ({len(points) - len(todo)} done) → {out}")
+    if todo:
+        torch.manual_seed(config.seed)
+        original = load_model(config.model)
+        resolution = int(original[1].image_processor.size["height"])
+        data = build_data(config, resolution)
+        for index, point in enumerate(todo, start=1):
+            console.rule(f"[bold]{index}/{len(todo)}[/bold] {point.name}: {point.compress.describe()}, "
+                         f"recovery {point.recover}")  # fmt: skip
+            record = run_point(point, config, original, data, out, progress=progress)
+            _append(results_path, record)
+            scores = ", ".join(f"{task} {score:.3f}" for task, score in record["scores"].items())
+            console.print(f"  {point.name}: {scores}; {record['seconds']:.0f} s")
+    if not config.keep_models:
+        shutil.rmtree(out / "models", ignore_errors=True)
+    write_report(config, read_results(results_path), out, [p.name for p in config.all_points()], config_path)
+    return results_path

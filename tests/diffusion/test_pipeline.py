@@ -1,0 +1,60 @@
+"""The pipeline: several diffusers schedulers, deterministic per seed, reloads through its own class."""
+
+import numpy as np
+import pytest
+import torch
+
+from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, load_pipeline, set_scheduler
+from explore.errors import ExploreError
+
+PROMPT = "a red circle above a blue square"
+
+
+def _run(pipe, seed, steps=3, guidance=3.0):
+    return pipe(PROMPT, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=2,
+                generator=torch.Generator().manual_seed(seed), output_type="np").images  # fmt: skip
+
+
+@pytest.mark.parametrize("scheduler", ["ddpm", "ddim", "dpm"])
+def test_each_scheduler_is_deterministic_per_seed(tiny_pipeline_dir, scheduler):
+    pipe = set_scheduler(load_pipeline(tiny_pipeline_dir), scheduler)
+    assert type(pipe.scheduler).__name__ == {"ddpm": "DDPMScheduler", "ddim": "DDIMScheduler",
+                                             "dpm": "DPMSolverMultistepScheduler"}[scheduler]  # fmt: skip
+    first, again, other = _run(pipe, 1), _run(pipe, 1), _run(pipe, 2)
+    assert first.shape == (2, 32, 32, 3) and first.min() >= 0 and first.max() <= 1
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_schedulers_differ_and_guidance_matters(tiny_pipeline_dir):
+    pipe = load_pipeline(tiny_pipeline_dir)
+    ddim = _run(set_scheduler(pipe, "ddim"), 1)
+    dpm = _run(set_scheduler(pipe, "dpm"), 1)
+    assert not np.array_equal(ddim, dpm)
+    assert not np.array_equal(dpm, _run(pipe, 1, guidance=1.0))
+
+
+def test_reload_through_its_own_class(tiny_pipeline_dir, tmp_path):
+    pipe = load_pipeline(tiny_pipeline_dir)
+    pipe.save_pretrained(tmp_path / "again", safe_serialization=True)
+    reloaded = WorldDiffusionPipeline.from_pretrained(tmp_path / "again")
+    reloaded.set_progress_bar_config(disable=True)
+    assert type(reloaded.unet).__name__ == "EfficientUNet"
+    assert np.array_equal(_run(pipe, 3), _run(reloaded, 3))
+
+
+def test_bad_inputs_are_refused(tiny_pipeline_dir, tmp_path):
+    pipe = load_pipeline(tiny_pipeline_dir)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        pipe(PROMPT, guidance_scale=0.5)
+    with pytest.raises(ExploreError, match="unknown scheduler"):
+        set_scheduler(pipe, "euler-magic")
+    with pytest.raises(ExploreError, match="model_index.json"):
+        load_pipeline(tmp_path)
+
+
+def test_image_grid_lays_images_out():
+    from PIL import Image
+
+    grid = image_grid([Image.new("RGB", (8, 8))] * 3, columns=2, scale=2, pad=1)
+    assert grid.size == (2 * 17 + 1, 2 * 17 + 1)

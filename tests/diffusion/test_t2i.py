@@ -1,0 +1,64 @@
+"""world-t2i: the judge's questions follow the prompt's scene graph; the detector recovers real scenes."""
+
+import numpy as np
+
+from explore.eval.t2i import cohen_kappa, exact_answer, judge_questions, summarize_t2i, t2i_examples
+from explore.world.detect import check_scene, detect, detected_scene, detector_accuracy
+from explore.world.render import render
+from explore.world.scene import Scene
+from explore.world.splits import split_scenes
+from explore.world.text import parse_caption, scene_facts
+
+
+def test_questions_match_the_prompts_scene_graph():
+    for example in t2i_examples("test", 12):
+        scene = Scene.from_dict(example.meta["scene"])
+        assert parse_caption(example.prompt) == scene_facts(scene)  # the prompt states the whole scene graph
+        questions = judge_questions(scene)
+        assert next(q for q in questions if q.qtype == "count").answer == str(len(scene.objects))
+        for obj in scene.objects:
+            about = {q.qtype: q for q in questions if q.objects == ((obj.colour, obj.shape),)}
+            assert about["exist"].answer == "yes" and obj.name in about["exist"].question
+            assert about["position"].answer == obj.position
+            assert about["size"].answer == obj.size
+        for q in questions:
+            if q.qtype == "relation":
+                a, b = (scene.find(*key) for key in q.objects)
+                assert q.answer == "yes" and a is not None and b is not None
+            assert exact_answer(q, scene) == q.answer  # the true scene answers every question right
+
+
+def test_exact_answers_follow_the_detected_scene():
+    scene = split_scenes("test", 30)[3]
+    questions = judge_questions(scene)
+    empty = Scene(objects=())
+    answers = {q.qtype: exact_answer(q, empty) for q in questions}
+    assert answers["exist"] == "no" and answers["count"] == "0" and answers["position"] == "none"
+
+
+def test_detector_recovers_real_renders():
+    """At the generator's 32 px (measured on 300 test scenes: exact 98.7%; at 64 px: 100%)."""
+    scores = detector_accuracy(split_scenes("test", 40), 32)
+    assert scores["count"] == 1.0 and scores["colour_position"] == 1.0
+    assert scores["exact"] >= 0.95
+
+
+def test_detector_finds_nothing_in_a_blank_image_and_flags_a_wrong_image():
+    blank = np.full((32, 32, 3), 24, dtype=np.uint8)
+    assert detect(blank) == []
+    scene, other = split_scenes("test", 2)
+    found = detect(render(other, 32))
+    assert detected_scene(found).objects and not check_scene(found, scene)["exact"]
+
+
+def test_kappa_and_summary():
+    assert cohen_kappa(np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0])) == 1.0
+    q = {"qtype": "exist", "question": "Is there a red circle?", "answer": "yes"}
+    records = [{"check_generated": {"count": True, "colour_position": 1.0, "object": 1.0, "object_size": 1.0, "exact": True},
+                "check_real": {"count": True, "colour_position": 1.0, "object": 1.0, "object_size": 1.0, "exact": True},
+                "questions": [{**q, "vlm_generated": "yes", "vlm_real": "yes", "exact_generated": "yes"},
+                              {**q, "vlm_generated": "no", "vlm_real": "yes", "exact_generated": "no"}]}]  # fmt: skip
+    summary = summarize_t2i(records)
+    assert summary["tifa"] == {"generated": 0.5, "real": 1.0}
+    assert summary["judge_agreement"]["rate"] == 1.0
+    assert summary["faithfulness_vs_real"]["tifa"] == 0.5

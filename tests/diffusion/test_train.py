@@ -1,0 +1,94 @@
+"""Training: the loss falls with and without the perceptual term; checkpoints resume exactly."""
+
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from explore.diffusion.build import build_pipeline
+from explore.diffusion.data import relation_prompt, training_batch
+from explore.diffusion.loss import diffusion_loss
+from explore.diffusion.text_encoder import tokenize_prompts
+from explore.diffusion.train import train_diffusion
+from explore.errors import ConfigError, ExploreError
+
+
+def _loss(pipe, images, ids, mask, seed, features, weight):
+    context = pipe.text_encoder(ids, mask)
+    return diffusion_loss(pipe.unet, context, mask, images, pipe.scheduler, torch.Generator().manual_seed(seed),
+                          min_snr_gamma=5.0, perceptual_weight=weight, features=features)  # fmt: skip
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_a_few_steps_lower_the_loss(tiny_config, tiny_features, weight):
+    """Same batch, same timesteps and noise each step: the objective is fixed, so it must fall."""
+    pipe = build_pipeline(tiny_config)
+    images, prompts, _ = training_batch(0, 8, world_seed=0, max_objects=2, resolution=32, relation_prompts=0.25)
+    ids, mask = tokenize_prompts(pipe.tokenizer, prompts, 48)
+    params = list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters())
+    optimizer = torch.optim.Adam(params, lr=3e-3)
+    before = _loss(pipe, images, ids, mask, 0, tiny_features, weight)
+    assert (before.perceptual > 0) == (weight > 0)
+    for _ in range(8):
+        parts = _loss(pipe, images, ids, mask, 0, tiny_features, weight)
+        parts.loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    after = _loss(pipe, images, ids, mask, 0, tiny_features, weight)
+    assert after.loss.item() < 0.9 * before.loss.item()
+    assert not any(p.grad is not None for p in tiny_features.parameters())  # the VLM stays frozen
+
+
+def test_perceptual_weight_needs_features(tiny_config):
+    pipe = build_pipeline(tiny_config)
+    images, prompts, _ = training_batch(0, 2, world_seed=0, max_objects=2, resolution=32, relation_prompts=0.0)
+    ids, mask = tokenize_prompts(pipe.tokenizer, prompts, 48)
+    with pytest.raises(ValueError, match="features"):
+        _loss(pipe, images, ids, mask, 0, None, 0.1)
+
+
+def test_training_batches_are_reproducible_and_prompts_describe_the_scene():
+    a = training_batch(5, 6, world_seed=0, max_objects=4, resolution=32, relation_prompts=0.5)
+    b = training_batch(5, 6, world_seed=0, max_objects=4, resolution=32, relation_prompts=0.5)
+    assert torch.equal(a[0], b[0]) and a[1] == b[1]
+    assert a[0].shape == (6, 3, 32, 32) and a[0].min() >= -1 and a[0].max() <= 1
+    for prompt, scene in zip(a[1], a[2]):
+        assert all(o.colour in prompt and o.shape in prompt for o in scene.objects)
+        assert prompt == relation_prompt(scene) or all(o.position in prompt for o in scene.objects)
+
+
+def test_resume_continues_exactly(tiny_config, tmp_path):
+    """4 steps straight == 2 steps, then --resume latest for the other 2 (weights, EMA, optimizer, RNG)."""
+    config = tiny_config.model_copy(update={"keep_checkpoints": 2, "loss": tiny_config.loss.model_copy(update={"perceptual_weight": 0.0})})  # fmt: skip
+    straight = train_diffusion(config, progress=False)
+    run = tmp_path / "run"
+    resumed_dir = tmp_path / "resumed"
+    shutil.copytree(run, resumed_dir)
+    shutil.rmtree(resumed_dir / "checkpoints" / "step-0000004")
+    shutil.rmtree(resumed_dir / "pipeline")
+    resumed = train_diffusion(
+        config.model_copy(update={"output_dir": str(resumed_dir)}), resume="latest", progress=False
+    )
+    for part in ("unet", "text_encoder"):
+        a = load_file(straight / part / "diffusion_pytorch_model.safetensors")
+        b = load_file(resumed / part / "diffusion_pytorch_model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), part
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000003.png", "step-0000004.png"]
+
+
+def test_resume_with_another_config_is_refused(tiny_config):
+    config = tiny_config.model_copy(update={"loss": tiny_config.loss.model_copy(update={"perceptual_weight": 0.0})})
+    train_diffusion(config, progress=False)
+    changed = config.model_copy(update={"train": config.train.model_copy(update={"lr": 1.0e-4})})
+    with pytest.raises(ExploreError, match="train.lr"):
+        train_diffusion(changed, resume="latest", progress=False)
+
+
+def test_unknown_config_key_lists_the_allowed_ones(tmp_path):
+    from explore.diffusion.config import load_diffusion_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {steps: 2, warmup_steps: 0}\nloss: {perceptual_wieght: 0.1}\n")
+    with pytest.raises(ConfigError, match="perceptual_wieght.*perceptual_weight"):
+        load_diffusion_config(path)

@@ -1,0 +1,72 @@
+"""The UNets: output shapes, both block types, save / load, the diffusers baseline."""
+
+import pytest
+import torch
+
+from explore.diffusion.build import build_unet
+from explore.diffusion.unet import EfficientUNet
+
+SMALL = {"block_out_channels": (8, 16, 16), "attention_levels": (2,), "cross_attention_dim": 12, "attention_heads": 2,
+             "norm_num_groups": 4}  # fmt: skip
+
+
+def _inputs(batch=2, side=16):
+    g = torch.Generator().manual_seed(0)
+    sample = torch.randn(batch, 3, side, side, generator=g)
+    context = torch.randn(batch, 5, 12, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])[:batch]
+    return sample, torch.tensor([3, 700])[:batch], context, mask
+
+
+@pytest.mark.parametrize("conv_type", ["plain", "separable"])
+@pytest.mark.parametrize("layers_per_block", [1, 2])
+def test_output_has_the_input_shape(conv_type, layers_per_block):
+    unet = EfficientUNet(sample_size=16, conv_type=conv_type, layers_per_block=layers_per_block, **SMALL)
+    sample, t, context, mask = _inputs()
+    assert unet(sample, t, context, mask).sample.shape == sample.shape
+    assert unet(sample[:1], 5, context[:1], None).sample.shape == (1, 3, 16, 16)  # scalar timestep, no mask
+
+
+def test_separable_blocks_have_fewer_parameters():
+    plain = EfficientUNet(conv_type="plain", **SMALL)
+    separable = EfficientUNet(conv_type="separable", **SMALL)
+    assert sum(p.numel() for p in separable.parameters()) < sum(p.numel() for p in plain.parameters())
+
+
+@pytest.mark.parametrize("conv_type", ["plain", "separable"])
+def test_save_and_load_give_the_same_model(tmp_path, conv_type):
+    torch.manual_seed(0)
+    unet = EfficientUNet(sample_size=16, conv_type=conv_type, **SMALL).eval()
+    unet.save_pretrained(tmp_path)
+    assert (tmp_path / "diffusion_pytorch_model.safetensors").is_file()
+    loaded = EfficientUNet.from_pretrained(tmp_path).eval()
+    assert loaded.config.conv_type == conv_type
+    for (name, a), (_, b) in zip(unet.state_dict().items(), loaded.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    sample, t, context, mask = _inputs()
+    assert torch.equal(unet(sample, t, context, mask).sample, loaded(sample, t, context, mask).sample)
+
+
+def test_text_changes_the_output():
+    torch.manual_seed(0)
+    unet = EfficientUNet(sample_size=16, **SMALL).eval()
+    sample, t, context, mask = _inputs()
+    assert not torch.allclose(unet(sample, t, context, mask).sample, unet(sample, t, context + 1, mask).sample)
+
+
+def test_bad_config_values_are_refused():
+    with pytest.raises(ValueError, match="conv_type"):
+        EfficientUNet(conv_type="winograd", **SMALL)
+    with pytest.raises(ValueError, match="attention_levels"):
+        EfficientUNet(**{**SMALL, "attention_levels": (5,)})
+    with pytest.raises(ValueError, match="divisible"):
+        EfficientUNet(sample_size=16, **SMALL)(torch.zeros(1, 3, 18, 18), 1, torch.zeros(1, 2, 12))
+
+
+def test_diffusers_baseline_takes_the_same_inputs(tiny_config):
+    config = tiny_config.model_copy(update={"model": tiny_config.model.model_copy(update={"kind": "diffusers"})})
+    unet = build_unet(config, cross_attention_dim=12)
+    assert type(unet).__name__ == "UNet2DConditionModel"
+    sample, t, context, mask = _inputs(side=32)
+    out = unet(sample, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+    assert out.shape == sample.shape
