@@ -1,4 +1,5 @@
-# One command for the main job (`make demo`) and one for the tests (`make test`).
+# One command for the main job (`make demo`: the world, the embedded model and the default compression
+# sweep) and one for the tests (`make test`).
 # Each creates .venv, installs torch (CPU build 2.13.0 first, so no CUDA build is pulled) and explore.
 PYTHON ?= python3
 VENV   ?= .venv
@@ -26,6 +27,7 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/explore ask $(OUT)/world/images/test-000000.png "What colour is the triangle?"
 	HF_HUB_OFFLINE=1 $(BIN)/explore caption $(OUT)/world/images --out $(OUT)/captions.jsonl
 	HF_HUB_OFFLINE=1 $(BIN)/explore score-world --model embedded --split test --n 200 --out $(OUT)/scores.json
+	HF_HUB_OFFLINE=1 $(BIN)/explore sweep --output-dir $(OUT)/sweep
 
 clean:
 	rm -rf $(VENV) out

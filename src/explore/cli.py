@@ -407,6 +407,62 @@ def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps
     typer.echo(f"wrote {out / 'predictions.jsonl'}, {out / 'images'} and {out / 'summary.json'}")
 
 
+@app.command("compress")
+def compress_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the compressed model (a normal HF model folder).")],
+    model: ModelOption = "embedded",
+    queries: Annotated[int | None, typer.Option(help="Keep this many query tokens.")] = None,
+    query_strategy: Annotated[str, typer.Option(help="Which queries: first, even or merge.")] = "even",
+    drop: Annotated[list[str] | None, typer.Option(
+        help="COMPONENT=N drops the N least influential blocks (ShortGPT), COMPONENT:i,j drops blocks i and j; "
+             "components: vision, qformer, lm_encoder, lm_decoder. Repeatable.")] = None,
+    resolution: Annotated[int | None, typer.Option(help="Input image side in pixels (a multiple of the patch).")] = None,
+    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16, int8 (CPU/GPU), int8-bnb or nf4 (GPU).")] = "fp32",
+    seed: Annotated[int, typer.Option(help="World seed of the calibration questions for block influence.")] = 0,
+) -> None:
+    """Compress a model once (the operators of `explore sweep`) and save it as a normal HF model folder."""
+    from pydantic import ValidationError
+
+    from explore.compress.precision import load_at_precision, save_quantized
+    from explore.config import format_validation_error
+    from explore.models.loading import load_model, save_model
+    from explore.sweep.config import CompressSection
+    from explore.sweep.run import compress
+    from explore.world.examples import world_examples
+
+    depth = []
+    for item in drop or []:
+        by_position = ":" in item
+        component, _, value = item.partition(":" if by_position else "=")
+        numbers = value.split(",") if by_position else [value]
+        if not value or not all(number.strip().isdigit() for number in numbers):
+            raise ExploreError(f"--drop {item!r}: expected COMPONENT=N (how many) or COMPONENT:i,j (which), "
+                               "e.g. vision=1 or lm_decoder:0,1")  # fmt: skip
+        positions = [int(number) for number in numbers]
+        depth.append({"component": component, "drop": positions if by_position else positions[0]})
+    raw = {"queries": {"keep": queries, "strategy": query_strategy} if queries else None, "depth": depth,
+           "resolution": resolution, "precision": precision}  # fmt: skip
+    try:
+        recipe = CompressSection.model_validate(raw)
+    except ValidationError as error:
+        raise ExploreError(format_validation_error(error, CompressSection, "explore compress")) from None
+    vlm, processor = load_model(model)
+    resolution_now = int(processor.image_processor.size["height"])
+    calibration = world_examples("val", 64, "vqa", seed=seed, resolution=resolution_now)
+    small, small_processor, dropped = compress(vlm, processor, recipe, calibration)
+    if recipe.precision == "fp32":
+        save_model(small, small_processor, out)
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as staging:
+            save_model(small, small_processor, Path(staging) / "fp32")
+            quantized, quantized_processor = load_at_precision(Path(staging) / "fp32", recipe.precision)
+            save_quantized(quantized, quantized_processor, out)
+    dropped_text = "; ".join(f"{c} {p}" for c, p in dropped.items()) or "none"
+    typer.echo(f"{recipe.describe()} (blocks dropped: {dropped_text}) → {out}")
+
+
 @app.command("sweep")
 def sweep_command(
     config: Annotated[Path | None, typer.Option("--config", help="Sweep YAML (default: the packaged 15-minute sweep on the embedded model).")] = None,

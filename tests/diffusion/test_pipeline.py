@@ -58,3 +58,31 @@ def test_image_grid_lays_images_out():
 
     grid = image_grid([Image.new("RGB", (8, 8))] * 3, columns=2, scale=2, pad=1)
     assert grid.size == (2 * 17 + 1, 2 * 17 + 1)
+
+
+@pytest.mark.parametrize("scheduler", ["dpm", "unipc"])
+def test_fresh_and_reloaded_pipelines_sample_alike(tiny_config, tmp_path, scheduler):
+    """diffusers' from_config swaps training-default values for the sampler's defaults on a fresh config
+    but not on a reloaded one; make_scheduler passes every value, so both sample the same images."""
+    from explore.diffusion.build import build_pipeline
+
+    torch.manual_seed(0)
+    fresh = build_pipeline(tiny_config)
+    fresh.save_pretrained(tmp_path / "p", safe_serialization=True)
+    reloaded = load_pipeline(tmp_path / "p")
+    for pipe in (fresh, reloaded):
+        set_scheduler(pipe, scheduler)
+    assert np.array_equal(_run(fresh, 4), _run(reloaded, 4))
+
+
+def test_t5_text_encoder_option(tiny_config, tmp_path):
+    """The embedded VLM's T5 encoder as a frozen text encoder: built, run, saved and reloaded."""
+    from explore.diffusion.build import build_pipeline
+
+    config = tiny_config.model_copy(update={"text": tiny_config.text.model_copy(update={"encoder": "t5"})})
+    pipe = build_pipeline(config)
+    assert type(pipe.text_encoder).__name__ == "T5TextEncoder"
+    assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.hidden_size
+    pipe.save_pretrained(tmp_path / "t5", safe_serialization=True)
+    reloaded = load_pipeline(tmp_path / "t5")
+    assert np.array_equal(_run(pipe, 5, steps=2), _run(reloaded, 5, steps=2))

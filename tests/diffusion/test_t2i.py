@@ -7,7 +7,7 @@ from explore.world.detect import check_scene, detect, detected_scene, detector_a
 from explore.world.render import render
 from explore.world.scene import Scene
 from explore.world.splits import split_scenes
-from explore.world.text import parse_caption, scene_facts
+from explore.world.text import holds, parse_caption, scene_facts
 
 
 def test_questions_match_the_prompts_scene_graph():
@@ -21,11 +21,14 @@ def test_questions_match_the_prompts_scene_graph():
             assert about["exist"].answer == "yes" and obj.name in about["exist"].question
             assert about["position"].answer == obj.position
             assert about["size"].answer == obj.size
+        (absent,) = [q for q in questions if q.qtype == "exist" and q.answer == "no"]
+        assert scene.find(*absent.objects[0]) is None
         for q in questions:
             if q.qtype == "relation":
                 a, b = (scene.find(*key) for key in q.objects)
-                assert q.answer == "yes" and a is not None and b is not None
+                assert holds(a, q.relation, b) == (q.answer == "yes")
             assert exact_answer(q, scene) == q.answer  # the true scene answers every question right
+        assert judge_questions(scene) == questions  # deterministic
 
 
 def test_exact_answers_follow_the_detected_scene():

@@ -166,3 +166,80 @@ def test_results_lines_are_json(tmp_path, tiny_folder):
     run_sweep(sweep_config(tiny_folder, out, points=[], grid=None), progress=False)
     lines = (out / RESULTS).read_text().splitlines()
     assert len(lines) == 1 and json.loads(lines[0])["name"] == "original"
+
+
+def test_cli_sweep_runs_resumes_and_rewrites_the_report(tmp_path, tiny_folder, monkeypatch, capfd):
+    import sys
+
+    import yaml
+
+    from explore.cli import main
+
+    def explore(*args):
+        monkeypatch.setattr(sys, "argv", ["explore", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = int(stop.code)
+        return code, *capfd.readouterr()
+
+    out = tmp_path / "out"
+    raw = sweep_config(tiny_folder, out, points=[{"name": "q3", "compress": {"queries": {"keep": 3}}}], grid=None)
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(raw.model_dump(exclude_defaults=True)))
+    code, _, err = explore("sweep", "--config", str(path), "--report-only")
+    assert code == 2 and "no " in err and "run the sweep first" in err and len(err.strip().splitlines()) == 1
+    code, stdout, _ = explore("sweep", "--config", str(path))
+    assert code == 0 and "report.md" in stdout
+    assert list(read_results(out / RESULTS)) == ["original", "q3"]
+    (out / "report.md").unlink()
+    code, _, _ = explore("sweep", "--config", str(path), "--report-only")
+    report = (out / "report.md").read_text()
+    assert code == 0 and "| q3 |" in report and f"explore sweep --config {path} --only '<name>'" in report
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("tasks: [{name: world-vqa}]\nrecover: lora\n")
+    code, _, err = explore("sweep", "--config", str(bad))
+    assert code == 2 and "unknown key 'recover'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_compress_writes_a_normal_model_folder(tmp_path, tiny_folder, monkeypatch, capfd):
+    import sys
+
+    from transformers import InstructBlipForConditionalGeneration
+
+    from explore.cli import main
+
+    def explore(*args):
+        monkeypatch.setattr(sys, "argv", ["explore", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = int(stop.code)
+        return code, *capfd.readouterr()
+
+    out = tmp_path / "small"
+    code, stdout, _ = explore("compress", "--model", str(tiny_folder), "--out", str(out), "--queries", "3",
+                              "--drop", "vision=1", "--drop", "lm_decoder:0", "--resolution", "8")  # fmt: skip
+    assert code == 0 and "lm_decoder [0]" in stdout
+    model = InstructBlipForConditionalGeneration.from_pretrained(out)  # plain transformers
+    assert model.config.num_query_tokens == 3 and model.config.vision_config.num_hidden_layers == 1
+    assert model.config.text_config.num_decoder_layers == 1 and model.config.vision_config.image_size == 8
+    code, _, err = explore("compress", "--model", str(tiny_folder), "--out", str(tmp_path / "x"), "--drop", "vit=1")
+    assert code == 2 and "vit" in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists()
+
+
+def test_sweep_on_a_llama_backed_model(tmp_path):
+    preset = replace(get_preset("tiny-llama"), name="tiny-llama-sweep", num_query_tokens=6)
+    words = vocabulary()
+    tokenizer, qtok = build_word_tokenizer(words), build_word_tokenizer(words, image_token=False)
+    folder = save_model(build_model(preset, tokenizer, seed=0), build_processor(preset, tokenizer, qtok),
+                        tmp_path / "llama")  # fmt: skip
+    config = sweep_config(folder, tmp_path / "out", grid=None, points=[
+        {"name": "q3-dec1", "compress": {"queries": {"keep": 3}, "depth": [{"component": "lm_decoder", "drop": 1}]},
+         "recover": "lora"}])  # fmt: skip
+    run_sweep(config, progress=False)
+    results = read_results(tmp_path / "out" / RESULTS)
+    assert results["q3-dec1"]["cost"]["params_non_embedding"] < results["original"]["cost"]["params_non_embedding"]
+    assert results["q3-dec1"]["recovery"]["steps"] == 2 and len(results["q3-dec1"]["dropped"]["lm_decoder"]) == 1

@@ -55,10 +55,12 @@ def build_text_encoder(config: DiffusionConfig):
 
 
 def build_pipeline(config: DiffusionConfig) -> WorldDiffusionPipeline:
-    """An untrained pipeline: UNet, text encoder, tokenizer and the DDPM training scheduler."""
+    """An untrained pipeline (in eval mode): UNet, text encoder, tokenizer and the DDPM training scheduler."""
     text_encoder, tokenizer = build_text_encoder(config)
     unet = build_unet(config, text_hidden_size(text_encoder))
     pipe = WorldDiffusionPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
                                   scheduler=build_noise_scheduler(config))  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
+    unet.eval()  # like from_pretrained; training switches to train mode itself
+    text_encoder.eval()
     return pipe

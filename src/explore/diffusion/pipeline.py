@@ -123,14 +123,35 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         return ImagePipelineOutput(images=result)
 
 
-def set_scheduler(pipe: WorldDiffusionPipeline, name: str) -> WorldDiffusionPipeline:
-    """Replace the pipeline's scheduler by ``name`` (ddpm / ddim / dpm / unipc), same noise schedule."""
+# Sampler settings on top of the training noise schedule. Pixel-space models need the predicted clean
+# image clipped: with the cosine schedule the noisiest step has alpha_bar ~ 0, and DPM-Solver++ / UniPC
+# divide by sqrt(alpha_bar), so without (dynamic) thresholding their first step explodes into noise.
+# "trailing" spacing starts at the last training step, where the initial Gaussian belongs.
+SAMPLER_SETTINGS: dict[str, dict] = {
+    "ddpm": {"clip_sample": True},
+    "ddim": {"clip_sample": True, "timestep_spacing": "trailing"},
+    "dpm": {"algorithm_type": "dpmsolver++", "thresholding": True, "sample_max_value": 1.0,
+            "timestep_spacing": "trailing"},
+    "unipc": {"predict_x0": True, "thresholding": True, "sample_max_value": 1.0, "timestep_spacing": "trailing"},
+}  # fmt: skip
+
+
+def make_scheduler(name: str, training_config):
+    """Sampler ``name`` (ddpm / ddim / dpm / unipc) on the noise schedule of ``training_config``.
+
+    Every training value is passed explicitly (diffusers' ``from_config`` otherwise swaps the values
+    that were defaults for the new class's defaults, so a freshly built and a reloaded pipeline would
+    sample differently), then :data:`SAMPLER_SETTINGS` are applied.
+    """
     if name not in SCHEDULERS:
         raise ExploreError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
-    config = dict(pipe.scheduler.config)
-    if name == "dpm":
-        config["algorithm_type"] = "dpmsolver++"
-    pipe.scheduler = SCHEDULERS[name].from_config(config)
+    config = {key: value for key, value in dict(training_config).items() if not key.startswith("_")}
+    return SCHEDULERS[name].from_config({**config, **SAMPLER_SETTINGS[name]})
+
+
+def set_scheduler(pipe: WorldDiffusionPipeline, name: str) -> WorldDiffusionPipeline:
+    """Replace the pipeline's scheduler by sampler ``name`` (same noise schedule); see :func:`make_scheduler`."""
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
     return pipe
 
 

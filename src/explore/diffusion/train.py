@@ -35,7 +35,7 @@ from explore.diffusion.config import DiffusionConfig
 from explore.diffusion.data import training_batch
 from explore.diffusion.features import VisionFeatures
 from explore.diffusion.loss import diffusion_loss
-from explore.diffusion.pipeline import SCHEDULERS, WorldDiffusionPipeline, image_grid
+from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
 from explore.errors import ExploreError
 from explore.runinfo import write_run_info
@@ -148,7 +148,7 @@ def validate(pipe: WorldDiffusionPipeline, config: DiffusionConfig, out: Path) -
         "val", v.prompts, seed=config.data.world_seed, spec=SceneSpec(max_objects=config.data.max_objects)
     )
     sampler = WorldDiffusionPipeline(unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                                     scheduler=SCHEDULERS[v.scheduler].from_config(pipe.scheduler.config))  # fmt: skip
+                                     scheduler=make_scheduler(v.scheduler, pipe.scheduler.config))  # fmt: skip
     sampler.set_progress_bar_config(disable=True)
     was_training = pipe.unet.training
     pipe.unet.eval()

@@ -36,12 +36,13 @@ from explore.errors import ExploreError
 from explore.eval.world import normalize_answer
 from explore.world.detect import calibrated_classifier, check_scene, detect, detected_scene
 from explore.world.render import render
-from explore.world.scene import Obj, Scene, SceneSpec
+from explore.world.scene import COLOURS, SHAPES, Obj, Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scenes
 from explore.world.text import DIRECTIONS, QUESTION_TEMPLATES, RELATION_PHRASE, caption, holds
 
 DEFAULT_T2I_EXAMPLES = 200
-MAX_RELATION_QUESTIONS = 3
+MAX_RELATION_QUESTIONS = 3  # object pairs asked about, each in two directions
+OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
 CHECK_KEYS = ("count", "colour_position", "object", "object_size", "exact")
 
 
@@ -57,9 +58,11 @@ class JudgeQuestion:
 
 
 def judge_questions(scene: Scene) -> list[JudgeQuestion]:
-    """TIFA-style questions from ``scene``: count; existence, cell and size of every object; and the
-    relation of up to three object pairs that share a row or column axis. Every answer is "yes" or
-    the scene's value; the phrasing is the first template of each question type."""
+    """TIFA-style questions from ``scene``: count; existence, cell and size of every object; one object
+    the prompt does not name (answer "no"); and, for up to three object pairs separated along an axis,
+    their relation (answer "yes") and the opposite one (answer "no"). The "no" questions catch a judge
+    that says "yes" to everything. Phrasings are the first template of each question type; the absent
+    object is drawn from a generator seeded by the scene, so the questions of a scene never change."""
     t = QUESTION_TEMPLATES
     questions = [JudgeQuestion("count", t["count"][0].format(x="objects"), str(len(scene.objects)))]
     ordered = scene.in_reading_order()
@@ -68,14 +71,19 @@ def judge_questions(scene: Scene) -> list[JudgeQuestion]:
         questions.append(JudgeQuestion("exist", t["exist"][0].format(obj=obj.name), "yes", key))
         questions.append(JudgeQuestion("position", t["position"][0].format(ref=obj.name), obj.position, key))
         questions.append(JudgeQuestion("size", t["size"][0].format(ref=obj.name), obj.size, key))
+    absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None]
+    colour, shape = absent[int(np.random.default_rng([scene.seed, 11]).integers(len(absent)))]
+    questions.append(JudgeQuestion("exist", t["exist"][0].format(obj=f"{colour} {shape}"), "no", ((colour, shape),)))
     pairs = [(a, b) for i, a in enumerate(ordered) for b in ordered[i + 1 :]]
     relations = 0
     for a, b in pairs:
         rel = next((r for r in DIRECTIONS if holds(a, r, b)), None)
         if rel is None or relations == MAX_RELATION_QUESTIONS:
             continue
-        text = t["relation_yesno"][0].format(a=a.name, b=b.name, rel=RELATION_PHRASE[rel])
-        questions.append(JudgeQuestion("relation", text, "yes", ((a.colour, a.shape), (b.colour, b.shape)), rel))
+        keys = ((a.colour, a.shape), (b.colour, b.shape))
+        for direction, answer in ((rel, "yes"), (OPPOSITE[rel], "no")):
+            text = t["relation_yesno"][0].format(a=a.name, b=b.name, rel=RELATION_PHRASE[direction])
+            questions.append(JudgeQuestion("relation", text, answer, keys, direction))
         relations += 1
     return questions
 

@@ -203,7 +203,8 @@ def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order
     for name, cells in zip([r["name"] for r in rows], body):
         bold = best is not None and name == best["name"]
         lines.append("| " + " | ".join(f"**{c}**" if bold else c for c in cells) + " |")
-    lines += ["", *[f"![{p.stem}]({p.name})" for p in plots], ""]
+    lines += ["", f"Reproduce one point (it evaluates `original` too): `{_command(config_path, '<name>')}`", ""]
+    lines += [*[f"![{p.stem}]({p.name})" for p in plots], ""]
     dropped = [(r["name"], r["dropped"]) for r in rows if r["dropped"]]
     if dropped:
         lines += ["## Blocks dropped", ""]
