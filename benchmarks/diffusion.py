@@ -159,9 +159,8 @@ def main() -> None:
         r = faithfulness(trained, examples, scheduler, steps, vlm, processor)
         ratio = r["exact"] / bound["exact"] if bound["exact"] else float("nan")
         tifa = f" {r['tifa']:.3f} |" if args.judge else ""
-        print(
-            f"| {scheduler} | {steps} | {r['object']:.3f} | {r['exact']:.3f} | {ratio:.2f} |{tifa} {r['s_per_image']:.3f} |"
-        )
+        cells = f"{r['object']:.3f} | {r['exact']:.3f} | {ratio:.2f} |{tifa} {r['s_per_image']:.3f}"
+        print(f"| {scheduler} | {steps} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -8,14 +8,21 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+# One torch thread for the whole session, set at import so that module- and session-scoped
+# fixtures (which run before function-scoped ones) use it too: tiny models gain nothing from
+# threads; on 2 shared busy cores OpenMP threads that wait for each other made 20 tiny training
+# steps take 34 s instead of 0.3 s (measured); and bit-identical comparisons need the same thread
+# count on both sides (a 2-thread fixture run vs a 1-thread test run differed in 67 tensors).
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # the same for `explore` subprocesses
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
-    """Tiny models gain nothing from threads, and on 2 shared busy cores OpenMP threads that wait for
-    each other made 20 tiny training steps take 34 s instead of 0.3 s (measured)."""
-    threads = torch.get_num_threads()
+    """Keep one thread even if a test changed it."""
     torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
+    torch.set_num_threads(1)
 
 
 # `explore ...` in a fresh process that SIGKILLs itself when its N-th optimizer update starts (after the

@@ -57,10 +57,22 @@ def test_detector_finds_nothing_in_a_blank_image_and_flags_a_wrong_image():
 def test_kappa_and_summary():
     assert cohen_kappa(np.array([1, 0, 1, 0]), np.array([1, 0, 1, 0])) == 1.0
     q = {"qtype": "exist", "question": "Is there a red circle?", "answer": "yes"}
-    records = [{"check_generated": {"count": True, "colour_position": 1.0, "object": 1.0, "object_size": 1.0, "exact": True},
-                "check_real": {"count": True, "colour_position": 1.0, "object": 1.0, "object_size": 1.0, "exact": True},
-                "questions": [{**q, "vlm_generated": "yes", "vlm_real": "yes", "exact_generated": "yes"},
-                              {**q, "vlm_generated": "no", "vlm_real": "yes", "exact_generated": "no"}]}]  # fmt: skip
+    records = [
+        {
+            "check_generated": {
+                "count": True,
+                "colour_position": 1.0,
+                "object": 1.0,
+                "object_size": 1.0,
+                "exact": True,
+            },
+            "check_real": {"count": True, "colour_position": 1.0, "object": 1.0, "object_size": 1.0, "exact": True},
+            "questions": [
+                {**q, "vlm_generated": "yes", "vlm_real": "yes", "exact_generated": "yes"},
+                {**q, "vlm_generated": "no", "vlm_real": "yes", "exact_generated": "no"},
+            ],
+        }
+    ]
     summary = summarize_t2i(records)
     assert summary["tifa"] == {"generated": 0.5, "real": 1.0}
     assert summary["judge_agreement"]["rate"] == 1.0

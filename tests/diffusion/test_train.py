@@ -60,7 +60,9 @@ def test_training_batches_are_reproducible_and_prompts_describe_the_scene():
 
 def test_resume_continues_exactly(tiny_config, tmp_path):
     """4 steps straight == 2 steps, then --resume latest for the other 2 (weights, EMA, optimizer, RNG)."""
-    config = tiny_config.model_copy(update={"keep_checkpoints": 2, "loss": tiny_config.loss.model_copy(update={"perceptual_weight": 0.0})})  # fmt: skip
+    config = tiny_config.model_copy(
+        update={"keep_checkpoints": 2, "loss": tiny_config.loss.model_copy(update={"perceptual_weight": 0.0})}
+    )
     straight = train_diffusion(config, progress=False)
     run = tmp_path / "run"
     resumed_dir = tmp_path / "resumed"

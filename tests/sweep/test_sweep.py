@@ -63,7 +63,9 @@ def test_default_config_is_valid():
 def test_config_errors(tmp_path, tiny_folder):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: embedded\ntasks: [{name: world-vqa}]\npoints: [{name: a, compress: {querys: {keep: 2}}}]\n")
-    with pytest.raises(ConfigError, match="unknown key 'points.0.compress.querys'.*allowed keys here: depth, precision"):
+    with pytest.raises(
+        ConfigError, match="unknown key 'points.0.compress.querys'.*allowed keys here: depth, precision"
+    ):
         load_sweep_config(bad)
     with pytest.raises(ValueError, match="unknown recovery 'lora2'"):
         sweep_config(tiny_folder, tmp_path, points=[{"name": "a", "recover": "lora2"}])
@@ -131,9 +133,11 @@ def test_analyse_retention_and_target(tmp_path, tiny_folder):
                 "latency_b1_s": latency, "latency_b2_s": latency / 2, "peak_memory_bytes": 1}  # fmt: skip
         return {"name": name, "scores": {"world-vqa": vqa, "world-judge": judge, "world-caption": cider}, "cost": cost}
 
-    results = {"original": record("original", 0.6, 0.9, 2.0, 100, 0.01),
-               "a": record("a", 0.45, 0.8, 1.8, 50, 0.005),  # VQA 75%, judge (0.3 / 0.4) = 75%, CIDEr 90%
-               "b": record("b", 0.6, 0.6, 2.0, 20, 0.002)}  # judge 25% above chance kept: fails the target
+    results = {
+        "original": record("original", 0.6, 0.9, 2.0, 100, 0.01),
+        "a": record("a", 0.45, 0.8, 1.8, 50, 0.005),  # VQA 75%, judge (0.3 / 0.4) = 75%, CIDEr 90%
+        "b": record("b", 0.6, 0.6, 2.0, 20, 0.002),
+    }  # judge 25% above chance kept: fails the target
     rows = {r["name"]: r for r in analyse(config, results, ["original", "a", "b"])}
     assert rows["original"]["min_retention"] == pytest.approx(1.0)
     assert rows["a"]["retention"]["world-judge"] == pytest.approx(0.75)

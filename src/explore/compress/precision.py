@@ -105,7 +105,7 @@ def load_at_precision(
     spec = _spec(precision)
     device = _device(spec, device)
     folder = _resolve(source)
-    saved = _saved_precision(folder)
+    saved = saved_precision(folder)
     if saved is not None and saved != spec.name:
         raise ExploreError(
             f"model {folder} is saved quantized as {saved!r}; load it at {saved!r}, or quantize its unquantized "
@@ -262,7 +262,7 @@ def _precision_of(quantization_config) -> str | None:
     return None
 
 
-def _saved_precision(folder: Path | str) -> str | None:
+def saved_precision(folder: Path | str) -> str | None:
     """The precision a local folder was saved quantized at; None if it is not quantized."""
     config_file = Path(folder) / "config.json"
     if not config_file.is_file():

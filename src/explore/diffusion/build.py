@@ -26,10 +26,17 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int):
     m = config.model
     torch.manual_seed(m.seed)
     if m.kind == "efficient":
-        return EfficientUNet(sample_size=config.data.resolution, block_out_channels=tuple(m.block_out_channels),
-                             layers_per_block=m.layers_per_block, attention_levels=tuple(m.attention_levels),
-                             conv_type=m.conv_type, cross_attention_dim=cross_attention_dim,
-                             attention_heads=m.attention_heads, norm_num_groups=m.norm_num_groups, dropout=m.dropout)  # fmt: skip
+        return EfficientUNet(
+            sample_size=config.data.resolution,
+            block_out_channels=tuple(m.block_out_channels),
+            layers_per_block=m.layers_per_block,
+            attention_levels=tuple(m.attention_levels),
+            conv_type=m.conv_type,
+            cross_attention_dim=cross_attention_dim,
+            attention_heads=m.attention_heads,
+            norm_num_groups=m.norm_num_groups,
+            dropout=m.dropout,
+        )
     levels = range(len(m.block_out_channels))
     down = tuple("CrossAttnDownBlock2D" if i in m.attention_levels else "DownBlock2D" for i in levels)
     up = tuple("CrossAttnUpBlock2D" if i in m.attention_levels else "UpBlock2D" for i in reversed(levels))

@@ -66,8 +66,13 @@ class DataSection(StrictModel):
     world_seed: int = Field(0, ge=0, description="base seed of the shapes-world train / val splits")
     max_objects: int = Field(4, ge=1, le=9, description="most objects in a training scene")
     resolution: int = Field(32, ge=16, description="image side in pixels (divisible by 2^(levels-1))")
-    relation_prompts: float = Field(0.25, ge=0, le=1, description="fraction of two-object scenes in one row or "
-                                    "column described by their relation ('a red circle above a blue square')")  # fmt: skip
+    relation_prompts: float = Field(
+        0.25,
+        ge=0,
+        le=1,
+        description="fraction of two-object scenes in one row or "
+        "column described by their relation ('a red circle above a blue square')",
+    )
 
 
 class TrainSection(StrictModel):

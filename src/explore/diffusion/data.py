@@ -42,8 +42,16 @@ def to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1
 
 
-def training_batch(start: int, size: int, *, world_seed: int, max_objects: int, resolution: int,
-                   relation_prompts: float, split: str = "train") -> tuple[torch.Tensor, list[str], list[Scene]]:  # fmt: skip
+def training_batch(
+    start: int,
+    size: int,
+    *,
+    world_seed: int,
+    max_objects: int,
+    resolution: int,
+    relation_prompts: float,
+    split: str = "train",
+) -> tuple[torch.Tensor, list[str], list[Scene]]:
     """Images (B, 3, R, R) in [-1, 1], prompts and scenes of pairs ``start … start + size - 1``."""
     spec = SceneSpec(max_objects=max_objects)
     scenes, prompts = [], []

@@ -12,7 +12,6 @@ import inspect
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -22,6 +21,7 @@ from diffusers import (
     ImagePipelineOutput,
     UniPCMultistepScheduler,
 )
+from diffusers.utils import logging as diffusers_logging
 from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
@@ -170,13 +170,19 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "cpu") -> 
 
     folder = Path(checkpoint) if checkpoint is not None else packaged_folder()
     if checkpoint is None and not folder.is_dir():
-        raise ExploreError(f"no packaged diffusion model yet (no folder {folder}); train one with `{TRAIN_COMMAND}` "
-                           "and pass its <output_dir>/pipeline with --checkpoint")  # fmt: skip
+        raise ExploreError(
+            f"no packaged diffusion model yet (no folder {folder}); train one with `{TRAIN_COMMAND}`, "
+            f"then copy runs/diffusion/shapes-small/pipeline to {folder} or pass it with --checkpoint"
+        )
     if not folder.is_dir():
         raise ExploreError(f"--checkpoint {folder}: no such folder; pass a pipeline folder written by training")
     if not (folder / "model_index.json").is_file():
         raise ExploreError(f"--checkpoint {folder}: no model_index.json; pass <output_dir>/pipeline of a training run")
-    pipe = WorldDiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    diffusers_logging.disable_progress_bar()  # the "Loading pipeline components" bar
+    try:
+        pipe = WorldDiffusionPipeline.from_pretrained(folder, use_safetensors=True)
+    finally:
+        diffusers_logging.enable_progress_bar()
     check_finite(pipe.unet, str(folder / "unet"))
     check_finite(pipe.text_encoder, str(folder / "text_encoder"))
     pipe.set_progress_bar_config(disable=True)
@@ -196,8 +202,3 @@ def image_grid(images: list[Image.Image], columns: int | None = None, scale: int
         tile = image.resize((w, h), Image.Resampling.NEAREST)
         grid.paste(tile, (pad + (i % columns) * (w + pad), pad + (i // columns) * (h + pad)))
     return grid
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """(B, H, W, 3) floats in [0, 1] → uint8."""
-    return np.clip(np.rint(images * 255), 0, 255).astype(np.uint8)

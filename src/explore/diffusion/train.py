@@ -92,8 +92,17 @@ def _run_record(config: DiffusionConfig) -> dict:
     }
 
 
-def save_training_checkpoint(root: Path, pipe, trainable: nn.ModuleDict, ema: EMAModel, optimizer, lr_scheduler,
-                             generator: torch.Generator, state: TrainState, config: DiffusionConfig) -> Path:  # fmt: skip
+def save_training_checkpoint(
+    root: Path,
+    pipe,
+    trainable: nn.ModuleDict,
+    ema: EMAModel,
+    optimizer,
+    lr_scheduler,
+    generator: torch.Generator,
+    state: TrainState,
+    config: DiffusionConfig,
+) -> Path:
     """Write ``root/step-NNNNNNN/`` atomically with :func:`explore.train.checkpoint.save_checkpoint`."""
     return save_checkpoint(root, state.global_step, write_weights=lambda folder: _write_weights(folder, pipe, trainable,
                            ema, generator), optimizer=optimizer, scheduler=lr_scheduler, state=asdict(state),
@@ -224,20 +233,20 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                 drop = torch.rand(len(prompts), generator=generator) < config.text.cond_dropout
                 prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
                 ids, mask = tokenize_prompts(pipe.tokenizer, prompts, config.text.max_length)
-                ids, mask, images = (
-                    ids.to(accelerator.device),
-                    mask.to(accelerator.device),
-                    images.to(accelerator.device),
-                )
+                device = accelerator.device
+                ids, mask, images = ids.to(device), mask.to(device), images.to(device)
                 with accelerator.accumulate(unet, text_encoder), accelerator.autocast():
                     with torch.set_grad_enabled(config.text.encoder == "learned"):
-                        context = text_encoder(ids, mask)
+                        context = text_encoder(ids, mask)  # (B, L, D)
+                    loss = config.loss
                     parts = diffusion_loss(unet, context, mask, images, noise_scheduler, generator,
-                                           min_snr_gamma=config.loss.min_snr_gamma,
-                                           perceptual_weight=config.loss.perceptual_weight, features=features)  # fmt: skip
+                                           min_snr_gamma=loss.min_snr_gamma, perceptual_weight=loss.perceptual_weight,
+                                           features=features)  # fmt: skip
                     if not torch.isfinite(parts.loss):
-                        raise ExploreError(f"non-finite loss {parts.loss.item()} at step {state.global_step + 1}; the "
-                                           f"last good checkpoint is kept in {run_dir / 'checkpoints'}; lower train.lr")  # fmt: skip
+                        raise ExploreError(
+                            f"non-finite loss {parts.loss.item()} at step {state.global_step + 1}; the "
+                            f"last good checkpoint is kept in {run_dir / 'checkpoints'}; lower train.lr"
+                        )
                     accelerator.backward(parts.loss)
                     grad_norm = float("nan")
                     if accelerator.sync_gradients:

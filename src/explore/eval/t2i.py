@@ -196,10 +196,19 @@ def _score(example: Example, image: Image.Image, classifier, vlm, processor, out
     answers = vlm_answers(vlm, processor, [image] * len(texts) + [real] * len(texts), texts + texts, 64)
     rows = []
     for q, on_generated, on_real in zip(questions, answers[: len(texts)], answers[len(texts) :]):
-        rows.append({"qtype": q.qtype, "question": q.question, "answer": q.answer,
-                     "vlm_generated": on_generated, "vlm_real": on_real, "exact_generated": exact_answer(q, found)})  # fmt: skip
+        rows.append(
+            {
+                "qtype": q.qtype,
+                "question": q.question,
+                "answer": q.answer,
+                "vlm_generated": on_generated,
+                "vlm_real": on_real,
+                "exact_generated": exact_answer(q, found),
+            }
+        )
     return {"id": example.id, "prompt": example.prompt, "image": str(image_path.relative_to(out_dir)),
-            "check_generated": check_scene(detections, scene), "check_real": check_scene(detect(real, classifier), scene),
+            "check_generated": check_scene(detections, scene),
+            "check_real": check_scene(detect(real, classifier), scene),
             "detected": [asdict(d) for d in detections], "questions": rows}  # fmt: skip
 
 

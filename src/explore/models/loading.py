@@ -57,9 +57,9 @@ def load_model(
     source = _resolve(name_or_path)
     torch_dtype = _dtype(dtype)
     if isinstance(source, Path):
-        from explore.compress.precision import _saved_precision, load_at_precision
+        from explore.compress.precision import saved_precision, load_at_precision
 
-        saved = _saved_precision(source)
+        saved = saved_precision(source)
         if saved is not None and saved not in ("fp32", "bf16", "fp16"):  # int8 / nf4 weights: their backend loads them
             return load_at_precision(source, saved, device=device)
     try:

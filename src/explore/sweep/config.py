@@ -44,7 +44,8 @@ class DepthSection(StrictModel):
     )
     drop: int | list[int] = Field(description="how many blocks to drop (chosen by `by`), or their positions")
     by: Literal["influence", "last"] = Field(
-        "influence", description="with a count: lowest ShortGPT block influence on a calibration batch, or the last ones"
+        "influence",
+        description="with a count: lowest ShortGPT block influence on a calibration batch, or the last ones",
     )
 
 

@@ -172,22 +172,26 @@ def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order
     aims = [r for r in rows if r["meets_aim"] and r["name"] != ORIGINAL]
     tasks = ", ".join(f"{t.name} ({t.limit} examples, {t.split})" for t in config.tasks)
     lines += [
-        f"Tasks: {tasks}. Retention is against `original` (judge: share of above-chance accuracy kept). "
-        f"Target: every task ≥ {config.target_retention:.0%}; aim: ≥ {config.aim_retention:.0%} with ≤ 25% of the "
-        "non-embedding parameters or ≥ 3× lower latency (batch 1 or batched). Cost ratios in brackets are against `original`; "
-        f"latency is the best of {config.cost.repeats} passes over {config.cost.latency_examples} questions on this "
-        "machine's CPU.",
+        (
+            f"Tasks: {tasks}. Retention is against `original` (judge: share of above-chance accuracy kept). "
+            f"Target: every task ≥ {config.target_retention:.0%}; aim: ≥ {config.aim_retention:.0%} with ≤ 25% of the "
+            "non-embedding parameters or ≥ 3× lower latency (batch 1 or batched). Cost ratios in brackets are against `original`; "
+            f"latency is the best of {config.cost.repeats} passes over {config.cost.latency_examples} questions on this "
+            "machine's CPU."
+        ),
         "",
         "## Answer",
         "",
     ]
     if best:
         lines += [
-            f"**Cheapest configuration (fewest FLOPs) meeting the {config.target_retention:.0%} target: `{best['name']}`** "
-            f"({best['label']}, recovery {best['recover']}): lowest retention {best['min_retention']:.0%}, "
-            f"{best['flops_ratio']:.0%} of the FLOPs per example, "
-            f"{best['speedup_b1']:.2f}× faster at batch 1, {best['speedup_batched']:.2f}× batched, "
-            f"{best['params_ratio']:.0%} of the non-embedding parameters, {best['disk_ratio']:.0%} of the bytes on disk.",
+            (
+                f"**Cheapest configuration (fewest FLOPs) meeting the {config.target_retention:.0%} target: `{best['name']}`** "
+                f"({best['label']}, recovery {best['recover']}): lowest retention {best['min_retention']:.0%}, "
+                f"{best['flops_ratio']:.0%} of the FLOPs per example, "
+                f"{best['speedup_b1']:.2f}× faster at batch 1, {best['speedup_batched']:.2f}× batched, "
+                f"{best['params_ratio']:.0%} of the non-embedding parameters, {best['disk_ratio']:.0%} of the bytes on disk."
+            ),
             "",
             f"Reproduce: `{_command(config_path, best['name'])}`",
             "",
@@ -197,8 +201,8 @@ def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order
     if aims:
         lines += ["Meeting the aim: " + ", ".join(f"`{r['name']}` ({r['min_retention']:.0%})" for r in aims), ""]
     else:
-        lines += [f"No configuration reached the aim (≥ {config.aim_retention:.0%} with ≤ 25% parameters or ≥ 3× "
-                  "lower latency).", ""]  # fmt: skip
+        lines += [(f"No configuration reached the aim (≥ {config.aim_retention:.0%} with ≤ 25% parameters or ≥ 3× "
+                  "lower latency)."), ""]  # fmt: skip
     lines += ["## Results", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, cells in zip([r["name"] for r in rows], body):
         bold = best is not None and name == best["name"]
@@ -236,4 +240,3 @@ tr.best{{background:#e6ffe6;font-weight:bold}}img{{max-width:48%;margin:1em 1% 0
 <table><tr>{head}</tr>{"".join(trs)}</table>{images}</body></html>
 """
     path.write_text(page, encoding="utf-8")
-
