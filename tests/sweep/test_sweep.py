@@ -247,3 +247,27 @@ def test_sweep_on_a_llama_backed_model(tmp_path):
     results = read_results(tmp_path / "out" / RESULTS)
     assert results["q3-dec1"]["cost"]["params_non_embedding"] < results["original"]["cost"]["params_non_embedding"]
     assert results["q3-dec1"]["recovery"]["steps"] == 2 and len(results["q3-dec1"]["dropped"]["lm_decoder"]) == 1
+
+
+def test_cuda_sweep_without_a_gpu_is_one_line(tmp_path, tiny_folder, monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises(ExploreError, match="no CUDA GPU is visible; use device: cpu"):
+        run_sweep(sweep_config(tiny_folder, tmp_path, device="cuda"), progress=False)
+
+
+@pytest.mark.gpu
+def test_sweep_on_cuda_in_bf16_with_nf4_and_qlora(tmp_path, tiny_folder):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    config = sweep_config(
+        tiny_folder, tmp_path / "out", device="cuda", dtype="bfloat16", grid=None,
+        recovery={"qlora": {"method": "qlora", "components": ["lm"], "steps": 2, "batch_size": 4, "warmup_steps": 0}},
+        points=[{"name": "nf4", "compress": {"precision": "nf4"}},
+                {"name": "q3+qlora", "compress": {"queries": {"keep": 3}}, "recover": "qlora"}],
+    )  # fmt: skip
+    run_sweep(config, progress=False)
+    results = read_results(tmp_path / "out" / RESULTS)
+    assert list(results) == ["original", "nf4", "q3+qlora"]
+    assert results["nf4"]["cost"]["disk_bytes"] < results["original"]["cost"]["disk_bytes"]

@@ -132,6 +132,10 @@ class CostSection(StrictModel):
 class SweepConfig(StrictModel):
     model: str = Field("embedded", description="the original model: 'embedded', a folder or a hub id")
     output_dir: str = Field("runs/sweep", description="results.jsonl, point folders and the report go here")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where models are compressed, tuned and evaluated")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field(
+        "float32", description="weights of the original and the compressed models (bf16/fp16 for real models on a GPU)"
+    )
     seed: int = Field(0, ge=0, description="world seed of evaluation, calibration and recovery data")
     target_retention: float = Field(0.7, gt=0, le=1, description="retention every task must keep")
     aim_retention: float = Field(0.9, gt=0, le=1, description="the stretch goal shown in the report")

@@ -169,6 +169,15 @@ def _recover(model, processor, point: PointSection, config: SweepConfig, teacher
     distill = recipe.distill_weight > 0
     result = finetune(model, processor, recipe, teacher=teacher[0] if distill else None,
                       teacher_processor=teacher[1] if distill else None, progress=progress)  # fmt: skip
+    if recipe.method == "qlora":
+        # the adapter was trained over a 4-bit copy; merge it into the full-precision weights instead
+        import tempfile
+
+        from explore.adapt.finetune import load_adapter, save_adapter
+
+        with tempfile.TemporaryDirectory() as folder:
+            save_adapter(result.model, folder)
+            return merge_adapter(load_adapter(model, folder)).eval(), result.summary()
     return (merge_adapter(result.model) if recipe.adapter else result.model).eval(), result.summary()
 
 
@@ -183,7 +192,7 @@ def run_point(point: PointSection, config: SweepConfig, original, data: SweepDat
     key = point.model_key(recipe)  # points that differ only in precision share one recovered model
     model_dir, meta_path = out / "models" / key, out / "models" / f"{key}.json"
     if (model_dir / "config.json").is_file() and meta_path.is_file():  # saved by an earlier point or a killed run
-        model, processor = load_model(model_dir)
+        model, processor = load_model(model_dir, device=config.device, dtype=config.dtype)
         meta = json.loads(meta_path.read_text())
     else:
         model, processor, dropped = compress(*original, point.compress, data.calibration)
@@ -193,7 +202,7 @@ def run_point(point: PointSection, config: SweepConfig, original, data: SweepDat
         meta_path.write_text(json.dumps(meta, indent=2))  # written last: its presence marks a finished model
     fp32_model, saved = model, model_dir
     if point.compress.precision != "fp32":
-        model, processor = load_at_precision(model_dir, point.compress.precision)
+        model, processor = load_at_precision(model_dir, point.compress.precision, device=config.device)
         saved = save_quantized(model, processor, point_dir / f"model-{point.compress.precision}")
     scores, summaries = {}, {}
     for section in config.tasks:
@@ -228,6 +237,8 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
     """
     from explore.sweep.report import write_report
 
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ExploreError("the sweep config asks for device: cuda, but no CUDA GPU is visible; use device: cpu")
     console = console or Console(stderr=True, quiet=not progress)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -248,7 +259,7 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
     console.print(f"[bold]sweep[/bold] {len(points)} points ({len(points) - len(todo)} done) → {out}")
     if todo:
         torch.manual_seed(config.seed)
-        original = load_model(config.model)
+        original = load_model(config.model, device=config.device, dtype=config.dtype)
         resolution = int(original[1].image_processor.size["height"])
         data = build_data(config, resolution)
         for index, point in enumerate(todo, start=1):
