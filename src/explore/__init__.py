@@ -15,7 +15,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
 
-# torchao (the int8 backend) logs harmless notices on every transformers model import; keep stderr
-# for what the user needs to read.
-for _name in ("torchao", "torch.utils._pytree"):
+# torchao (the int8 backend) logs harmless notices on every transformers model import, and diffusers
+# one about torchao tensor types it does not need here; keep stderr for what the user needs to read.
+for _name in ("torchao", "torch.utils._pytree", "diffusers.quantizers.torchao.torchao_quantizer"):
     logging.getLogger(_name).setLevel(logging.ERROR)
