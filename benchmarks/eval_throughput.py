@@ -5,7 +5,7 @@ The same shapes-world VQA examples go through
 - explore's evaluator: batched, length-sorted generation with the KV cache (``run_task``).
 The script checks that both give the same answers and prints the speed ratio.
 
-    python benchmarks/eval_throughput.py [--model embedded] [--n 240] [--batch-size 64]
+    python benchmarks/eval_throughput.py [--model embedded] [--n 240] [--batch-size 64] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--model", default="embedded")
     parser.add_argument("--n", type=int, default=240, help="world-vqa examples (the goal asks for 200+)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="time each path this many times, keep the best")
     args = parser.parse_args()
 
     model, processor = load_model(args.model)
@@ -37,19 +38,21 @@ def main() -> None:
     examples = task.load(options)
     print(f"{len(examples)} world-vqa examples, model {args.model!r}, torch threads {torch.get_num_threads()}")
 
-    started = time.perf_counter()
-    naive = {}
-    with torch.inference_mode():
-        for example in examples:
-            naive[example.id] = generate_answers(model, processor, [example], max_new_tokens=10)[0]
-    naive_s = time.perf_counter() - started
-
-    fresh = task.load(options)  # rendered before the clock starts, as the naive loop's examples were
-    with tempfile.TemporaryDirectory() as folder:
+    naive_s, fast_s = float("inf"), float("inf")
+    for _ in range(args.repeats):  # best of N: a ~1 s measurement on a shared CPU is noisy
         started = time.perf_counter()
-        run_task(model, processor, task, fresh, Path(folder), batch_size=args.batch_size, progress=False)
-        fast_s = time.perf_counter() - started
-        records = [json.loads(line) for line in (Path(folder) / "predictions.jsonl").read_text().splitlines()]
+        naive = {}
+        with torch.inference_mode():
+            for example in examples:
+                naive[example.id] = generate_answers(model, processor, [example], max_new_tokens=10)[0]
+        naive_s = min(naive_s, time.perf_counter() - started)
+
+        fresh = task.load(options)  # rendered before the clock starts, as the naive loop's examples were
+        with tempfile.TemporaryDirectory() as folder:
+            started = time.perf_counter()
+            run_task(model, processor, task, fresh, Path(folder), batch_size=args.batch_size, progress=False)
+            fast_s = min(fast_s, time.perf_counter() - started)
+            records = [json.loads(line) for line in (Path(folder) / "predictions.jsonl").read_text().splitlines()]
     batched = {record["id"]: record["output"] for record in records}
 
     agree = sum(batched[key] == naive[key] for key in naive) / len(naive)
