@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +47,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 from explore.adapt.config import FinetuneConfig
 from explore.adapt.distill import answer_logits, distillation_loss, same_answer_tokens
 from explore.adapt.targets import COMPONENT_PREFIXES, adapter_targets
+from explore.atomic import atomic_folder
 from explore.data.example import Example
 from explore.errors import ConfigError, ExploreError
 from explore.models.collate import collate
@@ -441,7 +441,7 @@ def save_adapter(model: PeftModel, folder: str | os.PathLike, processor: Instruc
             "save a fully tuned model with explore.models.loading.save_model"
         )
     folder = Path(folder)
-    with _staging(folder) as staging:
+    with atomic_folder(folder) as staging:
         model.save_pretrained(staging)
         (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
         missing = [name for name in ADAPTER_FILES if not (staging / name).is_file()]
@@ -539,22 +539,3 @@ def _progress(enabled: bool) -> Progress:
         TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[rate]:.1f} ex/s"),
         TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
     )  # fmt: skip
-
-
-@contextmanager
-def _staging(folder: Path) -> Iterator[Path]:
-    """Write into a temporary sibling folder that replaces ``folder`` only when the block succeeds."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
-        yield staging
-        if folder.exists():  # the old folder goes only once the new one is complete
-            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, previous / folder.name)
-            os.replace(staging, folder)
-            shutil.rmtree(previous)
-        else:
-            os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)

@@ -13,10 +13,7 @@ resumable with ``--resume latest``) and, at the end, ``pipeline/`` (EMA weights)
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from explore.atomic import atomic_folder
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.config import DiffusionConfig
 from explore.diffusion.data import training_batch
@@ -132,20 +130,8 @@ def load_training_checkpoint(path: Path, trainable: nn.ModuleDict, ema: EMAModel
 
 def save_pipeline_atomic(pipe: WorldDiffusionPipeline, folder: Path) -> Path:
     """``pipe.save_pretrained`` into a temporary sibling, then swap it in (the old one removed last)."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
-        if folder.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, previous / folder.name)
-            os.replace(staging, folder)
-            shutil.rmtree(previous)
-        else:
-            os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -16,14 +16,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 from importlib import resources
 from pathlib import Path
 
 import torch
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
+from explore.atomic import atomic_folder
 from explore.errors import ConfigError, ExploreError
 from explore.models.presets import list_presets
 
@@ -57,7 +56,7 @@ def load_model(
     source = _resolve(name_or_path)
     torch_dtype = _dtype(dtype)
     if isinstance(source, Path):
-        from explore.compress.precision import saved_precision, load_at_precision
+        from explore.compress.precision import load_at_precision, saved_precision
 
         saved = saved_precision(source)
         if saved is not None and saved not in ("fp32", "bf16", "fp16"):  # int8 / nf4 weights: their backend loads them
@@ -95,23 +94,11 @@ def save_model(
     (transformers >= 5 always writes safetensors; its ``safe_serialization`` flag is gone.)
     """
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         model.save_pretrained(staging)
         processor.save_pretrained(staging)
         if not list(staging.glob("*.safetensors")):
             raise ExploreError(f"save_model: transformers wrote no .safetensors file to {staging}")
-        if folder.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, previous / folder.name)
-            os.replace(staging, folder)
-            shutil.rmtree(previous)
-        else:
-            os.replace(staging, folder)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
