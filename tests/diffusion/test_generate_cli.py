@@ -6,7 +6,6 @@ import pytest
 from typer.testing import CliRunner
 
 from explore.cli import app, main
-from explore.diffusion.pipeline import packaged_folder
 
 
 def _generate(folder, out, seed):
@@ -28,8 +27,9 @@ def test_generate_writes_the_same_png_for_the_same_seed(tiny_pipeline_dir, tmp_p
 
 
 def test_missing_packaged_model_is_one_line_that_says_how_to_train(tmp_path, monkeypatch, capsys):
-    if packaged_folder().is_dir():
-        pytest.skip("the packaged model exists")
+    from explore.diffusion import pipeline as pipeline_module
+
+    monkeypatch.setattr(pipeline_module, "packaged_folder", lambda: tmp_path / "not-trained-yet")
     monkeypatch.setattr(sys, "argv", ["explore", "generate", "a red circle", "--out", str(tmp_path / "x.png")])
     with pytest.raises(SystemExit) as exit_info:
         main()
