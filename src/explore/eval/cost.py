@@ -26,7 +26,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
 from explore.data.example import Example
-from explore.models.collate import collate
+from explore.models.collate import collate, to_model
 from explore.models.generate import generate_answers
 
 
@@ -53,6 +53,7 @@ def flops_per_example(model, processor: InstructBlipProcessor, examples: list[Ex
     """Mean forward FLOPs per example (teacher-forced on ``answers[0]``)."""
     batch = collate(examples, processor, with_labels=True, max_length=max_length,
                     decoder_only=bool(model.config.use_decoder_only_language_model))  # fmt: skip
+    batch = to_model(batch, model)
     counter = FlopCounterMode(display=False)
     with counter:
         model(**batch)

@@ -128,3 +128,10 @@ def _pad(sequences: list[list[int]], value: int, *, left: bool) -> tuple[Tensor,
         ids[row, span] = torch.tensor(sequence, dtype=torch.long)
         mask[row, span] = 1
     return ids, mask
+
+
+def to_model(batch: dict[str, Tensor], model) -> dict[str, Tensor]:
+    """``batch`` on ``model``'s device, with the pixels in its dtype (bf16 / fp16 models on a GPU)."""
+    moved = {name: tensor.to(model.device) for name, tensor in batch.items()}
+    moved["pixel_values"] = moved["pixel_values"].to(model.dtype)
+    return moved

@@ -6,7 +6,7 @@ import torch
 from transformers import DynamicCache, EncoderDecoderCache, InstructBlipForConditionalGeneration, InstructBlipProcessor
 
 from explore.data.example import Example
-from explore.models.collate import generation_inputs
+from explore.models.collate import generation_inputs, to_model
 
 
 def cache_kwargs(model: InstructBlipForConditionalGeneration) -> dict:
@@ -37,9 +37,10 @@ def generate_answers(
     """
     decoder_only = bool(model.config.use_decoder_only_language_model)
     inputs = generation_inputs(examples, processor, max_length=max_length, decoder_only=decoder_only)
-    inputs = {name: tensor.to(model.device) for name, tensor in inputs.items()}
-    inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **cache_kwargs(model))
+    inputs = to_model(inputs, model)
+    output = model.generate(
+        **inputs, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, **cache_kwargs(model)
+    )
     if decoder_only:
         # A decoder-only LM returns the prompt (placeholders included) followed by the new tokens.
         output = output[:, inputs["input_ids"].shape[1] :]

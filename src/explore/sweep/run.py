@@ -36,7 +36,7 @@ from explore.errors import ExploreError
 from explore.eval.cost import disk_bytes, flops_per_example, latency_per_example, parameter_counts, peak_memory
 from explore.eval.runner import run_task
 from explore.eval.tasks import TaskOptions, get_task
-from explore.models.collate import collate
+from explore.models.collate import collate, to_model
 from explore.models.loading import load_model, save_model
 from explore.runinfo import write_run_info
 from explore.sweep.config import ORIGINAL, CompressSection, PointSection, SweepConfig
@@ -133,7 +133,8 @@ def compress(model, processor, recipe: CompressSection, calibration: list[Exampl
         else:
             batch = collate(calibration, processor, with_labels=True, max_length=64,
                             decoder_only=bool(model.config.use_decoder_only_language_model))  # fmt: skip
-            model, dropped[depth.component] = drop_least_influential(model, batch, depth.component, depth.drop)
+            model, dropped[depth.component] = drop_least_influential(model, to_model(batch, model), depth.component,
+                                                                     depth.drop)  # fmt: skip
     return model.eval(), processor, dropped
 
 
