@@ -60,3 +60,24 @@ def run_killed():
                               capture_output=True, text=True, env=env, timeout=600)  # fmt: skip
 
     return run
+
+
+@pytest.fixture
+def explore_cli(monkeypatch, capfd):
+    """Run ``explore *args`` in this process (a subprocess spends seconds importing torch per call):
+    returns (exit status, stdout, stderr)."""
+    import sys
+
+    from explore.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        monkeypatch.setattr(sys, "argv", ["explore", *args])
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = int(stop.code)
+        out, err = capfd.readouterr()
+        return code, out, err
+
+    return run

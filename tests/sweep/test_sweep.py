@@ -172,21 +172,10 @@ def test_results_lines_are_json(tmp_path, tiny_folder):
     assert len(lines) == 1 and json.loads(lines[0])["name"] == "original"
 
 
-def test_cli_sweep_runs_resumes_and_rewrites_the_report(tmp_path, tiny_folder, monkeypatch, capfd):
-    import sys
-
+def test_cli_sweep_runs_resumes_and_rewrites_the_report(tmp_path, tiny_folder, explore_cli):
     import yaml
 
-    from explore.cli import main
-
-    def explore(*args):
-        monkeypatch.setattr(sys, "argv", ["explore", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as stop:
-            code = int(stop.code)
-        return code, *capfd.readouterr()
+    explore = explore_cli
 
     out = tmp_path / "out"
     raw = sweep_config(tiny_folder, out, points=[{"name": "q3", "compress": {"queries": {"keep": 3}}}], grid=None)
@@ -207,21 +196,10 @@ def test_cli_sweep_runs_resumes_and_rewrites_the_report(tmp_path, tiny_folder, m
     assert code == 2 and "unknown key 'recover'" in err and len(err.strip().splitlines()) == 1
 
 
-def test_cli_compress_writes_a_normal_model_folder(tmp_path, tiny_folder, monkeypatch, capfd):
-    import sys
-
+def test_cli_compress_writes_a_normal_model_folder(tmp_path, tiny_folder, explore_cli):
     from transformers import InstructBlipForConditionalGeneration
 
-    from explore.cli import main
-
-    def explore(*args):
-        monkeypatch.setattr(sys, "argv", ["explore", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as stop:
-            code = int(stop.code)
-        return code, *capfd.readouterr()
+    explore = explore_cli
 
     out = tmp_path / "small"
     code, stdout, _ = explore("compress", "--model", str(tiny_folder), "--out", str(out), "--queries", "3",

@@ -39,7 +39,6 @@ from typing import Protocol
 
 import torch
 from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, get_scheduler
@@ -60,7 +59,7 @@ from explore.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from explore.train.loop import set_trainable
+from explore.train.loop import set_trainable, training_progress
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
 
@@ -370,7 +369,7 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
         restore_rng(checkpoints.resume_from)  # last: nothing may draw from the RNG between here and step done + 1
     model.train()
     started = time.perf_counter()
-    with _progress(interactive) as bar:
+    with training_progress(interactive) as bar:
         task = bar.add_task(f"{config.method} {'+'.join(config.components)}", total=config.steps, completed=done,
                             loss=float("nan"), rate=0.0)  # fmt: skip
         for step in range(done + 1, config.steps + 1):
@@ -532,10 +531,3 @@ def _inputs(examples: list[Example], processor: InstructBlipProcessor, config: F
     batch["pixel_values"] = batch["pixel_values"].to(pixel_dtype)
     return batch
 
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[rate]:.1f} ex/s"),
-        TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled,
-    )  # fmt: skip

@@ -109,7 +109,8 @@ def _linear_with_floor(stage: StageSection):
     return factor
 
 
-def _progress(enabled: bool) -> Progress:
+def training_progress(enabled: bool) -> Progress:
+    """The bar of a training loop: steps, loss, examples/s, elapsed and remaining time."""
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
         TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[rate]:.1f} ex/s"),
@@ -187,7 +188,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                              world_seed=config.data.world_seed, spec=spec)  # fmt: skip
         model.train()
         started, seen = time.perf_counter(), 0
-        with _progress(interactive) as bar:
+        with training_progress(interactive) as bar:
             task = bar.add_task(
                 f"{stage.name}", total=stage.steps, completed=state.stage_step, loss=float("nan"), rate=0.0
             )
