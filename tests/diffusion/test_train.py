@@ -94,3 +94,60 @@ def test_unknown_config_key_lists_the_allowed_ones(tmp_path):
     path.write_text("train: {steps: 2, warmup_steps: 0}\nloss: {perceptual_wieght: 0.1}\n")
     with pytest.raises(ConfigError, match="perceptual_wieght.*perceptual_weight"):
         load_diffusion_config(path)
+
+
+class _StandInLpips(torch.nn.Module):
+    """Shaped like torchmetrics' LPIPS network (two images in [-1, 1] → (B, 1, 1, 1)); records input sides."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.sides = []
+
+    def forward(self, a, b):
+        self.sides.append(a.shape[-1])
+        return (self.conv(a) - self.conv(b)).pow(2).mean(dim=(1, 2, 3), keepdim=True)
+
+
+def test_lpips_option_trains_through_the_same_loss(tiny_config, monkeypatch):
+    from explore.diffusion.features import LpipsDistance
+
+    monkeypatch.setattr(LpipsDistance, "_load", staticmethod(lambda net: _StandInLpips()))
+    loss = tiny_config.loss.model_copy(update={"perceptual_network": "lpips-alex", "perceptual_weight": 0.5})
+    from explore.diffusion.train import perceptual_features
+
+    features = perceptual_features(loss)
+    assert isinstance(features, LpipsDistance)
+    pipe = build_pipeline(tiny_config)
+    images, prompts, _ = training_batch(0, 8, world_seed=0, max_objects=2, resolution=32, relation_prompts=0.25)
+    ids, mask = tokenize_prompts(pipe.tokenizer, prompts, 48)
+    optimizer = torch.optim.Adam(list(pipe.unet.parameters()) + list(pipe.text_encoder.parameters()), lr=3e-3)
+    before = _loss(pipe, images, ids, mask, 0, features, 0.5)
+    assert before.perceptual > 0 and features.lpips.sides[-1] == 64  # 32 px upsampled for the trunk
+    for _ in range(8):
+        _loss(pipe, images, ids, mask, 0, features, 0.5).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    assert _loss(pipe, images, ids, mask, 0, features, 0.5).loss.item() < 0.9 * before.loss.item()
+    assert all(p.grad is None for p in features.parameters())  # LPIPS stays frozen
+
+
+def test_lpips_without_torchvision_or_weights_fails_before_any_work(tiny_config, tmp_path, monkeypatch):
+    import importlib.util
+
+    config = tiny_config.model_copy(update={"loss": tiny_config.loss.model_copy(
+        update={"perceptual_network": "lpips-alex", "perceptual_weight": 0.1})})  # fmt: skip
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchvision"
+                        else real_find_spec(name, *a))  # fmt: skip
+    with pytest.raises(ConfigError, match="needs torchvision.*perceptual_network: vlm"):
+        train_diffusion(config, progress=False)
+    # torchvision present but the trunk is not cached, offline: the file and the fix are named
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "torchvision"
+                        else real_find_spec(name, *a))  # fmt: skip
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    with pytest.raises(ConfigError, match="alexnet-owt-7be5be79.pth are missing"):
+        train_diffusion(config, progress=False)
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -31,7 +31,7 @@ from explore.atomic import atomic_folder
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.config import DiffusionConfig
 from explore.diffusion.data import training_batch
-from explore.diffusion.features import VisionFeatures
+from explore.diffusion.features import LpipsDistance, VisionFeatures
 from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
@@ -165,6 +165,15 @@ def _progress(enabled: bool) -> Progress:
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)  # fmt: skip
 
 
+def perceptual_features(loss) -> VisionFeatures | LpipsDistance | None:
+    """The frozen network of the perceptual term (None when its weight is 0)."""
+    if loss.perceptual_weight == 0:
+        return None
+    if loss.perceptual_network == "vlm":
+        return VisionFeatures.from_vlm(layers=tuple(loss.perceptual_layers))
+    return LpipsDistance(loss.perceptual_network.removeprefix("lpips-"))
+
+
 def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train ``config`` to completion; returns ``<output_dir>/pipeline`` (EMA weights).
 
@@ -173,6 +182,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     """
     run_dir = Path(config.output_dir)
     t = config.train
+    features = perceptual_features(config.loss)  # first: a missing LPIPS trunk fails before any work
     accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision)
     pipe = build_pipeline(config)
     trainable = _trainable(pipe, config)
@@ -186,9 +196,8 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
         checkpoint = find_checkpoint(resume, run_dir / "checkpoints")
         state = load_training_checkpoint(checkpoint, trainable, ema, optimizer, lr_scheduler, generator, config)
         accelerator.print(f"resumed from {checkpoint} (step {state.global_step})")
-    features = None
-    if config.loss.perceptual_weight > 0:
-        features = VisionFeatures.from_vlm(layers=tuple(config.loss.perceptual_layers)).to(accelerator.device)
+    if features is not None:
+        features = features.to(accelerator.device)
     if accelerator.is_main_process:
         write_run_info(run_dir, config.model_dump())
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in (("unet", pipe.unet),
