@@ -4,6 +4,8 @@ InstructBLIP trains in stages (arXiv 2305.06500): vision–language pretraining,
 tuning in which the vision encoder and the LLM are frozen and only the instruction-aware Q-Former
 (with the projection and the query tokens) is trained. A config lists its stages in order; each
 stage names the components it trains, the task mix, its steps and its learning-rate schedule.
+A stage with ``objective: objects`` pretrains the vision encoder alone on the world's objects
+(:mod:`explore.train.objects`), standing in for InstructBLIP's pretrained ViT.
 """
 
 from __future__ import annotations
@@ -41,7 +43,14 @@ class StageSection(StrictModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay")
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     trainable: list[str] = Field(description=f"components trained in this stage, from {COMPONENTS}")
-    tasks: dict[str, float] = Field(description="task mix: vqa / caption / judge → sampling weight")
+    objective: Literal["language", "objects"] = Field(
+        "language",
+        description="language: the model's LM loss on the task mix; objects: vision pretraining — linear heads on "
+        "the ViT token under each object learn its shape, colour, size and position (trainable: [vision]; the "
+        "heads are dropped after the stage)",
+    )
+    tasks: dict[str, float] | None = Field(None, description="task mix: vqa / caption / judge → sampling weight "
+                                           "(language stages)")  # fmt: skip
     templates: bool = Field(True, description="wrap prompts in InstructBLIP's instruction templates")
     max_objects: int | None = Field(None, ge=1, le=9, description="most objects per scene in this stage "
                                     "(default: data.max_objects); 1 gives a curriculum warm-up")  # fmt: skip
@@ -56,7 +65,9 @@ class StageSection(StrictModel):
 
     @field_validator("tasks")
     @classmethod
-    def _known_tasks(cls, value: dict[str, float]) -> dict[str, float]:
+    def _known_tasks(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is None:
+            return value
         unknown = sorted(set(value) - {"vqa", "caption", "judge"})
         if unknown or not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError(f"tasks must map vqa / caption / judge to non-negative weights; got {value}")
@@ -66,6 +77,10 @@ class StageSection(StrictModel):
     def _warmup_fits(self) -> StageSection:
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
+        if self.objective == "language" and self.tasks is None:
+            raise ValueError("a language stage needs tasks: {vqa: ..., caption: ..., judge: ...}")
+        if self.objective == "objects" and (self.trainable != ["vision"] or self.tasks is not None):
+            raise ValueError("an objects stage trains the vision encoder alone: set trainable: [vision] and no tasks")
         return self
 
 
@@ -74,6 +89,7 @@ class EvalSection(StrictModel):
     vqa: int = Field(140, ge=0, description="validation VQA examples (exact match)")
     judge: int = Field(60, ge=0, description="validation judge pairs (likelihood judge)")
     caption: int = Field(20, ge=0, description="validation captions (exact scene recovery)")
+    objects: int = Field(200, ge=1, description="validation scenes of an objects stage (head accuracy per attribute)")
     batch_size: int = Field(64, gt=0, description="evaluation batch size")
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
 from transformers import get_scheduler
 
 from explore.errors import ExploreError
@@ -38,6 +39,7 @@ from explore.train.checkpoint import (
     save_checkpoint,
 )
 from explore.train.config import StageSection, TrainConfig
+from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixels, validate_objects
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
 from explore.world.text import vocabulary
@@ -81,8 +83,8 @@ def set_trainable(model, components: list[str]) -> list[torch.nn.Parameter]:
     return params
 
 
-def _make_optimizer(model, stage: StageSection):
-    params = set_trainable(model, stage.trainable)
+def _make_optimizer(model, stage: StageSection, extra: list[torch.nn.Parameter] = ()):
+    params = set_trainable(model, stage.trainable) + list(extra)
     decay = [p for p in params if p.ndim >= 2]
     no_decay = [p for p in params if p.ndim < 2]  # biases, LayerNorm weights
     optimizer = torch.optim.AdamW(
@@ -179,13 +181,19 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
             continue
         if stage_index > state.stage:
             state.stage, state.stage_step = stage_index, 0
-        optimizer, scheduler = _make_optimizer(unwrapped, stage)
+        heads = None
+        if stage.objective == "objects":
+            heads = _object_heads(unwrapped, config, checkpoint if state.stage_step > 0 else None)
+            heads.to(accelerator.device)
+        optimizer, scheduler = _make_optimizer(unwrapped, stage, list(heads.parameters()) if heads else [])
         if checkpoint is not None and state.stage_step > 0:
             load_optimizer_states(checkpoint, optimizer, scheduler)
         optimizer = accelerator.prepare_optimizer(optimizer)
         spec = SceneSpec(max_objects=stage.max_objects or config.data.max_objects, noise=config.data.noise)
-        stream = WorldStream(stage.tasks, templates=stage.templates, resolution=resolution,
-                             world_seed=config.data.world_seed, spec=spec)  # fmt: skip
+        stream = None
+        if stage.objective == "language":
+            stream = WorldStream(stage.tasks, templates=stage.templates, resolution=resolution,
+                                 world_seed=config.data.world_seed, spec=spec)  # fmt: skip
         model.train()
         started, seen = time.perf_counter(), 0
         with training_progress(interactive) as bar:
@@ -194,16 +202,25 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
             )
             while state.stage_step < stage.steps:
                 start = state.data_position + accelerator.process_index * stage.batch_size
-                examples = stream.batch(start, stage.batch_size)
-                batch = collate(examples, processor, with_labels=True, max_length=config.data.max_length,
-                                decoder_only=decoder_only)  # fmt: skip
-                batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                loss = model(**batch).loss
+                if stream is None:  # objects: the ViT alone, on every object of the batch's scenes
+                    scenes = object_scenes("train", start, stage.batch_size, world_seed=config.data.world_seed,
+                                           spec=spec)  # fmt: skip
+                    loss, _ = objects_loss(unwrapped.vision_model, heads,
+                                           pixels(scenes, processor, resolution).to(accelerator.device), scenes)  # fmt: skip
+                else:
+                    examples = stream.batch(start, stage.batch_size)
+                    batch = collate(examples, processor, with_labels=True, max_length=config.data.max_length,
+                                    decoder_only=decoder_only)  # fmt: skip
+                    batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+                    loss = model(**batch).loss
                 if not torch.isfinite(loss):
                     raise ExploreError(f"non-finite loss {loss.item()} at step {state.global_step + 1} "
                                        f"(stage {stage.name!r}); the last good checkpoint is kept in "
                                        f"{run_dir / 'checkpoints'}; lower the lr or raise warmup_steps")  # fmt: skip
                 accelerator.backward(loss)
+                if stream is None and world > 1:  # the ViT ran outside the DDP wrapper: average by hand
+                    for p in (p for g in optimizer.param_groups for p in g["params"] if p.grad is not None):
+                        p.grad = accelerator.reduce(p.grad, reduction="mean")
                 grad_norm = accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
                                                         stage.grad_clip)  # fmt: skip
                 if not torch.isfinite(torch.as_tensor(grad_norm)):
@@ -227,11 +244,11 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                         print(json.dumps(record), flush=True)
                 last = state.stage_step == stage.steps
                 if accelerator.is_main_process and (state.stage_step % config.eval.every == 0 or last):
-                    _validate(unwrapped, processor, config, run_dir, state, stage, progress)
+                    _validate(unwrapped, processor, config, run_dir, state, stage, progress, heads)
                     model.train()
                 if accelerator.is_main_process and (state.global_step % config.checkpoint_every == 0 or last):
                     save_checkpoint(run_dir / "checkpoints", state.global_step,
-                                    write_weights=partial(_write_model, unwrapped, processor),
+                                    write_weights=partial(_write_model, unwrapped, processor, heads),
                                     optimizer=optimizer, scheduler=scheduler, state=asdict(state),
                                     run=run_identity(config))  # fmt: skip
                 accelerator.wait_for_everyone()
@@ -244,19 +261,46 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
     return final
 
 
-def _write_model(model, processor, folder: Path) -> None:
-    """A checkpoint's weights: the whole model and its processor under ``folder/model`` (safetensors)."""
+HEADS_FILE = "object_heads.safetensors"
+
+
+def _write_model(model, processor, heads: ObjectHeads | None, folder: Path) -> None:
+    """A checkpoint's weights: the whole model and its processor under ``folder/model`` (safetensors),
+    and in an objects stage the heads beside them."""
     model.save_pretrained(folder / "model")  # transformers >= 5 always writes safetensors
     processor.save_pretrained(folder / "model")
+    if heads is not None:
+        save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, folder / HEADS_FILE)
+
+
+def _object_heads(model, config: TrainConfig, checkpoint: Path | None) -> ObjectHeads:
+    """Fresh heads (seeded by ``model.seed``, leaving the global RNG alone), or a checkpoint's."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.model.seed)
+        heads = ObjectHeads(model.config.vision_config.hidden_size)
+    if checkpoint is not None:
+        path = checkpoint / HEADS_FILE
+        if not path.exists():
+            raise ExploreError(f"{checkpoint} has no {HEADS_FILE}: it was not written in an objects stage; "
+                               "resume from another checkpoint or start again")  # fmt: skip
+        heads.load_state_dict(load_file(path))
+    return heads
 
 
 def _validate(model, processor, config: TrainConfig, run_dir: Path, state: TrainerState, stage: StageSection,
-              progress: bool):  # fmt: skip
-    """Score the model on the val split, with prompts as the stage trains them (templates or not)."""
+              progress: bool, heads: ObjectHeads | None = None):  # fmt: skip
+    """Score the model on the val split, with prompts as the stage trains them (templates or not);
+    in an objects stage, the heads' accuracy per attribute."""
     started = time.perf_counter()
-    scores = evaluate_world(model, processor, split="val", n_vqa=config.eval.vqa, n_judge=config.eval.judge,
-                            n_caption=config.eval.caption, seed=config.data.world_seed,
-                            batch_size=config.eval.batch_size, templates=stage.templates)  # fmt: skip
+    if heads is not None:
+        resolution = model.config.vision_config.image_size
+        scores = {"objects": validate_objects(model.vision_model, heads, processor, n=config.eval.objects,
+                                              world_seed=config.data.world_seed, resolution=resolution,
+                                              batch_size=config.eval.batch_size, spec=SceneSpec())}  # fmt: skip
+    else:
+        scores = evaluate_world(model, processor, split="val", n_vqa=config.eval.vqa, n_judge=config.eval.judge,
+                                n_caption=config.eval.caption, seed=config.data.world_seed,
+                                batch_size=config.eval.batch_size, templates=stage.templates)  # fmt: skip
     record = {"step": state.global_step, "stage": stage.name, "templates": stage.templates, "validation": scores,
               "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
     _log(run_dir, record)
