@@ -1,0 +1,3 @@
+from explore.cli import main
+
+main()

@@ -1,0 +1,79 @@
+"""The ``explore`` command line: the app, its shared helpers and the entry point.
+
+Commands live in the modules beside this one, by group (world, train, use, compress); importing
+:mod:`explore.cli` registers them all. Every command reports user errors (:class:`~explore.errors.ExploreError`) as one line on stderr
+and exits with status 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from explore.errors import ExploreError
+
+app = typer.Typer(help="explore: compress and evaluate InstructBLIP-style vision-language models.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
+world_app = typer.Typer(help="The shapes world: export data, show scenes.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
+diffusion_app = typer.Typer(help="Text-to-image diffusion on the shapes world: train.", no_args_is_help=True)
+app.add_typer(diffusion_app, name="diffusion")
+
+console = Console(stderr=True)
+ModelOption = Annotated[str, typer.Option("--model", help="'embedded', a local model folder, or a Hub id.")]
+_state = {"debug": False}
+
+
+@app.callback()
+def _main(debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False) -> None:
+    _state["debug"] = debug
+
+
+def check_split(split: str) -> None:
+    from explore.world.splits import SPLITS
+
+    if split not in SPLITS:
+        raise ExploreError(f"unknown --split {split!r}; choose one of: {', '.join(SPLITS)}")
+
+
+def positive_int(name: str, value: int) -> int:
+    if value <= 0:
+        raise ExploreError(f"--{name} must be a positive integer, got {value}")
+    return value
+
+
+def _quiet_progress_bars() -> None:
+    """Turn off Hugging Face's tqdm bars (loading weights, writing shards): in a log or a pipe they are
+    noise, and they would put lines before a one-line error. explore's own bars follow the same rule."""
+    from huggingface_hub.utils import disable_progress_bars
+
+    disable_progress_bars()  # transformers reads this when it is imported
+    if "transformers" in sys.modules:
+        import transformers.utils.logging
+
+        transformers.utils.logging.disable_progress_bar()
+
+
+def main() -> None:
+    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    if not sys.stderr.isatty():
+        _quiet_progress_bars()
+    try:
+        app(standalone_mode=False)
+    except ExploreError as err:
+        if _state["debug"]:
+            raise
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except (typer.Abort, KeyboardInterrupt):
+        console.print("aborted")
+        sys.exit(130)
+    except Exception as err:  # click usage errors carry their own exit code and message
+        import click
+
+        if isinstance(err, click.exceptions.ClickException):
+            err.show()
+            sys.exit(err.exit_code)

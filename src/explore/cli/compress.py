@@ -1,0 +1,114 @@
+"""Compression: ``explore compress`` (one model) and ``explore sweep`` (the grid and its report)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from explore.cli.app import ModelOption, app
+from explore.errors import ExploreError
+
+
+@app.command("compress")
+def compress_command(
+    out: Annotated[Path, typer.Option("--out", help="Folder for the compressed model (a normal HF model folder).")],
+    model: ModelOption = "embedded",
+    queries: Annotated[int | None, typer.Option(help="Keep this many query tokens.")] = None,
+    query_strategy: Annotated[str, typer.Option(help="Which queries: first, even or merge.")] = "even",
+    drop: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="COMPONENT=N drops the N least influential blocks (ShortGPT), COMPONENT:i,j drops blocks i and j; "
+            "components: vision, qformer, lm_encoder, lm_decoder. Repeatable."
+        ),
+    ] = None,
+    resolution: Annotated[
+        int | None, typer.Option(help="Input image side in pixels (a multiple of the patch).")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16, int8 (CPU/GPU), int8-bnb or nf4 (GPU).")] = "fp32",
+    seed: Annotated[int, typer.Option(help="World seed of the calibration questions for block influence.")] = 0,
+) -> None:
+    """Compress a model once (the operators of `explore sweep`) and save it as a normal HF model folder."""
+    from pydantic import ValidationError
+
+    from explore.compress.precision import load_at_precision, save_quantized
+    from explore.config import format_validation_error
+    from explore.models.loading import load_model, save_model
+    from explore.sweep.config import CompressSection
+    from explore.sweep.run import compress
+    from explore.world.examples import world_examples
+
+    depth = []
+    for item in drop or []:
+        by_position = ":" in item
+        component, _, value = item.partition(":" if by_position else "=")
+        numbers = value.split(",") if by_position else [value]
+        if not value or not all(number.strip().isdigit() for number in numbers):
+            raise ExploreError(f"--drop {item!r}: expected COMPONENT=N (how many) or COMPONENT:i,j (which), "
+                               "e.g. vision=1 or lm_decoder:0,1")  # fmt: skip
+        positions = [int(number) for number in numbers]
+        depth.append({"component": component, "drop": positions if by_position else positions[0]})
+    raw = {"queries": {"keep": queries, "strategy": query_strategy} if queries else None, "depth": depth,
+           "resolution": resolution, "precision": precision}  # fmt: skip
+    try:
+        recipe = CompressSection.model_validate(raw)
+    except ValidationError as error:
+        raise ExploreError(format_validation_error(error, CompressSection, "explore compress")) from None
+    vlm, processor = load_model(model)
+    resolution_now = int(processor.image_processor.size["height"])
+    calibration = world_examples("val", 64, "vqa", seed=seed, resolution=resolution_now)
+    small, small_processor, dropped = compress(vlm, processor, recipe, calibration)
+    if recipe.precision == "fp32":
+        save_model(small, small_processor, out)
+    else:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as staging:
+            save_model(small, small_processor, Path(staging) / "fp32")
+            quantized, quantized_processor = load_at_precision(Path(staging) / "fp32", recipe.precision)
+            save_quantized(quantized, quantized_processor, out)
+    dropped_text = "; ".join(f"{c} {p}" for c, p in dropped.items()) or "none"
+    typer.echo(f"{recipe.describe()} (blocks dropped: {dropped_text}) → {out}")
+
+
+@app.command("sweep")
+def sweep_command(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Sweep YAML (default: the packaged 15-minute sweep on the embedded model)."),
+    ] = None,
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="Run just this point (repeatable); 'original' always runs.")
+    ] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Override the config's model ('embedded', folder or Hub id).")
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option("--report-only", help="Rewrite the report from results.jsonl; run nothing.")
+    ] = False,
+) -> None:
+    """Compress × recover × evaluate: one results.jsonl line per point, a Markdown/HTML report with Pareto plots.
+
+    A killed sweep resumes where it stopped when run again with the same config.
+    """
+    from explore.sweep.config import default_config_path, load_sweep_config
+    from explore.sweep.report import write_report
+    from explore.sweep.run import RESULTS, read_results, run_sweep
+
+    path = config or default_config_path()
+    cfg = load_sweep_config(path)
+    updates = {key: value for key, value in (("output_dir", output_dir), ("model", model)) if value is not None}
+    cfg = cfg.model_copy(update=updates)
+    shown = str(config) if config else None
+    out = Path(cfg.output_dir)
+    if report_only:
+        if not (out / RESULTS).is_file():
+            raise ExploreError(f"--report-only: no {out / RESULTS}; run the sweep first")
+        report = write_report(cfg, read_results(out / RESULTS), out, [p.name for p in cfg.all_points()], shown)
+    else:
+        run_sweep(cfg, config_path=shown, only=only)
+        report = out / "report.md"
+    typer.echo(f"wrote {out / RESULTS}, {report} and {out / 'report.html'}")

@@ -1,0 +1,233 @@
+"""Using models: ``explore ask``, ``caption``, ``generate``, ``score-world``, ``eval``."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from explore.cli.app import ModelOption, app, check_split, positive_int
+from explore.errors import ExploreError
+
+
+@app.command("generate")
+def generate_command(
+    prompt: Annotated[str, typer.Argument(help="What to draw, e.g. 'a red circle above a blue square'.")],
+    out: Annotated[Path, typer.Option("--out", help="Output PNG: the images side by side.")],
+    n: Annotated[int, typer.Option("-n", help="Number of images.")] = 4,
+    steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 3.0,
+    seed: Annotated[int, typer.Option(help="Seed of the initial noise (same seed, same images).")] = 0,
+    scheduler: Annotated[str, typer.Option(help="Sampler: dpm (DPM-Solver++), ddim, ddpm or unipc.")] = "dpm",
+    checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (default: the packaged one).")] = None,
+    scale: Annotated[int, typer.Option(help="Enlarge each image this many times (nearest) in the PNG.")] = 4,
+) -> None:
+    """Draw shapes-world images from text with the diffusion model."""
+    import torch
+
+    from explore.diffusion.pipeline import image_grid, load_pipeline, set_scheduler
+
+    positive_int("n", n)
+    positive_int("steps", steps)
+    positive_int("scale", scale)
+    if guidance < 1:
+        raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
+    if out.suffix.lower() != ".png":
+        raise ExploreError(f"--out must be a .png file, got {out}")
+    pipe = set_scheduler(load_pipeline(checkpoint), scheduler)
+    pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
+    images = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=n,
+                  generator=torch.Generator().manual_seed(seed)).images  # fmt: skip
+    out.parent.mkdir(parents=True, exist_ok=True)
+    image_grid(images, scale=scale).save(out)
+    typer.echo(f"wrote {out} ({n} images, {scheduler} {steps} steps, guidance {guidance}, seed {seed})")
+
+
+def _write_jsonl(rows: list[dict], out: Path | None) -> None:
+    import json
+
+    lines = [json.dumps(row) for row in rows]
+    if out is None:
+        for line in lines:
+            typer.echo(line)
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    typer.echo(f"wrote {len(rows)} answers to {out}")
+
+
+def _answer(
+    source: Path, prompt: str | None, model: str, out: Path | None, batch_size: int, max_new_tokens: int
+) -> None:
+    """Shared body of ``ask`` and ``caption``: check inputs and images, load, answer, print or write."""
+    from explore.infer import answer_all, decode_images, requests_from
+    from explore.models.loading import load_model
+
+    positive_int("batch-size", batch_size)
+    requests = requests_from(source, prompt)
+    decode_images(requests)  # bad images fail here, before the model is loaded
+    vlm, processor = load_model(model)
+    rows = answer_all(vlm, processor, requests, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if len(rows) == 1 and out is None:
+        typer.echo(rows[0]["answer"])
+    else:
+        _write_jsonl(rows, out)
+
+
+@app.command("ask")
+def ask_command(
+    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image, question}.")],
+    question: Annotated[str | None, typer.Argument(help="The question (optional for a .jsonl with questions).")] = None,
+    model: ModelOption = "embedded",
+    out: Annotated[Path | None, typer.Option(help="Write JSONL answers here instead of printing them.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 16,
+) -> None:
+    """Answer a question about an image (or many) with the embedded model or any InstructBLIP."""
+    _answer(source, question, model, out, batch_size, max_new_tokens)
+
+
+@app.command("caption")
+def caption_command(
+    source: Annotated[Path, typer.Argument(help="An image, a folder of images, or a .jsonl of {image}.")],
+    model: ModelOption = "embedded",
+    prompt: Annotated[str, typer.Option(help="The captioning instruction.")] = "A short image description:",
+    out: Annotated[Path | None, typer.Option(help="Write JSONL captions here instead of printing them.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(help="Longest caption, in tokens.")] = 64,
+) -> None:
+    """Describe an image (or many)."""
+    _answer(source, prompt, model, out, batch_size, max_new_tokens)
+
+
+@app.command("score-world")
+def score_world_command(
+    model: ModelOption = "embedded",
+    split: Annotated[str, typer.Option(help="test, val, train or compositional.")] = "test",
+    n: Annotated[int, typer.Option(help="Examples per task (VQA, judge); captions use n / 5.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Base seed of the split.")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the scores as JSON here.")] = None,
+) -> None:
+    """Score a model on the shapes world: VQA exact match per question type, likelihood-judge
+    accuracy per category, and exact scene recovery from captions."""
+    import json
+
+    from rich.table import Table
+
+    from explore.eval.world import evaluate_world
+    from explore.models.loading import load_model
+
+    positive_int("n", n)
+    check_split(split)
+    vlm, processor = load_model(model)
+    scores = evaluate_world(vlm, processor, split=split, n_vqa=n, n_judge=n, n_caption=max(1, n // 5), seed=seed)
+    table = Table(title=f"{model} on the shapes world ({split} split, seed {seed})")
+    for column in ("task", "score", "value"):
+        table.add_column(column)
+    for task, values in scores.items():
+        for name, value in values.items():
+            table.add_row(task, name, f"{100 * value:.1f}%")
+    Console().print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"model": model, "split": split, "n": n, "seed": seed, "scores": scores}, indent=2))
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("metric", "group", "value"):
+        table.add_column(column)
+    for metric, value in summary.items():
+        if isinstance(value, dict):
+            for group, number in value.items():
+                table.add_row(metric, str(group), f"{number:.4f}" if isinstance(number, float) else str(number))
+        elif isinstance(value, float):
+            table.add_row(metric, "", f"{value:.4f}")
+    Console().print(table)
+
+
+@app.command("eval")
+def eval_command(
+    task: Annotated[
+        str,
+        typer.Option(help="world-vqa, world-caption, world-judge, vl-rewardbench, vqav2, coco-captions, world-t2i."),
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and summary.json (resumes if present).")],
+    model: ModelOption = "embedded",
+    limit: Annotated[int | None, typer.Option(help="At most this many examples (world tasks: default 500).")] = None,
+    batch_size: Annotated[str, typer.Option(help="Examples per batch, or 'auto' (largest that fits).")] = "32",
+    data: Annotated[
+        str | None, typer.Option(help="VL-RewardBench hub id / parquet; VQAv2 questions; COCO captions JSON.")
+    ] = None,
+    annotations: Annotated[str | None, typer.Option(help="VQAv2 annotations JSON.")] = None,
+    images: Annotated[str | None, typer.Option(help="Image folder (VQAv2, COCO).")] = None,
+    split: Annotated[str, typer.Option(help="Shapes-world split for world-* tasks.")] = "test",
+    seed: Annotated[int, typer.Option(help="World seed; also the judge's swap and sampling seed.")] = 0,
+    judge: Annotated[
+        str, typer.Option(help="Judge tasks: 'likelihood' or 'generative' (official prompt, k votes).")
+    ] = "likelihood",
+    judge_samples: Annotated[int, typer.Option(help="Generative judge: samples per example (official: 10).")] = 10,
+    unparsed: Annotated[str, typer.Option(help="Unparsed judgments: 'drop' (official) or 'wrong'.")] = "drop",
+    checkpoint: Annotated[Path | None, typer.Option(help="world-t2i: diffusion pipeline folder.")] = None,
+    steps: Annotated[int, typer.Option(help="world-t2i: sampling steps.")] = 20,
+    guidance: Annotated[float, typer.Option(help="world-t2i: classifier-free guidance scale.")] = 3.0,
+    scheduler: Annotated[str, typer.Option(help="world-t2i: sampler (dpm, ddim, ddpm, unipc).")] = "dpm",
+) -> None:
+    """Evaluate a model on a task: per-example JSONL, a summary JSON and a table; resumable.
+
+    world-t2i evaluates the diffusion model (--checkpoint) with --model as the VLM judge."""
+    from dataclasses import replace
+
+    from explore.eval.runner import run_task
+    from explore.eval.tasks import TaskOptions, get_task
+    from explore.models.loading import load_model
+
+    spec = get_task(task)
+    if batch_size != "auto" and not (batch_size.isdigit() and int(batch_size) > 0):
+        raise ExploreError(f"--batch-size must be a positive integer or 'auto', got {batch_size!r}")
+    if limit is not None:
+        positive_int("limit", limit)
+    if judge not in ("likelihood", "generative"):
+        raise ExploreError(f"unknown --judge {judge!r}; choose likelihood or generative")
+    if unparsed not in ("drop", "wrong"):
+        raise ExploreError(f"unknown --unparsed {unparsed!r}; choose drop (official) or wrong")
+    positive_int("judge-samples", judge_samples)
+    options = TaskOptions(data=data, annotations=annotations, images=images, split=split, seed=seed, limit=limit)
+    # the user's data is read and checked before the model loads, so a bad file fails fast; shapes-world
+    # data is rendered at the model's own resolution, so it waits for the model
+    examples = None if task.startswith("world-") else spec.load(options)
+    vlm, processor = load_model(model)
+    if spec.kind == "t2i":
+        _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps, guidance=guidance,
+                  scheduler=scheduler, split=split, seed=seed, limit=limit,
+                  batch_size=16 if batch_size == "auto" else int(batch_size), title=f"{model} judging")  # fmt: skip
+        return
+    if examples is None:
+        examples = spec.load(replace(options, resolution=int(processor.image_processor.size["height"])))
+    summary = run_task(vlm, processor, spec, examples, out, batch_size=batch_size if batch_size == "auto" else int(batch_size),
+                       judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed)  # fmt: skip
+    _print_summary(f"{model} on {task} ({summary['examples']} examples)", summary)
+    typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}")
+
+
+def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps: int, guidance: float, scheduler: str,
+              split: str, seed: int, limit: int | None, batch_size: int, title: str) -> None:  # fmt: skip
+    """``explore eval --task world-t2i``: generate, then score exactly, by the VLM judge and by Fréchet distance."""
+    from explore.diffusion.pipeline import load_pipeline, set_scheduler
+    from explore.eval.t2i import evaluate_t2i
+    from explore.eval.tasks import TaskOptions
+
+    positive_int("steps", steps)
+    if guidance < 1:
+        raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
+    check_split(split)
+    pipe = set_scheduler(load_pipeline(checkpoint), scheduler)
+    examples = spec.load(TaskOptions(split=split, seed=seed, limit=limit, resolution=pipe.unet.config.sample_size))
+    summary = evaluate_t2i(pipe, vlm, processor, examples, out, steps=steps, guidance=guidance, batch_size=batch_size)
+    _print_summary(f"world-t2i ({summary['examples']} prompts, {scheduler} {steps} steps; {title})", summary)
+    typer.echo(f"wrote {out / 'predictions.jsonl'}, {out / 'images'} and {out / 'summary.json'}")
