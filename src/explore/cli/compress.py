@@ -77,7 +77,7 @@ def compress_command(
 def sweep_command(
     config: Annotated[
         Path | None,
-        typer.Option("--config", help="Sweep YAML (default: the packaged 15-minute sweep on the embedded model)."),
+        typer.Option("--config", help="Sweep YAML (default: the packaged 20-minute sweep on the embedded model)."),
     ] = None,
     only: Annotated[
         list[str] | None, typer.Option("--only", help="Run just this point (repeatable); 'original' always runs.")
