@@ -142,7 +142,7 @@ def test_lpips_without_torchvision_or_weights_fails_before_any_work(tiny_config,
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torchvision"
                         else real_find_spec(name, *a))  # fmt: skip
-    with pytest.raises(ConfigError, match="needs torchvision.*perceptual_network: vlm"):
+    with pytest.raises(ConfigError, match="needs torchvision.*perceptual_network: world-vit"):
         train_diffusion(config, progress=False)
     # torchvision present but the trunk is not cached, offline: the file and the fix are named
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "torchvision"

@@ -56,15 +56,16 @@ class NoiseSection(StrictModel):
 
 
 class LossSection(StrictModel):
-    perceptual_weight: float = Field(0.1, ge=0, description="weight of the VLM-feature perceptual term on the "
-                                     "predicted clean image (0 disables it and skips loading the VLM)")  # fmt: skip
-    perceptual_network: Literal["vlm", "lpips-alex", "lpips-vgg", "lpips-squeeze"] = Field(
-        "vlm",
-        description="features of the perceptual term: vlm = the embedded VLM's vision encoder (no download); "
+    perceptual_weight: float = Field(0.1, ge=0, description="weight of the perceptual term on the predicted "
+                                     "clean image (0 disables it and skips loading its network)")  # fmt: skip
+    perceptual_network: Literal["world-vit", "vlm", "lpips-alex", "lpips-vgg", "lpips-squeeze"] = Field(
+        "world-vit",
+        description="features of the perceptual term: world-vit = a small ViT trained on the shapes world, "
+        "pinned in the package (the first embedded VLM's); vlm = the current embedded VLM's vision encoder; "
         "lpips-* = LPIPS through torchmetrics (needs torchvision and its trunk weights)",
     )
     perceptual_layers: list[int] = Field([1, 2, 3], min_length=1, description="vision-encoder layers compared "
-                                         "(perceptual_network: vlm)")  # fmt: skip
+                                         "(perceptual_network: world-vit or vlm)")  # fmt: skip
     min_snr_gamma: float = Field(5.0, ge=0, description="min-SNR-gamma weighting of the MSE (0 disables it)")
 
 

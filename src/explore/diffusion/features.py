@@ -1,5 +1,12 @@
-"""Frozen image features from the embedded VLM's vision encoder (a small ViT), for the perceptual
-loss and the Fréchet distance; no downloaded network (VGG, AlexNet, Inception) is needed.
+"""Frozen image features from a small ViT trained on the shapes world, for the perceptual loss and
+the Fréchet distance; no downloaded network (VGG, AlexNet, Inception) is needed.
+
+Two sources: ``world-vit`` (the default perceptual network) is a vision encoder pinned in the
+package (``embedded/world-vit``: the first embedded VLM's ViT, trained by
+``configs/pretrain/shapes-small-v1.yaml``), so the diffusion model's training does not change when
+the embedded VLM does; ``vlm`` is the current embedded VLM's own vision encoder (also what the
+world-t2i evaluation's Fréchet distance reads). Measured: the current VLM's objects-pretrained ViT
+made a worse perceptual network (noisier backgrounds; README, Generate).
 
 Images come in as floats in [-1, 1] (the diffusion range), any side; they are resized to the
 encoder's input side, mapped to [0, 1] and normalised with the VLM processor's mean and std.
@@ -7,9 +14,16 @@ encoder's input side, mapped to [0, 1] and normalised with the VLM processor's m
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from explore.errors import ConfigError
+
+WORLD_VIT = "world-vit"
 
 # The embedded processor's normalisation (CLIP's mean / std, processor_config.json).
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -42,6 +56,18 @@ class VisionFeatures(nn.Module):
 
             vlm, _ = load_model("embedded")
         return cls(vlm.vision_model, int(vlm.config.vision_config.image_size), layers)
+
+    @classmethod
+    def from_world_vit(cls, layers: tuple[int, ...] = (1, 2, 3), folder: str | Path | None = None) -> VisionFeatures:
+        """Features of the pinned world ViT (default: the package's ``embedded/world-vit``)."""
+        from transformers import InstructBlipVisionModel
+
+        folder = Path(folder) if folder is not None else world_vit_folder()
+        if not (folder / "model.safetensors").is_file():
+            raise ConfigError(f"the perceptual network folder {folder} has no model.safetensors; reinstall "
+                              "explore-vlm, or set loss.perceptual_network: vlm")  # fmt: skip
+        model = InstructBlipVisionModel.from_pretrained(folder, use_safetensors=True)
+        return cls(model, int(model.config.image_size), layers)
 
     def train(self, mode: bool = True) -> VisionFeatures:  # the encoder stays in eval mode
         super().train(mode)
@@ -117,13 +143,13 @@ class LpipsDistance(nn.Module):
         if importlib.util.find_spec("torchvision") is None:
             raise ConfigError(
                 f"perceptual_network 'lpips-{net}' needs torchvision (LPIPS's {net} trunk comes from it): "
-                "install a torchvision that matches your torch, or use perceptual_network: vlm"
+                "install a torchvision that matches your torch, or use perceptual_network: world-vit"
             )
         weights = os.path.join(torch.hub.get_dir(), "checkpoints", LPIPS_TRUNKS[net])
         if os.environ.get("HF_HUB_OFFLINE") == "1" and not os.path.exists(weights):
             raise ConfigError(
                 f"perceptual_network 'lpips-{net}': the trunk weights {weights} are missing and HF_HUB_OFFLINE=1; "
-                "download them once online (or copy the file there), or use perceptual_network: vlm"
+                "download them once online (or copy the file there), or use perceptual_network: world-vit"
             )
         from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
 
@@ -132,7 +158,7 @@ class LpipsDistance(nn.Module):
         except OSError as error:  # urllib's URLError is an OSError: no network and no cached trunk
             raise ConfigError(
                 f"perceptual_network 'lpips-{net}': could not get the trunk weights {weights} ({error}); "
-                "download them once online, or use perceptual_network: vlm"
+                "download them once online, or use perceptual_network: world-vit"
             ) from error
 
     def train(self, mode: bool = True) -> LpipsDistance:  # the network stays in eval mode
@@ -147,3 +173,8 @@ class LpipsDistance(nn.Module):
             predicted = F.interpolate(predicted, size=size, mode="bilinear", align_corners=False)
             target = F.interpolate(target, size=size, mode="bilinear", align_corners=False)
         return self.lpips(predicted, target.detach()).flatten()
+
+
+def world_vit_folder() -> Path:
+    """The package's pinned perceptual ViT (``explore/embedded/world-vit``)."""
+    return Path(str(resources.files("explore").joinpath("embedded", WORLD_VIT)))

@@ -169,6 +169,8 @@ def perceptual_features(loss) -> VisionFeatures | LpipsDistance | None:
     """The frozen network of the perceptual term (None when its weight is 0)."""
     if loss.perceptual_weight == 0:
         return None
+    if loss.perceptual_network == "world-vit":
+        return VisionFeatures.from_world_vit(layers=tuple(loss.perceptual_layers))
     if loss.perceptual_network == "vlm":
         return VisionFeatures.from_vlm(layers=tuple(loss.perceptual_layers))
     return LpipsDistance(loss.perceptual_network.removeprefix("lpips-"))
