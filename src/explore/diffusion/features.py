@@ -14,7 +14,6 @@ encoder's input side, mapped to [0, 1] and normalised with the VLM processor's m
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from explore.errors import ConfigError
+from explore.packaged import packaged
 
 WORLD_VIT = "world-vit"
 
@@ -138,8 +138,6 @@ class LpipsDistance(nn.Module):
         import importlib.util
         import os
 
-        from explore.errors import ConfigError
-
         if importlib.util.find_spec("torchvision") is None:
             raise ConfigError(
                 f"perceptual_network 'lpips-{net}' needs torchvision (LPIPS's {net} trunk comes from it): "
@@ -177,4 +175,4 @@ class LpipsDistance(nn.Module):
 
 def world_vit_folder() -> Path:
     """The package's pinned perceptual ViT (``explore/embedded/world-vit``)."""
-    return Path(str(resources.files("explore").joinpath("embedded", WORLD_VIT)))
+    return packaged(WORLD_VIT)

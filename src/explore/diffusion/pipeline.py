@@ -9,7 +9,6 @@ by the module path recorded in ``model_index.json``). Swap the sampler with
 from __future__ import annotations
 
 import inspect
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -28,6 +27,7 @@ from PIL import Image
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, tokenize_prompts
 from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
+from explore.packaged import packaged
 
 # diffusers imports a custom component only from a module that is already imported (it will not run
 # code because model_index.json names it); importing them here makes from_pretrained work anywhere.
@@ -157,7 +157,7 @@ def set_scheduler(pipe: WorldDiffusionPipeline, name: str) -> WorldDiffusionPipe
 
 def packaged_folder() -> Path:
     """Where the packaged diffusion checkpoint lives (it may not exist until it has been trained)."""
-    return Path(str(resources.files("explore").joinpath("embedded", PACKAGED)))
+    return packaged(PACKAGED)
 
 
 def load_pipeline(checkpoint: str | Path | None = None, device: str = "cpu") -> WorldDiffusionPipeline:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from importlib import resources
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 from explore.atomic import atomic_folder
 from explore.errors import ConfigError, ExploreError
 from explore.models.presets import list_presets
+from explore.packaged import packaged
 
 EMBEDDED = "embedded"
 EMBEDDED_PRESET = "shapes-small"
@@ -36,7 +36,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 
 def embedded_folder() -> Path:
     """Where the packaged model lives (it may not exist until it has been trained)."""
-    return Path(str(resources.files("explore").joinpath(EMBEDDED, EMBEDDED_PRESET)))
+    return packaged(EMBEDDED_PRESET)
 
 
 def load_model(
