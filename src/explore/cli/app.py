@@ -12,6 +12,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from typer.exceptions import TyperException
 
 from explore.errors import ExploreError
 
@@ -57,23 +59,43 @@ def _quiet_progress_bars() -> None:
         transformers.utils.logging.disable_progress_bar()
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
 def main() -> None:
-    """Entry point: run the app, turning user errors into one line and exit status 2."""
+    """Entry point. Every way out has a status that says what happened, and at most one line on stderr
+    (``--debug`` shows the traceback of an error instead):
+
+    - 0: the command did its work;
+    - 2: a user error (:class:`~explore.errors.ExploreError`) as one line, or a usage error (unknown command
+      or option, a bad value) as click's usage message;
+    - 1: anything nobody foresaw, as ``error: internal error: <type>: <message>; rerun with --debug ...``;
+    - 130: interrupted (Ctrl-C).
+    """
     if not sys.stderr.isatty():
         _quiet_progress_bars()
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the status of an explicit exit (``--help``: 0, Ctrl-C: 130)
     except ExploreError as err:
         if _state["debug"]:
             raise
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(_one_line(err))}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except TyperException as err:  # click's usage errors (typer vendors click): usage, hint, the error
+        err.show()
+        sys.exit(err.exit_code)
     except (typer.Abort, KeyboardInterrupt):
-        console.print("aborted")
+        console.print("aborted", highlight=False)
         sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code and message
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(err.exit_code)
+    except Exception as err:
+        if _state["debug"]:
+            raise
+        message = f"{type(err).__name__}: {_one_line(err)}" if str(err).strip() else type(err).__name__
+        console.print(f"[bold red]error:[/] internal error: {escape(message)}; rerun with --debug for the traceback",
+                      highlight=False, soft_wrap=True)  # fmt: skip
+        sys.exit(1)
+    if isinstance(code, int) and code != 0:
+        if code == 130:
+            console.print("aborted", highlight=False)
+        sys.exit(code)
