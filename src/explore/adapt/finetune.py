@@ -60,6 +60,7 @@ from explore.train.checkpoint import (
     save_checkpoint,
 )
 from explore.train.loop import set_trainable, training_progress
+from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
 
@@ -401,14 +402,9 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
             if not torch.isfinite(loss):
                 raise ExploreError(f"non-finite loss {loss.item()} at fine-tuning step {step} ({config.method})"
                                    f"{kept}; lower lr or raise warmup_steps")  # fmt: skip
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-            if not torch.isfinite(grad_norm):
-                raise ExploreError(f"non-finite gradient norm at fine-tuning step {step} ({config.method}){kept}; "
-                                   "lower lr")  # fmt: skip
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            optimizer_step(loss, optimizer, scheduler, params, max_norm=config.grad_clip,
+                           nonfinite_message=f"non-finite gradient norm at fine-tuning step {step} "
+                                             f"({config.method}){kept}; lower lr")  # fmt: skip
             position += config.batch_size
             result.losses.append(loss.item())
             if checkpoints.every and (step % checkpoints.every == 0 or step == config.steps):

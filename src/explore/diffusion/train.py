@@ -45,6 +45,7 @@ from explore.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from explore.train.step import optimizer_step
 from explore.world.detect import check_scene, detect
 from explore.world.render import render
 from explore.world.scene import SceneSpec
@@ -216,7 +217,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     unet.train()
     text_encoder.train(config.text.encoder == "learned")
     started, done_here = time.perf_counter(), 0
-    world = accelerator.num_processes
+    num_processes = accelerator.num_processes
     with _progress(interactive) as bar:
         job = bar.add_task("train", total=t.steps, completed=state.global_step, loss=float("nan"), rate=0.0)
         while state.global_step < t.steps:
@@ -226,7 +227,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                                                     max_objects=config.data.max_objects,
                                                     resolution=config.data.resolution,
                                                     relation_prompts=config.data.relation_prompts)  # fmt: skip
-                state.data_position += t.batch_size * world
+                state.data_position += t.batch_size * num_processes
                 drop = torch.rand(len(prompts), generator=generator) < config.text.cond_dropout
                 prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
                 ids, mask = tokenize_prompts(pipe.tokenizer, prompts, config.text.max_length)
@@ -244,16 +245,12 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                             f"non-finite loss {parts.loss.item()} at step {state.global_step + 1}; the "
                             f"last good checkpoint is kept in {run_dir / 'checkpoints'}; lower train.lr"
                         )
-                    accelerator.backward(parts.loss)
-                    grad_norm = float("nan")
-                    if accelerator.sync_gradients:
-                        grad_norm = float(accelerator.clip_grad_norm_(params, t.grad_clip))
-                        if not np.isfinite(grad_norm):
-                            raise ExploreError(f"non-finite gradient norm at step {state.global_step + 1}; "
-                                               "the last good checkpoint is kept; lower train.lr")  # fmt: skip
-                    optimizer.step()
-                    lr_scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
+                    grad_norm = optimizer_step(
+                        parts.loss, optimizer, lr_scheduler, params, max_norm=t.grad_clip, accelerator=accelerator,
+                        clip=accelerator.sync_gradients,  # no norm while gradients are still being accumulated
+                        nonfinite_message=f"non-finite gradient norm at step {state.global_step + 1}; "
+                                          "the last good checkpoint is kept; lower train.lr",
+                    )  # fmt: skip
             ema.step(trainable.parameters())
             state.global_step += 1
             done_here += 1

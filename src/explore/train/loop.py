@@ -40,6 +40,7 @@ from explore.train.checkpoint import (
 )
 from explore.train.config import StageSection, TrainConfig
 from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixels, validate_objects
+from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
 from explore.world.text import vocabulary
@@ -173,7 +174,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
     unwrapped = accelerator.unwrap_model(model)
     decoder_only = bool(unwrapped.config.use_decoder_only_language_model)
     resolution = get_preset(config.model.preset).image_size
-    world = accelerator.num_processes
+    num_processes = accelerator.num_processes
     interactive = progress and sys.stderr.isatty()
 
     for stage_index, stage in enumerate(config.stages):
@@ -217,23 +218,18 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                     raise ExploreError(f"non-finite loss {loss.item()} at step {state.global_step + 1} "
                                        f"(stage {stage.name!r}); the last good checkpoint is kept in "
                                        f"{run_dir / 'checkpoints'}; lower the lr or raise warmup_steps")  # fmt: skip
-                accelerator.backward(loss)
-                if stream is None and world > 1:  # the ViT ran outside the DDP wrapper: average by hand
-                    for p in (p for g in optimizer.param_groups for p in g["params"] if p.grad is not None):
-                        p.grad = accelerator.reduce(p.grad, reduction="mean")
-                grad_norm = accelerator.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]],
-                                                        stage.grad_clip)  # fmt: skip
-                if not torch.isfinite(torch.as_tensor(grad_norm)):
-                    raise ExploreError(f"non-finite gradient norm at step {state.global_step + 1} "
-                                       f"(stage {stage.name!r}); the last good checkpoint is kept in "
-                                       f"{run_dir / 'checkpoints'}; lower the lr or raise warmup_steps")  # fmt: skip
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                grad_norm = optimizer_step(
+                    loss, optimizer, scheduler, [p for g in optimizer.param_groups for p in g["params"]],
+                    max_norm=stage.grad_clip, accelerator=accelerator,
+                    average_grads=stream is None and num_processes > 1,  # the ViT ran outside the DDP wrapper
+                    nonfinite_message=f"non-finite gradient norm at step {state.global_step + 1} "
+                                      f"(stage {stage.name!r}); the last good checkpoint is kept in "
+                                      f"{run_dir / 'checkpoints'}; lower the lr or raise warmup_steps",
+                )  # fmt: skip
                 state.global_step += 1
                 state.stage_step += 1
-                state.data_position += stage.batch_size * world
-                seen += stage.batch_size * world
+                state.data_position += stage.batch_size * num_processes
+                seen += stage.batch_size * num_processes
                 rate = seen / (time.perf_counter() - started)
                 bar.update(task, advance=1, loss=loss.item(), rate=rate)
                 if accelerator.is_main_process and (state.stage_step % 25 == 0 or state.stage_step == 1):
