@@ -2,13 +2,14 @@
 
 Each finished example is appended to ``predictions.jsonl`` (id, prompt, output, score, ...) as soon
 as its batch is done, so an interrupted run continues where it stopped: ids already in the file
-are skipped. ``summary.json`` holds the task's scores, computed from all predictions.
+are skipped (a line cut off by a kill is truncated and redone). ``header.json`` says which model (by
+its weights' fingerprint), task, judge and seed wrote the folder; a resume with any of them changed is
+refused. ``summary.json`` holds the task's scores, computed from all predictions. All writes go through
+:mod:`explore.runs` (fsync-ed appends, atomic summary).
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from explore.errors import ExploreError
 from explore.eval.likelihood import judge_by_likelihood
 from explore.eval.tasks import EvalTask
 from explore.models.generate import generate_answers
+from explore.runs import JsonlLog, check_header, model_fingerprint, read_jsonl, write_json
 
 PREDICTIONS = "predictions.jsonl"
 SUMMARY = "summary.json"
@@ -29,15 +31,16 @@ MAX_NEW_TOKENS = {"vqa": 10, "caption": 64, "judge": 64}
 
 def read_predictions(path: Path) -> list[dict]:
     """Records already written; a last line cut off by a crash is ignored (it will be redone)."""
-    if not path.is_file():
-        return []
-    records = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return records
+    return read_jsonl(path)
+
+
+def run_header(model, task: EvalTask, *, judge: str, judge_samples: int, seed: int) -> dict:
+    """What identifies an evaluation run: resuming a folder with another model, task or judge is refused
+    (see :func:`explore.runs.check_header`) instead of mixing two runs in one summary."""
+    generative = task.kind == "judge" and judge == "generative"
+    return {"command": "eval", "task": task.name, "kind": task.kind, "model": model_fingerprint(model),
+            "judge": judge if task.kind == "judge" else None, "judge_samples": judge_samples if generative else None,
+            "seed": seed, "max_new_tokens": MAX_NEW_TOKENS.get(task.kind)}  # fmt: skip
 
 
 def sorted_batches(examples: list[Example], batch_size: int, length: Callable[[Example], int]) -> Iterator[list[Example]]:
@@ -103,14 +106,11 @@ def run_task(
 
     if not examples:
         raise ExploreError(f"task {task.name!r} has no examples; check --data / --limit")
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / PREDICTIONS
-    done = read_predictions(path)
-    if path.is_file():  # drop a line cut off by a crash, so new records start on a line of their own
-        tmp = path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(record) + "\n" for record in done), encoding="utf-8")
-        os.replace(tmp, path)
-    done_ids = {record["id"] for record in done}
+    log = JsonlLog(path)  # a line cut off by a kill is truncated away and redone
+    check_header(out_dir, run_header(model, task, judge=judge, judge_samples=judge_samples, seed=seed),
+                 has_outputs=bool(log.records))  # fmt: skip
+    done_ids = {record["id"] for record in log.records}
     unknown = done_ids - {example.id for example in examples}
     if unknown:
         raise ExploreError(f"{path} holds predictions for ids not in this task ({sorted(unknown)[:3]} ...); "
@@ -127,19 +127,22 @@ def run_task(
     started, seen = time.perf_counter(), 0
     columns = (TextColumn(f"[bold]{task.name}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} ex/s"), TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, disable=not progress) as bar, path.open("a", encoding="utf-8") as sink:
-        job = bar.add_task(task.name, total=len(examples), completed=len(done), rate=0.0)
+    with Progress(*columns, disable=not progress) as bar:
+        job = bar.add_task(task.name, total=len(examples), completed=len(examples) - len(todo), rate=0.0)
         with torch.inference_mode():
-            for batch in sorted_batches(todo, int(batch_size), length):
+            # Batches are formed over all examples, not just those left, so a resumed run pads every
+            # example exactly as an uninterrupted one (same outputs); a batch is appended whole or not at all.
+            for batch in sorted_batches(examples, int(batch_size), length):
+                batch = [example for example in batch if example.id not in done_ids]
+                if not batch:
+                    continue
                 outputs = predictor(batch)
-                for record in score_records(task.kind, batch, outputs):
-                    sink.write(json.dumps(record) + "\n")
-                sink.flush()
+                log.append(score_records(task.kind, batch, outputs))
                 seen += len(batch)
                 bar.update(job, advance=len(batch), rate=seen / (time.perf_counter() - started))
-    records = read_predictions(path)
+    records = log.records
     summary = summarize(task.kind, records, unparsed=unparsed)
     summary.update(task=task.name, examples=len(records), batch_size=batch_size,
                    judge=judge if task.kind == "judge" else None)  # fmt: skip
-    (out_dir / SUMMARY).write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / SUMMARY, summary)
     return summary

@@ -1,0 +1,310 @@
+"""Run folders: the one place that writes what a run leaves on disk.
+
+Everything a command writes into its output folder goes through here, so that a kill (even SIGKILL) or a
+power cut at any moment leaves each file either as it was or complete, never half written:
+
+- :func:`write_file`, :func:`write_json`, :func:`write_text` and :func:`atomic_path`: one file, written to a
+  temporary file in the same folder, flushed and ``fsync``-ed, renamed over the old one with ``os.replace``,
+  then the folder is ``fsync``-ed so the rename itself is on disk;
+- :func:`atomic_folder`: a whole folder (a saved model, an adapter, a pipeline) built beside its final place
+  and swapped in when complete; the old one is removed only after the new one is in place;
+- :class:`JsonlLog`: an append-only JSON-lines file (predictions, results, training logs). Each append is
+  one ``write`` followed by ``fsync``; opening the file repairs a last line cut off by a kill (the partial
+  line is truncated away and will be redone);
+- :func:`check_header`: a run header (``header.json``: what identifies the run: the model's fingerprint, the
+  task, the judge, the seed, a config hash) written on the first run and compared on every resume, so a
+  folder written by another model or judge is refused with one line instead of mixing two runs;
+- :func:`write_run_info`: the resolved config, the command line, the package version and the git commit.
+
+A disk that is full, read-only or not writable is reported as one :class:`~explore.errors.ExploreError`
+line naming the file (and the earlier file, which is kept).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+import explore
+from explore.errors import ExploreError
+
+HEADER = "header.json"
+# Errors of the disk, not of explore: the user can fix them (free space, permissions, another folder).
+DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class DiskError(ExploreError):
+    """A file could not be written because of the disk: full, read-only or not writable."""
+
+
+def disk_error(path: Path, error: OSError, kept: str | None = None) -> DiskError:
+    """The one-line error for ``error`` while writing ``path``; ``kept`` says what survived."""
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    survived = f"; {kept}" if kept else (f"; the previous {path.name} is kept" if path.exists() else "")
+    return DiskError(f"cannot write {path}: {reason}{survived}; free space or choose a writable folder")
+
+
+def fsync_folder(folder: Path) -> None:
+    """Make a rename or a new file in ``folder`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems refuse fsync on a folder; the rename is as durable as they allow
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path in ``path``'s folder (same suffix, so writers that pick a format by it work);
+    when the block succeeds the file is fsync-ed and renamed over ``path``. On an error ``path`` is left as
+    it was and the temporary file removed; a full or read-only disk raises :class:`DiskError`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+        os.close(fd)
+    except OSError as error:
+        raise _translate(path, error) from error
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        fsync_folder(path.parent)
+    except OSError as error:
+        raise _translate(path, error) from error
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _translate(path: Path, error: OSError) -> OSError | DiskError:
+    return disk_error(path, error) if error.errno in DISK_ERRORS else error
+
+
+def write_file(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically and durably (see :func:`atomic_path`); return ``path``."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically and durably."""
+    return write_file(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, value, *, indent: int | None = 2, sort_keys: bool = False) -> Path:
+    """Write ``value`` as JSON (ending with a newline) to ``path`` atomically and durably."""
+    return write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with open(path, "rb+") as f:
+                os.fsync(f.fileno())
+    for sub in [folder, *(p for p in folder.rglob("*") if p.is_dir())]:
+        fsync_folder(sub)
+
+
+@contextmanager
+def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``folder`` to write into; when the block succeeds its files are fsync-ed
+    and it replaces ``folder`` (an existing one is removed only after the new one is in place). On an error
+    the temporary folder is deleted and ``folder`` is left as it was; a full or read-only disk raises
+    :class:`DiskError` naming ``folder``."""
+    folder = Path(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+    except OSError as error:
+        raise _translate(folder, error) from error
+    try:
+        yield staging
+        _fsync_tree(staging)
+        if folder.exists():
+            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
+            os.replace(folder, previous / folder.name)
+            os.replace(staging, folder)
+            fsync_folder(folder.parent)
+            shutil.rmtree(previous)
+        else:
+            os.replace(staging, folder)
+            fsync_folder(folder.parent)
+    except OSError as error:
+        raise _translate(folder, error) from error
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+class JsonlLog:
+    """An append-only JSON-lines file, one record per line.
+
+    Opening it reads the records already there and repairs a last line cut off by a kill: the partial line
+    is truncated away (its record will be redone). A broken line anywhere else is not a kill's doing and
+    raises ExploreError. :meth:`append` writes its lines with one ``write`` and ``fsync``-s them.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.records: list[dict] = read_jsonl(self.path, repair=True)
+
+    def append(self, records: Iterable[dict]) -> None:
+        """Append ``records`` (JSON-ready dicts) durably."""
+        records = list(records)
+        if not records:
+            return
+        data = "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
+        new = not self.path.exists()
+        try:
+            with open(self.path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as error:
+            if error.errno in DISK_ERRORS:
+                self._drop_partial()
+                raise disk_error(self.path, error, kept=f"the {len(self.records)} records before are kept") from error
+            raise
+        if new:
+            fsync_folder(self.path.parent)
+        self.records.extend(records)
+
+    def _drop_partial(self) -> None:
+        try:
+            read_jsonl(self.path, repair=True)
+        except OSError:
+            pass
+
+
+def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:
+    """The records of a JSON-lines file (none if it does not exist).
+
+    Only lines ending with a newline count: each append writes its lines whole, so bytes after the last
+    newline are a line cut off by a kill, and so is a last line that is not JSON (a power cut can leave
+    zeros). Both are left out, and with ``repair`` truncated from the file. A broken line before the last
+    was not cut by a kill: it raises ExploreError naming the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
+    records, keep = [], 0
+    for number, line in enumerate(lines, start=1):
+        try:
+            if line.strip():
+                records.append(json.loads(line))
+        except ValueError as error:  # JSONDecodeError, UnicodeDecodeError
+            if number < len(lines):
+                raise ExploreError(f"{path}: line {number} is not JSON and is not the last line, so no kill cut it "
+                                   f"({str(error)[:80]}); fix or remove the file") from error  # fmt: skip
+            break
+        keep += len(line) + 1
+    if repair and keep < len(data):
+        with open(path, "rb+") as f:
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    return records
+
+
+def config_hash(value) -> str:
+    """A short, stable hash of a JSON-ready value (sorted keys): the identity of a config."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model) -> str:
+    """A short hash of a module's parameter and buffer names, shapes, dtypes and values: two models with
+    the same fingerprint compute the same function (same weights). Tensor subclasses (quantized weights)
+    whose bytes cannot be read are hashed by their dequantized values."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype}".encode())
+        digest.update(_tensor_bytes(tensor))
+    return digest.hexdigest()[:16]
+
+
+def _tensor_bytes(tensor) -> bytes:
+    import torch
+
+    tensor = tensor.detach()
+    if type(tensor) is not torch.Tensor and hasattr(tensor, "dequantize"):
+        tensor = tensor.dequantize()
+    tensor = tensor.cpu().contiguous()
+    if tensor.dtype == torch.bfloat16:
+        tensor = tensor.view(torch.int16)
+    return tensor.numpy().tobytes()
+
+
+def check_header(folder: str | os.PathLike, header: dict, *, has_outputs: bool) -> None:
+    """Write ``folder/header.json`` on the first run; on a resume raise ExploreError (one line) naming the
+    first key whose value differs, with both values.
+
+    ``has_outputs``: whether the folder already holds this run's outputs; outputs without a header (an older
+    explore, or another program) are refused too, since nothing says what wrote them.
+    """
+    folder = Path(folder)
+    path = folder / HEADER
+    now = json.loads(json.dumps(header, default=str))  # tuples → lists, as they are saved
+    if not path.is_file():
+        if has_outputs:
+            raise ExploreError(f"{folder} holds outputs but no {HEADER}, so nothing says which model, task or judge "
+                               "wrote them; use a new --out folder")  # fmt: skip
+        write_json(path, now, sort_keys=True)
+        return
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ExploreError(f"{path}: not JSON ({error.msg}); use a new --out folder") from error
+    for key in sorted(set(saved) | set(now)):
+        before, after = saved.get(key, "<absent>"), now.get(key, "<absent>")
+        if before != after:
+            raise ExploreError(f"{folder} was written with {key} = {before!r}, but this run has {key} = {after!r}; "
+                               "resume with the same settings, or use a new --out folder")  # fmt: skip
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree explore runs from, or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(explore.__file__).parent, capture_output=True,
+                             text=True, timeout=5, check=True)  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def write_run_info(run_dir: str | os.PathLike, config: dict) -> None:
+    """Write ``config.yaml`` (resolved config) and ``run.json`` (argv, version, commit, time), atomically."""
+    run_dir = Path(run_dir)
+    write_text(run_dir / "config.yaml", yaml.safe_dump(config, sort_keys=False))
+    info = {
+        "argv": sys.argv,
+        "explore_version": explore.__version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    write_json(run_dir / "run.json", info)
