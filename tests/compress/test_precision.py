@@ -2,6 +2,7 @@
 (torchao), bf16 / fp16 casts, save → plain ``from_pretrained`` reload, and the errors; bitsandbytes
 only behind the ``gpu`` marker."""
 
+import importlib.util
 import re
 from dataclasses import replace
 
@@ -161,8 +162,8 @@ def test_a_nan_weight_is_named(precision, tmp_path):
 
 
 def test_missing_backend_names_the_pip_install(monkeypatch, tmp_path):
-    real = precision_module.importlib.util.find_spec
-    monkeypatch.setattr(precision_module.importlib.util, "find_spec", lambda n: None if n == "torchao" else real(n))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: None if n == "torchao" else real(n))
     model, processor = make("t5")
     with pytest.raises(ExploreError, match=r"int8 needs the torchao package, which is not installed: pip install"):
         quantize(model, processor, "int8")

@@ -24,6 +24,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 from explore.atomic import atomic_folder
 from explore.errors import ConfigError, ExploreError
 from explore.models.presets import list_presets
+from explore.models.quantized import from_pretrained_at_precision, saved_precision
 from explore.packaged import packaged
 
 EMBEDDED = "embedded"
@@ -56,11 +57,9 @@ def load_model(
     source = _resolve(name_or_path)
     torch_dtype = _dtype(dtype)
     if isinstance(source, Path):
-        from explore.compress.precision import load_at_precision, saved_precision
-
         saved = saved_precision(source)
         if saved is not None and saved not in ("fp32", "bf16", "fp16"):  # int8 / nf4 weights: their backend loads them
-            return load_at_precision(source, saved, device=device)
+            return from_pretrained_at_precision(source, saved, device=device)
     try:
         model, info = InstructBlipForConditionalGeneration.from_pretrained(
             source, dtype=torch_dtype, use_safetensors=True, output_loading_info=True
