@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from explore.eval.runner import run_task
 from explore.eval.tasks import TaskOptions, get_task
 from explore.models.collate import collate, to_model
 from explore.models.loading import load_model, save_model
-from explore.runinfo import write_run_info
+from explore.runs import JsonlLog, check_header, config_hash, read_jsonl, write_json, write_run_info
 from explore.sweep.config import ORIGINAL, CompressSection, PointSection, SweepConfig
 from explore.world.examples import world_examples
 
@@ -66,25 +65,15 @@ def primary_score(kind: str, summary: dict) -> float:
 
 
 def read_results(path: Path) -> dict[str, dict]:
-    """Finished points by name (a line cut off by a kill is ignored and re-run)."""
-    if not path.is_file():
-        return {}
-    results = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        results[record["name"]] = record
-    return results
+    """Finished points by name (a line cut off by a kill is left out and re-run)."""
+    return {record["name"]: record for record in read_jsonl(path)}
 
 
-def _append(path: Path, record: dict) -> None:
-    """Append one record as a line, rewriting the file so a half-written last line is dropped."""
-    kept = [json.dumps(r) for r in read_results(path).values()]
-    tmp = path.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(line + "\n" for line in [*kept, json.dumps(record)]), encoding="utf-8")
-    os.replace(tmp, path)
+def run_header(config: SweepConfig) -> dict:
+    """What every point of a sweep shares: resuming an ``output_dir`` with another model, seed or task list is
+    refused (:func:`explore.runs.check_header`); a changed point recipe is caught per point, by its fingerprint."""
+    return {"command": "sweep", "model": config.model, "seed": config.seed, "dtype": str(config.dtype),
+            "tasks": config_hash([task.model_dump() for task in config.tasks])}  # fmt: skip
 
 
 def build_data(config: SweepConfig, resolution: int) -> SweepData:
@@ -200,7 +189,7 @@ def run_point(point: PointSection, config: SweepConfig, original, data: SweepDat
         model, recovery = _recover(model, processor, point, config, original, progress)
         meta = {"dropped": dropped, "recovery": recovery}
         save_model(model, processor, model_dir)
-        meta_path.write_text(json.dumps(meta, indent=2))  # written last: its presence marks a finished model
+        write_json(meta_path, meta)  # written last and atomically: its presence marks a finished model
     fp32_model, saved = model, model_dir
     if point.compress.precision != "fp32":
         model, processor = load_at_precision(model_dir, point.compress.precision, device=config.device)
@@ -249,9 +238,11 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
         if unknown:
             raise ExploreError(f"--only: no point called {unknown}; points: {', '.join(p.name for p in points)}")
         points = [p for p in points if p.name == ORIGINAL or p.name in only]
-    write_run_info(out, config.model_dump())
     results_path = out / RESULTS
-    done = read_results(results_path)
+    results = JsonlLog(results_path)  # a line cut off by a kill is truncated away and its point re-run
+    check_header(out, run_header(config), has_outputs=bool(results.records))
+    write_run_info(out, config.model_dump())
+    done = {record["name"]: record for record in results.records}
     for point in points:
         if point.name in done and done[point.name]["fingerprint"] != point.fingerprint(config.recovery_for(point)):
             raise ExploreError(f"{results_path} holds point {point.name!r} with a different recipe; rename the point "
@@ -267,7 +258,7 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
             console.rule(f"[bold]{index}/{len(todo)}[/bold] {point.name}: {point.compress.describe()}, "
                          f"recovery {point.recover}")  # fmt: skip
             record = run_point(point, config, original, data, out, progress=progress)
-            _append(results_path, record)
+            results.append([record])
             scores = ", ".join(f"{task} {score:.3f}" for task, score in record["scores"].items())
             console.print(f"  {point.name}: {scores}; {record['seconds']:.0f} s")
     if not config.keep_models:
