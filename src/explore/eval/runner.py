@@ -19,7 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from explore.data.example import Example
 from explore.errors import ExploreError
+from explore.eval.generative_judge import judge_generatively
 from explore.eval.likelihood import judge_by_likelihood
+from explore.eval.scoring import score_records, summarize
 from explore.eval.tasks import EvalTask
 from explore.models.generate import generate_answers
 from explore.runs import JsonlLog, check_header, model_fingerprint, read_jsonl, write_json
@@ -77,8 +79,6 @@ class Predictor:
             choices = judge_by_likelihood(self.model, self.processor, batch)
             return [{"output": choice, "choice": choice} for choice in choices]
         if self.kind == "judge":
-            from explore.eval.generative_judge import judge_generatively
-
             return judge_generatively(self.model, self.processor, batch, samples=self.judge_samples, seed=self.seed)
         texts = generate_answers(self.model, self.processor, batch, max_new_tokens=MAX_NEW_TOKENS[self.kind])
         return [{"output": text} for text in texts]
@@ -102,8 +102,6 @@ def run_task(
 
     Returns the summary (also written to ``out_dir/summary.json``).
     """
-    from explore.eval.scoring import score_records, summarize
-
     if not examples:
         raise ExploreError(f"task {task.name!r} has no examples; check --data / --limit")
     path = out_dir / PREDICTIONS

@@ -34,6 +34,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from explore.data.example import Example
 from explore.errors import ExploreError
 from explore.eval.world import normalize_answer
+from explore.models.features import VisionFeatures
+from explore.models.generate import generate_answers
 from explore.world.detect import calibrated_classifier, check_scene, detect, detected_scene
 from explore.world.render import render
 from explore.world.scene import COLOURS, SHAPES, Obj, Scene, SceneSpec
@@ -117,8 +119,6 @@ def t2i_examples(split: str, n: int, seed: int = 0, resolution: int = 32, max_ob
 
 def vlm_answers(vlm, processor, images: list[Image.Image], questions: list[str], batch_size: int = 64) -> list[str]:
     """The VLM's greedy short answer to ``questions[i]`` about ``images[i]``."""
-    from explore.models.generate import generate_answers
-
     answers = []
     for start in range(0, len(questions), batch_size):
         batch = [Example(id=str(i), task="vqa", image=images[i], prompt=questions[i])
@@ -289,8 +289,6 @@ def frechet_distance(features, first: list[Image.Image], second: list[Image.Imag
 
 def frechet_scores(records: list[dict], out_dir: Path, examples: list[Example], vlm) -> dict[str, float]:
     """FD(generated, real renders of the same prompts) and the floor FD(real, real renders of other scenes)."""
-    from explore.diffusion.features import VisionFeatures
-
     by_id = {example.id: example for example in examples}
     generated = [Image.open(out_dir / r["image"]).convert("RGB") for r in records]
     real = [by_id[r["id"]].load_image() for r in records]

@@ -19,8 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from explore.data.coco import load_coco_captions
 from explore.data.example import Example
+from explore.data.vlrewardbench import HUB_ID, load_vlrewardbench
+from explore.data.vqav2 import load_vqav2
 from explore.errors import ExploreError
+from explore.eval.t2i import DEFAULT_T2I_EXAMPLES, t2i_examples
+from explore.world.examples import world_examples
+from explore.world.export import export_vlrewardbench
 
 DEFAULT_WORLD_EXAMPLES = 500
 
@@ -48,8 +54,6 @@ class EvalTask:
 
 def _world(task: str) -> Callable[[TaskOptions], list[Example]]:
     def load(options: TaskOptions) -> list[Example]:
-        from explore.world.examples import world_examples
-
         n = options.limit or DEFAULT_WORLD_EXAMPLES
         return world_examples(options.split, n, task, seed=options.seed, resolution=options.resolution)
 
@@ -58,9 +62,6 @@ def _world(task: str) -> Callable[[TaskOptions], list[Example]]:
 
 def _world_judge(options: TaskOptions) -> list[Example]:
     """World judge pairs through the VL-RewardBench writer and loader (same schema, same categories)."""
-    from explore.data.vlrewardbench import load_vlrewardbench
-    from explore.world.export import export_vlrewardbench
-
     n = options.limit or DEFAULT_WORLD_EXAMPLES
     with tempfile.TemporaryDirectory() as folder:
         path = export_vlrewardbench(Path(folder), n, seed=options.seed, split=options.split,
@@ -75,14 +76,10 @@ def _require(value: str | None, flag: str, task: str) -> str:
 
 
 def _vl_rewardbench(options: TaskOptions) -> list[Example]:
-    from explore.data.vlrewardbench import HUB_ID, load_vlrewardbench
-
     return load_vlrewardbench(options.data or HUB_ID, limit=options.limit)
 
 
 def _vqav2(options: TaskOptions) -> list[Example]:
-    from explore.data.vqav2 import load_vqav2
-
     questions = _require(options.data, "--data QUESTIONS.json", "vqav2")
     images = _require(options.images, "--images FOLDER", "vqav2")
     return load_vqav2(questions, _require(options.annotations, "--annotations ANNOTATIONS.json", "vqav2"), images,
@@ -90,16 +87,12 @@ def _vqav2(options: TaskOptions) -> list[Example]:
 
 
 def _coco(options: TaskOptions) -> list[Example]:
-    from explore.data.coco import load_coco_captions
-
     captions = _require(options.data, "--data CAPTIONS.json", "coco-captions")
     return load_coco_captions(captions, _require(options.images, "--images FOLDER", "coco-captions"), limit=options.limit)
 
 
 def _world_t2i(options: TaskOptions) -> list[Example]:
     """Held-out prompts (canonical captions) with real renders at the generator's resolution."""
-    from explore.eval.t2i import DEFAULT_T2I_EXAMPLES, t2i_examples
-
     return t2i_examples(options.split, options.limit or DEFAULT_T2I_EXAMPLES, seed=options.seed,
                         resolution=options.resolution)  # fmt: skip
 
