@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from PIL import Image
 
+from explore.data.images import load_image
+
 Task = Literal["vqa", "caption", "judge"]
 
 
@@ -47,8 +49,6 @@ class Example:
 
     def load_image(self) -> Image.Image:
         """Return the example's image as RGB, decoding it safely if it is a path or bytes."""
-        from explore.data.images import load_image
-
         if self.image is None:
             raise ValueError(f"example {self.id!r} has no image")
         if isinstance(self.image, Image.Image):

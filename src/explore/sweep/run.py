@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from explore.adapt.finetune import finetune, load_adapter, merge_adapter, save_adapter
+from explore.compress.depth import block_count, drop_layers, drop_least_influential
+from explore.compress.precision import load_at_precision, save_quantized
+from explore.compress.queries import prune_queries
+from explore.compress.resolution import change_resolution
 from explore.data.example import Example
 from explore.errors import ExploreError
 from explore.eval.cost import disk_bytes, flops_per_example, latency_per_example, parameter_counts, peak_memory
@@ -39,6 +45,7 @@ from explore.models.collate import collate, to_model
 from explore.models.loading import load_model, save_model
 from explore.runs import JsonlLog, check_header, config_hash, read_jsonl, write_json, write_run_info
 from explore.sweep.config import ORIGINAL, CompressSection, PointSection, SweepConfig
+from explore.sweep.report import write_report
 from explore.world.examples import world_examples
 
 RESULTS = "results.jsonl"
@@ -99,10 +106,6 @@ def compress(model, processor, recipe: CompressSection, calibration: list[Exampl
     Returns (model, processor, dropped) where ``dropped`` maps each component to the removed block
     positions (chosen by block influence on ``calibration`` or given in the recipe).
     """
-    from explore.compress.depth import block_count, drop_layers, drop_least_influential
-    from explore.compress.queries import prune_queries
-    from explore.compress.resolution import change_resolution
-
     model, processor = copy.deepcopy(model), copy.deepcopy(processor)  # recovery trains in place
     if recipe.queries:
         model, processor = prune_queries(model, processor, recipe.queries.keep, recipe.queries.strategy)
@@ -151,8 +154,6 @@ def measure_cost(model, processor, fp32_model, folder: Path, data: SweepData, co
 def _recover(model, processor, point: PointSection, config: SweepConfig, teacher, progress: bool):
     """Fine-tune ``model`` with the point's recovery recipe, merge any adapter back in, and
     return (model, the fine-tune's summary or None)."""
-    from explore.adapt.finetune import finetune, merge_adapter
-
     recipe = config.recovery_for(point)
     if recipe is None:
         return model, None
@@ -161,10 +162,6 @@ def _recover(model, processor, point: PointSection, config: SweepConfig, teacher
                       teacher_processor=teacher[1] if distill else None, progress=progress)  # fmt: skip
     if recipe.method == "qlora":
         # the adapter was trained over a 4-bit copy; merge it into the full-precision weights instead
-        import tempfile
-
-        from explore.adapt.finetune import load_adapter, save_adapter
-
         with tempfile.TemporaryDirectory() as folder:
             save_adapter(result.model, folder)
             return merge_adapter(load_adapter(model, folder)).eval(), result.summary()
@@ -174,8 +171,6 @@ def _recover(model, processor, point: PointSection, config: SweepConfig, teacher
 def run_point(point: PointSection, config: SweepConfig, original, data: SweepData, out: Path, *,
               progress: bool) -> dict:  # fmt: skip
     """Compress, recover, evaluate and measure one point; return its results record."""
-    from explore.compress.precision import load_at_precision, save_quantized
-
     started = time.perf_counter()
     point_dir = out / "points" / point.name
     recipe = config.recovery_for(point)
@@ -225,8 +220,6 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
 
     Returns the path of ``results.jsonl``; the report is written next to it.
     """
-    from explore.sweep.report import write_report
-
     if config.device == "cuda" and not torch.cuda.is_available():
         raise ExploreError("the sweep config asks for device: cuda, but no CUDA GPU is visible; use device: cpu")
     console = console or Console(stderr=True, quiet=not progress)
