@@ -1,6 +1,7 @@
 """Settings shared by every test."""
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -81,3 +82,104 @@ def explore_cli(monkeypatch, capfd):
         return code, out, err
 
     return run
+
+
+# A process that imports explore, torch and transformers once, then forks one child per `explore` command it
+# is sent (fork costs milliseconds where a fresh interpreter spends seconds importing). A child can be told
+# to SIGKILL itself at the N-th event of a kind: "fsync" (every durable write of explore.runs and of a
+# checkpoint: after the data is written, before it is committed) or "step" (an AdamW update starts). Each
+# child runs `explore.cli.main` with its stdout and stderr in a log file and, when it ends by itself, writes
+# how many events of each kind it saw. Nothing in a child can clean up after a kill.
+_ZYGOTE = r"""
+import json, os, signal, sys
+import torch
+import explore.cli, explore.cli.use, explore.eval.runner, explore.eval.t2i, explore.sweep.run, explore.adapt.finetune
+import explore.diffusion.train, explore.diffusion.pipeline, explore.models.loading
+from explore.cli import main
+
+sys.stdout.write("ready\n"); sys.stdout.flush()
+for line in sys.stdin:
+    job = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 1); os.dup2(log, 2)
+        counts = {"fsync": 0, "step": 0}
+
+        def event(kind):
+            counts[kind] += 1
+            if kind == job.get("event") and counts[kind] == job.get("kill_at"):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        real_fsync, real_step = os.fsync, torch.optim.AdamW.step
+        def fsync(fd):
+            event("fsync")
+            return real_fsync(fd)
+        def step(self, *args, **kwargs):
+            event("step")
+            return real_step(self, *args, **kwargs)
+        os.fsync, torch.optim.AdamW.step = fsync, step
+        sys.argv = ["explore", *job["argv"]]
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        except BaseException:
+            import traceback; traceback.print_exc(); code = 99
+        sys.stdout.flush(); sys.stderr.flush()
+        with open(job["log"] + ".events", "w") as f:
+            json.dump(counts, f)
+        os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
+    sys.stdout.write(json.dumps({"killed": killed, "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}) + "\n")
+    sys.stdout.flush()
+"""
+
+
+class ForkedRun:
+    """The end of one forked ``explore`` command: killed or its exit status, its output, its event counts."""
+
+    def __init__(self, killed: bool, code: int | None, log: str, events: dict | None) -> None:
+        self.killed, self.code, self.log, self.events = killed, code, log, events
+
+
+@pytest.fixture(scope="session")
+def forked_explore(tmp_path_factory):
+    """``forked_explore(*args, event=None, kill_at=None)``: run ``explore *args`` in a forked child, SIGKILLed
+    at its ``kill_at``-th ``event`` ("fsync" or "step") if given; returns a :class:`ForkedRun`."""
+    import itertools
+    import json
+    import subprocess
+    import sys
+
+    env = {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           **({"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {})}  # fmt: skip
+    zygote = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env=env)  # fmt: skip
+    assert zygote.stdout.readline() == "ready\n"
+    logs, numbers = tmp_path_factory.mktemp("forked-logs"), itertools.count()
+
+    def run(*args: str, event: str | None = None, kill_at: int | None = None) -> ForkedRun:
+        log = str(logs / f"run-{next(numbers)}.log")
+        zygote.stdin.write(json.dumps({"argv": list(args), "event": event, "kill_at": kill_at, "log": log}) + "\n")
+        zygote.stdin.flush()
+        reply = json.loads(zygote.stdout.readline())
+        events = Path(log + ".events")
+        return ForkedRun(reply["killed"], reply["code"], Path(log).read_text(),
+                         json.loads(events.read_text()) if events.is_file() else None)  # fmt: skip
+
+    run.kill_points = kill_points
+    yield run
+    zygote.stdin.close()
+    zygote.wait(timeout=60)
+
+
+def kill_points(total: int, count: int = 5) -> list[int]:
+    """``count`` distinct event numbers spread over 1..``total`` (first, last and evenly between): the
+    kill points of a test, chosen from the events an uninterrupted run counted."""
+    if total < count:
+        raise AssertionError(f"only {total} events to kill at; the test needs {count}")
+    return sorted({round(1 + i * (total - 1) / (count - 1)) for i in range(count)})

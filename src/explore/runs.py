@@ -259,15 +259,25 @@ def _tensor_bytes(tensor) -> bytes:
     return tensor.numpy().tobytes()
 
 
+def remove_temporaries(folder: str | os.PathLike) -> None:
+    """Delete the temporary files that killed atomic writes left in ``folder`` (never complete, never read)."""
+    folder = Path(folder)
+    if folder.is_dir():
+        for path in folder.glob(".*.tmp-*"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+
+
 def check_header(folder: str | os.PathLike, header: dict, *, has_outputs: bool) -> None:
     """Write ``folder/header.json`` on the first run; on a resume raise ExploreError (one line) naming the
-    first key whose value differs, with both values.
+    first key whose value differs, with both values. Temporary files of killed writes are removed.
 
     ``has_outputs``: whether the folder already holds this run's outputs; outputs without a header (an older
     explore, or another program) are refused too, since nothing says what wrote them.
     """
     folder = Path(folder)
     path = folder / HEADER
+    remove_temporaries(folder)
     now = json.loads(json.dumps(header, default=str))  # tuples → lists, as they are saved
     if not path.is_file():
         if has_outputs:

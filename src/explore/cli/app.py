@@ -7,6 +7,7 @@ and exits with status 2; ``--debug`` shows the traceback instead.
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Annotated
 
@@ -53,10 +54,15 @@ def _quiet_progress_bars() -> None:
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()  # transformers reads this when it is imported
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # datasets reads it when it is imported
     if "transformers" in sys.modules:
         import transformers.utils.logging
 
         transformers.utils.logging.disable_progress_bar()
+    if "datasets" in sys.modules:  # e.g. "Creating parquet from Arrow format" while loading a judge task
+        import datasets
+
+        datasets.disable_progress_bars()
 
 
 def _one_line(text: str) -> str:
