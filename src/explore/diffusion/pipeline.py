@@ -27,6 +27,7 @@ from PIL import Image
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, tokenize_prompts
 from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
+from explore.models.loading import check_finite
 from explore.packaged import packaged
 
 # diffusers imports a custom component only from a module that is already imported (it will not run
@@ -166,8 +167,6 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "cpu") -> 
     Raises:
         ExploreError: a missing folder, a folder without ``model_index.json``, or NaN / Inf weights.
     """
-    from explore.models.loading import check_finite
-
     folder = Path(checkpoint) if checkpoint is not None else packaged_folder()
     if checkpoint is None and not folder.is_dir():
         raise ExploreError(

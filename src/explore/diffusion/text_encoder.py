@@ -19,6 +19,7 @@ from diffusers.models.modeling_utils import ModelMixin
 from torch import nn
 from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
+from explore.models.loading import load_model
 from explore.models.tokenizer import build_word_tokenizer
 from explore.world.text import vocabulary
 
@@ -77,8 +78,6 @@ class T5TextEncoder(ModelMixin, ConfigMixin):
     @classmethod
     def from_embedded_vlm(cls, vlm=None) -> tuple[T5TextEncoder, PreTrainedTokenizerFast]:
         """Copy the T5 encoder (and tokenizer) of ``vlm`` (default: the embedded model), frozen."""
-        from explore.models.loading import load_model
-
         processor = None
         if vlm is None:
             vlm, processor = load_model("embedded")
