@@ -19,11 +19,20 @@ def generate_command(
     out: Annotated[Path, typer.Option("--out", help="Output PNG: the images side by side.")],
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 4,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
-    guidance: Annotated[float, typer.Option(help="Classifier-free guidance scale (1 = off).")] = 3.0,
-    seed: Annotated[int, typer.Option(help="Seed of the initial noise (same seed, same images).")] = 0,
-    scheduler: Annotated[str, typer.Option(help="Sampler: dpm (DPM-Solver++), ddim, ddpm or unipc.")] = "dpm",
+    guidance: Annotated[
+        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default 2 grounded, 3 free text).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the initial noise and the layouts (same seed, same images).")] = 0,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Sampler: ddim (default grounded), dpm (DPM-Solver++, default free text), ddpm, unipc.")
+    ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (default: the packaged one).")] = None,
     scale: Annotated[int, typer.Option(help="Enlarge each image this many times (nearest) in the PNG.")] = 4,
+    layout: Annotated[
+        str | None,
+        typer.Option(help="auto: parse the prompt with the world's grammar into a layout (grounded pipelines; the "
+                     "default there); none: free text through cross-attention only (default otherwise)."),
+    ] = None,
 ) -> None:
     """Draw shapes-world images from text with the diffusion model."""
     import torch
@@ -33,17 +42,25 @@ def generate_command(
     positive_int("n", n)
     positive_int("steps", steps)
     positive_int("scale", scale)
-    if guidance < 1:
+    if guidance is not None and guidance < 1:
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
+    if layout not in (None, "auto", "none"):
+        raise ExploreError(f"--layout must be auto or none, got {layout!r}")
     if out.suffix.lower() != ".png":
         raise ExploreError(f"--out must be a .png file, got {out}")
-    pipe = set_scheduler(load_pipeline(checkpoint), scheduler)
+    pipe = load_pipeline(checkpoint)
+    layout = layout or ("auto" if pipe.grounded else "none")
+    grounded = layout == "auto"
+    scheduler = scheduler or ("ddim" if grounded else "dpm")
+    guidance = guidance if guidance is not None else (2.0 if grounded else 3.0)
+    pipe = set_scheduler(pipe, scheduler)
+    layouts = pipe.layouts_for([prompt] * n, layout, seed)  # a prompt outside the grammar fails here, before sampling
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
     images = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=n,
-                  generator=torch.Generator().manual_seed(seed)).images  # fmt: skip
+                  generator=torch.Generator().manual_seed(seed), layout=layouts or "none").images  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     image_grid(images, scale=scale).save(out)
-    typer.echo(f"wrote {out} ({n} images, {scheduler} {steps} steps, guidance {guidance}, seed {seed})")
+    typer.echo(f"wrote {out} ({n} images, layout {layout}, {scheduler} {steps} steps, guidance {guidance}, seed {seed})")
 
 
 def _write_jsonl(rows: list[dict], out: Path | None) -> None:
@@ -155,7 +172,8 @@ def _print_summary(title: str, summary: dict) -> None:
 def eval_command(
     task: Annotated[
         str,
-        typer.Option(help="world-vqa, world-caption, world-judge, vl-rewardbench, vqav2, coco-captions, world-t2i."),
+        typer.Option(help="world-vqa, world-caption, world-judge, vl-rewardbench, vqav2, coco-captions, world-t2i, "
+                     "world-geneval."),
     ],
     out: Annotated[Path, typer.Option(help="Folder for predictions.jsonl and summary.json (resumes if present).")],
     model: ModelOption = "embedded",
@@ -174,13 +192,19 @@ def eval_command(
     judge_samples: Annotated[int, typer.Option(help="Generative judge: samples per example (official: 10).")] = 10,
     unparsed: Annotated[str, typer.Option(help="Unparsed judgments: 'drop' (official) or 'wrong'.")] = "drop",
     checkpoint: Annotated[Path | None, typer.Option(help="world-t2i: diffusion pipeline folder.")] = None,
-    steps: Annotated[int, typer.Option(help="world-t2i: sampling steps.")] = 20,
-    guidance: Annotated[float, typer.Option(help="world-t2i: classifier-free guidance scale.")] = 3.0,
-    scheduler: Annotated[str, typer.Option(help="world-t2i: sampler (dpm, ddim, ddpm, unipc).")] = "dpm",
+    steps: Annotated[int, typer.Option(help="world-t2i / world-geneval: sampling steps.")] = 20,
+    guidance: Annotated[
+        float | None, typer.Option(help="world-t2i / world-geneval: guidance scale (default 3 / 2).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="world-t2i / world-geneval: sampler, dpm / ddim by default (or ddpm, unipc).")
+    ] = None,
+    layout: Annotated[str, typer.Option(help="world-geneval: auto (grounded) or none (free text).")] = "auto",
 ) -> None:
     """Evaluate a model on a task: per-example JSONL, a summary JSON and a table; resumable.
 
-    world-t2i evaluates the diffusion model (--checkpoint) with --model as the VLM judge."""
+    world-t2i evaluates the diffusion model (--checkpoint) with --model as the VLM judge; world-geneval
+    evaluates the diffusion pipeline given by --model (a folder, or 'embedded' for the packaged one)."""
     from dataclasses import replace
 
     from explore.eval.runner import run_task
@@ -200,11 +224,16 @@ def eval_command(
     options = TaskOptions(data=data, annotations=annotations, images=images, split=split, seed=seed, limit=limit)
     # the user's data is read and checked before the model loads, so a bad file fails fast; shapes-world
     # data is rendered at the model's own resolution, so it waits for the model
+    if spec.kind == "geneval":
+        _eval_geneval(spec, options, model, out, steps=steps, guidance=2.0 if guidance is None else guidance,
+                      scheduler=scheduler or "ddim", layout=layout,
+                      batch_size=16 if batch_size == "auto" else int(batch_size))  # fmt: skip
+        return
     examples = None if task.startswith("world-") else spec.load(options)
     vlm, processor = load_model(model)
     if spec.kind == "t2i":
-        _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps, guidance=guidance,
-                  scheduler=scheduler, split=split, seed=seed, limit=limit,
+        _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps,
+                  guidance=3.0 if guidance is None else guidance, scheduler=scheduler or "dpm", split=split, seed=seed, limit=limit,
                   batch_size=16 if batch_size == "auto" else int(batch_size), title=f"{model} judging")  # fmt: skip
         return
     if examples is None:
@@ -213,6 +242,32 @@ def eval_command(
                        judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed)  # fmt: skip
     _print_summary(f"{model} on {task} ({summary['examples']} examples)", summary)
     typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}")
+
+
+def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance: float, scheduler: str, layout: str,
+                  batch_size: int) -> None:  # fmt: skip
+    """``explore eval --task world-geneval``: generate 4 images per prompt, check each clause exactly, print the table."""
+    from explore.diffusion.pipeline import load_pipeline, set_scheduler
+    from explore.eval.geneval import evaluate_geneval
+
+    positive_int("steps", steps)
+    if guidance < 1:
+        raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
+    if layout not in ("auto", "none"):
+        raise ExploreError(f"--layout must be auto or none, got {layout!r}")
+    check_split(options.split)
+    if options.split == "compositional":
+        raise ExploreError("world-geneval reports the held-out pairs itself; pass --split test (or val)")
+    pipe = set_scheduler(load_pipeline(None if model == "embedded" else Path(model)), scheduler)
+    summary = evaluate_geneval(pipe, spec.load(options), out, layout=layout, seed=options.seed, steps=steps,
+                               guidance=guidance, batch_size=batch_size)  # fmt: skip
+    for prompt_set in ("seen", "held_out"):
+        part = summary.get(prompt_set)
+        if part:
+            _print_summary(f"world-geneval, {prompt_set} pairs ({part['images']} images, layout {layout}, "
+                           f"{scheduler} {steps} steps, guidance {guidance})",
+                           {"generated": part["generated"], "real renders": part["real"]})  # fmt: skip
+    typer.echo(f"wrote {out / 'predictions.jsonl'}, {out / 'images'} and {out / 'summary.json'}")
 
 
 def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps: int, guidance: float, scheduler: str,

@@ -13,6 +13,7 @@ from explore.diffusion.config import DiffusionConfig
 from explore.diffusion.pipeline import WorldDiffusionPipeline
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, text_hidden_size, world_tokenizer
 from explore.diffusion.unet import EfficientUNet
+from explore.world.layout import LAYOUT_CHANNELS
 
 
 def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler:
@@ -36,6 +37,8 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int):
             attention_heads=m.attention_heads,
             norm_num_groups=m.norm_num_groups,
             dropout=m.dropout,
+            layout_channels=LAYOUT_CHANNELS if m.layout else 0,
+            pixel_unshuffle=m.pixel_unshuffle,
         )
     levels = range(len(m.block_out_channels))
     down = tuple("CrossAttnDownBlock2D" if i in m.attention_levels else "DownBlock2D" for i in levels)

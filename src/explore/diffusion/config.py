@@ -25,6 +25,10 @@ class ModelSection(StrictModel):
     attention_heads: int = Field(4, ge=1, description="attention heads")
     norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups (must divide every width)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
+    layout: bool = Field(False, description="grounded: concatenate the per-cell layout map (explore.world.layout, "
+                         "17 channels) to the UNet input (efficient UNet only)")  # fmt: skip
+    pixel_unshuffle: int = Field(1, ge=1, le=4, description="space-to-depth factor: 2 runs a 64 px model at "
+                                 "32 x 32 x 12 (efficient UNet only)")  # fmt: skip
     seed: int = Field(0, ge=0, description="seed of the weight initialisation")
 
     @model_validator(mode="after")
@@ -44,7 +48,9 @@ class TextSection(StrictModel):
     num_heads: int = Field(4, ge=1, description="learned encoder attention heads")
     max_length: int = Field(48, ge=4, description="most prompt tokens (with <s>)")
     cond_dropout: float = Field(0.1, ge=0, lt=1, description="fraction of training prompts replaced by the empty "
-                                "prompt (classifier-free guidance)")  # fmt: skip
+                                "prompt (classifier-free guidance); their layout map is dropped too")  # fmt: skip
+    layout_dropout: float = Field(0.2, ge=0, lt=1, description="grounded models: fraction of the other prompts "
+                                  "trained without their layout map (the free-text path)")  # fmt: skip
 
 
 class NoiseSection(StrictModel):
@@ -80,6 +86,9 @@ class DataSection(StrictModel):
         description="fraction of two-object scenes in one row or "
         "column described by their relation ('a red circle above a blue square')",
     )
+    cache_dir: str | None = Field(None, description="pre-rendered training pairs (explore.diffusion.cache), built "
+                                  "on first use and resumable; None renders every batch")  # fmt: skip
+    cache_size: int = Field(50000, ge=1, description="distinct training scenes in the cache (reused in turn)")
 
 
 class TrainSection(StrictModel):
@@ -130,10 +139,13 @@ class DiffusionConfig(StrictModel):
 
     @model_validator(mode="after")
     def _resolution_fits(self) -> DiffusionConfig:
-        factor = 2 ** (len(self.model.block_out_channels) - 1)
+        factor = 2 ** (len(self.model.block_out_channels) - 1) * self.model.pixel_unshuffle
         if self.data.resolution % factor:
             raise ValueError(f"data.resolution {self.data.resolution} must be divisible by {factor} "
-                             f"({len(self.model.block_out_channels)} levels)")  # fmt: skip
+                             f"({len(self.model.block_out_channels)} levels, pixel_unshuffle "
+                             f"{self.model.pixel_unshuffle})")  # fmt: skip
+        if self.model.kind == "diffusers" and (self.model.layout or self.model.pixel_unshuffle > 1):
+            raise ValueError("model.layout and model.pixel_unshuffle need model.kind: efficient")
         bad = [level for level in self.model.attention_levels if not 0 <= level < len(self.model.block_out_channels)]
         if bad:
             raise ValueError(f"model.attention_levels {bad} out of range 0..{len(self.model.block_out_channels) - 1}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from explore.world.layout import layout_map
 from explore.world.render import render
 from explore.world.scene import Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scene
@@ -42,6 +43,11 @@ def to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1
 
 
+def layout_maps(scenes: list[Scene]) -> torch.Tensor:
+    """(B, LAYOUT_CHANNELS, GRID, GRID) float32 layout maps of ``scenes`` (:func:`explore.world.layout.layout_map`)."""
+    return torch.from_numpy(np.stack([layout_map(scene) for scene in scenes]))
+
+
 def training_batch(
     start: int,
     size: int,
@@ -52,7 +58,8 @@ def training_batch(
     relation_prompts: float,
     split: str = "train",
 ) -> tuple[torch.Tensor, list[str], list[Scene]]:
-    """Images (B, 3, R, R) in [-1, 1], prompts and scenes of pairs ``start … start + size - 1``."""
+    """Images (B, 3, R, R) in [-1, 1], prompts and scenes of pairs ``start … start + size - 1``
+    (their layout maps: :func:`layout_maps`; a pre-rendered copy: :mod:`explore.diffusion.cache`)."""
     spec = SceneSpec(max_objects=max_objects)
     scenes, prompts = [], []
     for index in range(start, start + size):

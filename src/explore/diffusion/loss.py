@@ -37,9 +37,11 @@ def diffusion_loss(
     min_snr_gamma: float = 0.0,
     perceptual_weight: float = 0.0,
     features=None,
+    layout: torch.Tensor | None = None,
 ) -> LossParts:
     """Loss for clean ``images`` (B, 3, H, W) in [-1, 1] and text ``context`` (B, L, D) / ``mask`` (B, L).
 
+    ``layout``: per-cell layout maps (B, C, G, G) for a grounded UNet (rows of zeros = dropped).
     Timesteps and noise are drawn from ``generator``. Raises ValueError if ``perceptual_weight`` > 0
     without ``features``.
     """
@@ -50,7 +52,8 @@ def diffusion_loss(
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(images.shape, generator=generator).to(device, images.dtype)
     noisy = noise_scheduler.add_noise(images, noise, timesteps)
-    predicted = unet(noisy, timesteps, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+    extra = {} if layout is None else {"layout": layout}
+    predicted = unet(noisy, timesteps, encoder_hidden_states=context, encoder_attention_mask=mask, **extra).sample
     mse = (predicted.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if min_snr_gamma > 0:
         snr = compute_snr(noise_scheduler, timesteps)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
@@ -29,6 +30,8 @@ from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
 from explore.models.loading import check_finite
 from explore.packaged import packaged
+from explore.world.layout import layout_map, prompt_layout
+from explore.world.scene import Scene
 
 # diffusers imports a custom component only from a module that is already imported (it will not run
 # code because model_index.json names it); importing them here makes from_pretrained work anywhere.
@@ -47,6 +50,12 @@ class WorldDiffusionPipeline(DiffusionPipeline):
     ``UNet2DConditionModel``), ``text_encoder`` (``WorldTextEncoder`` / ``T5TextEncoder``),
     ``tokenizer`` (word-level) and any diffusers ``scheduler`` trained with epsilon prediction.
     Images are in [-1, 1] inside the loop, [0, 1] / PIL outside.
+
+    Grounded generation: when the UNet has a layout input (``unet.config.layout_channels`` > 0) each
+    image can be conditioned on a layout (a :class:`~explore.world.scene.Scene`, encoded per cell by
+    :func:`explore.world.layout.layout_map`): ``layout="auto"`` parses every prompt with the world's
+    grammar and samples a layout consistent with it from ``layout_seed``; ``"none"`` is the free-text
+    path (cross-attention only, the map left at zeros).
     """
 
     model_cpu_offload_seq = "text_encoder->unet"
@@ -54,6 +63,34 @@ class WorldDiffusionPipeline(DiffusionPipeline):
     def __init__(self, unet, text_encoder, tokenizer, scheduler):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+
+    @property
+    def grounded(self) -> bool:
+        """Whether the UNet reads a layout map (the grounded path is available)."""
+        return bool(getattr(self.unet.config, "layout_channels", 0))
+
+    def layouts_for(self, prompts: list[str], layout, layout_seed: int) -> list[Scene] | None:
+        """One layout per image (None: the free-text path). ``layout``: "auto", "none" or a list of Scenes.
+
+        Image ``i`` of ``"auto"`` gets the layout seeded by ``[layout_seed, i]``.
+
+        Raises:
+            ExploreError: a prompt outside the grammar (with "auto"), or a layout for a UNet without layout input.
+            ValueError: an unknown ``layout`` value or a list of the wrong length.
+        """
+        if isinstance(layout, str) and layout == "none":
+            return None
+        if not self.grounded:
+            raise ExploreError("this diffusion pipeline has no layout input (its UNet has layout_channels = 0); "
+                               "use --layout none")  # fmt: skip
+        if isinstance(layout, str):
+            if layout != "auto":
+                raise ValueError(f"layout must be 'auto', 'none' or a list of Scenes, got {layout!r}")
+            return [prompt_layout(prompt, [layout_seed, i]) for i, prompt in enumerate(prompts)]
+        layouts = list(layout)
+        if len(layouts) != len(prompts):
+            raise ValueError(f"got {len(layouts)} layouts for {len(prompts)} images")
+        return layouts
 
     def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Text hidden states (B, L, D) and attention mask (B, L) for ``prompts``."""
@@ -72,13 +109,16 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         return_dict: bool = True,
+        layout: str | list[Scene] | None = None,
+        layout_seed: int = 0,
     ) -> ImagePipelineOutput | tuple:
         """Generate images for ``prompt`` (one string or a list).
 
         ``guidance_scale`` 1 turns classifier-free guidance off (one UNet pass per step); above 1
         the conditional prediction is pushed away from the unconditional one (empty prompt).
         ``generator`` makes the result deterministic. ``output_type``: "pil", "np" (B, H, W, 3)
-        in [0, 1], or "pt" (B, 3, H, W) in [0, 1].
+        in [0, 1], or "pt" (B, 3, H, W) in [0, 1]. ``layout``: "auto" (default for a grounded UNet), "none"
+        (default otherwise) or one Scene per image (prompts × num_images_per_prompt); see :meth:`layouts_for`.
 
         Raises:
             ValueError: ``num_inference_steps`` < 1, ``guidance_scale`` < 1 or an unknown ``output_type``.
@@ -93,8 +133,13 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         batch = len(prompts)
         guided = guidance_scale > 1
-        # Unconditional rows (the empty prompt) first, padded with the conditional ones to one length.
+        layouts = self.layouts_for(prompts, layout or ("auto" if self.grounded else "none"), layout_seed)
+        # Unconditional rows (the empty prompt, no layout) first, padded with the conditional ones to one length.
         context, mask = self.encode_prompts(([""] * batch if guided else []) + prompts)
+        extra_inputs = {}
+        if layouts is not None:
+            maps = torch.from_numpy(np.stack([layout_map(scene) for scene in layouts])).to(self.device, context.dtype)
+            extra_inputs["layout"] = torch.cat([torch.zeros_like(maps), maps]) if guided else maps
 
         size = self.unet.config.sample_size
         shape = (batch, self.unet.config.in_channels, size, size)
@@ -106,7 +151,8 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([sample, sample]) if guided else sample
             model_input = self.scheduler.scale_model_input(model_input, t)
-            noise = self.unet(model_input, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample
+            noise = self.unet(model_input, t, encoder_hidden_states=context, encoder_attention_mask=mask,
+                              **extra_inputs).sample  # fmt: skip
             if guided:
                 unconditional, conditional = noise.chunk(2)
                 noise = unconditional + guidance_scale * (conditional - unconditional)

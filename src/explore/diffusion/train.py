@@ -29,8 +29,9 @@ from torch import nn
 
 from explore.atomic import atomic_folder
 from explore.diffusion.build import build_pipeline
-from explore.diffusion.config import DiffusionConfig
-from explore.diffusion.data import training_batch
+from explore.diffusion.config import DiffusionConfig, TextSection
+from explore.diffusion.cache import CacheSpec, TrainingCache, build_cache
+from explore.diffusion.data import layout_maps, training_batch
 from explore.diffusion.features import LpipsDistance, VisionFeatures
 from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
@@ -87,7 +88,8 @@ def _run_record(config: DiffusionConfig) -> dict:
     (the run folder, validation and checkpoint cadence do not: validation samples with its own generator)."""
     return {
         "kind": "diffusion train",
-        "config": config.model_dump(exclude={"output_dir", "validation", "checkpoint_every", "keep_checkpoints"}),
+        "config": config.model_dump(exclude={"output_dir": True, "validation": True, "checkpoint_every": True,
+                                             "keep_checkpoints": True, "data": {"cache_dir"}}),  # fmt: skip
     }
 
 
@@ -149,8 +151,9 @@ def validate(pipe: WorldDiffusionPipeline, config: DiffusionConfig, out: Path) -
     was_training = pipe.unet.training
     pipe.unet.eval()
     pipe.text_encoder.eval()
+    layout = {"layout": scenes} if sampler.grounded else {}  # grounded: the val scenes are the layouts
     images = sampler([caption(s) for s in scenes], num_inference_steps=v.steps, guidance_scale=v.guidance,
-                     generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+                     generator=torch.Generator().manual_seed(0), **layout).images  # fmt: skip
     pipe.unet.train(was_training)
     pipe.text_encoder.train(was_training and config.text.encoder == "learned")
     real = [render(s, config.data.resolution) for s in scenes]
@@ -177,6 +180,33 @@ def perceptual_features(loss) -> VisionFeatures | LpipsDistance | None:
     return LpipsDistance(loss.perceptual_network.removeprefix("lpips-"))
 
 
+def training_data(config: DiffusionConfig, progress: bool = True):
+    """``batch(start, size) -> (images, prompts, layout maps)``: from the cache (built or resumed here) when
+    ``data.cache_dir`` is set, else rendered on the fly (the same pairs either way, up to the cache's wrap)."""
+    d = config.data
+    if d.cache_dir is not None:
+        spec = CacheSpec(size=d.cache_size, world_seed=d.world_seed, max_objects=d.max_objects,
+                         resolution=d.resolution, relation_prompts=d.relation_prompts)  # fmt: skip
+        return TrainingCache(build_cache(d.cache_dir, spec, progress=progress), spec).batch
+
+    def render_batch(start: int, size: int):
+        images, prompts, scenes = training_batch(start, size, world_seed=d.world_seed, max_objects=d.max_objects,
+                                                 resolution=d.resolution, relation_prompts=d.relation_prompts)  # fmt: skip
+        return images, prompts, layout_maps(scenes)
+
+    return render_batch
+
+
+def drop_conditions(prompts: list[str], layouts: torch.Tensor, text: TextSection,
+                    generator: torch.Generator) -> tuple[list[str], torch.Tensor]:  # fmt: skip
+    """Classifier-free-guidance dropout: ``text.cond_dropout`` of the rows lose prompt and layout map (the
+    unconditional model); ``text.layout_dropout`` of the rest lose only the map (the free-text path)."""
+    drop_text = torch.rand(len(prompts), generator=generator) < text.cond_dropout
+    drop_layout = drop_text | (torch.rand(len(prompts), generator=generator) < text.layout_dropout)
+    prompts = ["" if d else p for p, d in zip(prompts, drop_text.tolist())]
+    return prompts, layouts * (~drop_layout).float()[:, None, None, None]
+
+
 def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train ``config`` to completion; returns ``<output_dir>/pipeline`` (EMA weights).
 
@@ -187,6 +217,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     t = config.train
     features = perceptual_features(config.loss)  # first: a missing LPIPS trunk fails before any work
     accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision)
+    next_batch = training_data(config, progress=progress)  # builds or resumes the cache first
     pipe = build_pipeline(config)
     trainable = _trainable(pipe, config)
     params = [p for p in trainable.parameters() if p.requires_grad]
@@ -223,13 +254,9 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
         while state.global_step < t.steps:
             for _ in range(t.grad_accum):
                 start = state.data_position + accelerator.process_index * t.batch_size
-                images, prompts, _ = training_batch(start, t.batch_size, world_seed=config.data.world_seed,
-                                                    max_objects=config.data.max_objects,
-                                                    resolution=config.data.resolution,
-                                                    relation_prompts=config.data.relation_prompts)  # fmt: skip
+                images, prompts, layouts = next_batch(start, t.batch_size)
                 state.data_position += t.batch_size * num_processes
-                drop = torch.rand(len(prompts), generator=generator) < config.text.cond_dropout
-                prompts = ["" if d else p for p, d in zip(prompts, drop.tolist())]
+                prompts, layouts = drop_conditions(prompts, layouts, config.text, generator)
                 ids, mask = tokenize_prompts(pipe.tokenizer, prompts, config.text.max_length)
                 device = accelerator.device
                 ids, mask, images = ids.to(device), mask.to(device), images.to(device)
@@ -239,7 +266,8 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                     loss = config.loss
                     parts = diffusion_loss(unet, context, mask, images, noise_scheduler, generator,
                                            min_snr_gamma=loss.min_snr_gamma, perceptual_weight=loss.perceptual_weight,
-                                           features=features)  # fmt: skip
+                                           features=features,
+                                           layout=layouts.to(device) if config.model.layout else None)  # fmt: skip
                     if not torch.isfinite(parts.loss):
                         raise ExploreError(
                             f"non-finite loss {parts.loss.item()} at step {state.global_step + 1}; the "

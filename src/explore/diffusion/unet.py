@@ -12,6 +12,16 @@ about 1/8 of the multiply-adds at these widths. The timestep enters every residu
 scale and shift of its second normalisation (FiLM); the mean-pooled text is added to the timestep
 embedding, so global facts (how many objects) reach every block, not only the attention levels.
 
+Grounding (optional): with ``layout_channels`` > 0 the model also takes a per-cell layout map
+(B, layout_channels, GRID, GRID) (see :mod:`explore.world.layout`), expands each cell to the pixels it
+covers and concatenates it to the input, so every pixel is told what its cell should hold (local
+conditioning, as LLM-grounded diffusion and GLIGEN's findings suggest). A missing map is all zeros,
+the value training uses for a dropped map (classifier-free guidance).
+
+Space-to-depth (optional): with ``pixel_unshuffle`` = 2 a 64 px image enters as (12, 32, 32)
+(``F.pixel_unshuffle``) and leaves through ``F.pixel_shuffle``, so a 64 px model costs about what a
+32 px one does.
+
 It follows the calling convention of diffusers' ``UNet2DConditionModel`` (``sample``, ``timestep``,
 ``encoder_hidden_states``, ``encoder_attention_mask``), so the pipeline and the training loop
 take either.
@@ -129,8 +139,12 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         attention_heads: int = 4,
         norm_num_groups: int = 16,
         dropout: float = 0.0,
+        layout_channels: int = 0,
+        pixel_unshuffle: int = 1,
     ):
         super().__init__()
+        if pixel_unshuffle < 1 or sample_size % pixel_unshuffle:
+            raise ValueError(f"pixel_unshuffle must be >= 1 and divide sample_size {sample_size}, got {pixel_unshuffle}")
         if conv_type not in CONV_TYPES:
             raise ValueError(f"unknown conv_type {conv_type!r}; expected one of {CONV_TYPES}")
         bad_levels = [level for level in attention_levels if not 0 <= level < len(block_out_channels)]
@@ -141,7 +155,8 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         temb_dim = 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         self.text_pool = nn.Linear(cross_attention_dim, temb_dim)
-        self.conv_in = nn.Conv2d(in_channels, base, 3, padding=1)
+        factor = pixel_unshuffle**2  # space-to-depth: channels per input pixel
+        self.conv_in = nn.Conv2d(in_channels * factor + layout_channels, base, 3, padding=1)
 
         def res(cin: int, cout: int) -> ResBlock:
             return ResBlock(cin, cout, temb_dim, conv_type, norm_num_groups, dropout)
@@ -173,7 +188,7 @@ class EfficientUNet(ModelMixin, ConfigMixin):
                 current = width
             self.upsamplers.append(conv3x3(current, current, conv_type) if level > 0 else nn.Identity())
         self.norm_out = nn.GroupNorm(norm_num_groups, current)
-        self.conv_out = nn.Conv2d(current, out_channels, 3, padding=1)
+        self.conv_out = nn.Conv2d(current, out_channels * factor, 3, padding=1)
 
     def forward(
         self,
@@ -181,11 +196,17 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         timestep: torch.Tensor | float,
         encoder_hidden_states: torch.Tensor,
         encoder_attention_mask: torch.Tensor | None = None,
+        layout: torch.Tensor | None = None,
         return_dict: bool = True,
     ) -> UNet2DOutput | tuple[torch.Tensor]:
+        """``layout``: (B, layout_channels, G, G) per-cell map, None = all zeros (no layout)."""
         levels = len(self.config.block_out_channels)
-        if sample.shape[-1] % 2 ** (levels - 1) or sample.shape[-2] % 2 ** (levels - 1):
-            raise ValueError(f"sample side {tuple(sample.shape[-2:])} must be divisible by {2 ** (levels - 1)}")
+        unshuffle = self.config.pixel_unshuffle
+        divisor = 2 ** (levels - 1) * unshuffle
+        if sample.shape[-1] % divisor or sample.shape[-2] % divisor:
+            raise ValueError(f"sample side {tuple(sample.shape[-2:])} must be divisible by {divisor}")
+        if layout is not None and not self.config.layout_channels:
+            raise ValueError("this UNet has no layout input (layout_channels = 0); pass layout=None")
         b = sample.shape[0]
         timesteps = torch.as_tensor(timestep, device=sample.device).reshape(-1).expand(b)
         temb = get_timestep_embedding(timesteps, self.config.block_out_channels[0], flip_sin_to_cos=True)
@@ -199,7 +220,10 @@ class EfficientUNet(ModelMixin, ConfigMixin):
             pooled = (context * weights).sum(1) / weights.sum(1).clamp(min=1)
         temb = temb + self.text_pool(pooled)
 
-        h = self.conv_in(sample)
+        x = F.pixel_unshuffle(sample, unshuffle) if unshuffle > 1 else sample  # (B, C·u², H/u, W/u)
+        if self.config.layout_channels:
+            x = torch.cat([x, self._expand_layout(layout, x)], dim=1)
+        h = self.conv_in(x)
         skips = [h]
         blocks = iter(zip(self.down_res, self.down_attn))
         for level, down in enumerate(self.downsamplers):
@@ -221,6 +245,21 @@ class EfficientUNet(ModelMixin, ConfigMixin):
             if level > 0:
                 h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.conv_out(F.silu(self.norm_out(h)))
+        if unshuffle > 1:
+            out = F.pixel_shuffle(out, unshuffle)  # (B, C, H, W)
         if not return_dict:
             return (out,)
         return UNet2DOutput(sample=out)
+
+    def _expand_layout(self, layout: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
+        """The (B, C, G, G) cell map spread over ``x``'s (H, W) pixels: every pixel gets its cell's values."""
+        b, _, h, w = x.shape
+        channels = self.config.layout_channels
+        if layout is None:
+            return x.new_zeros(b, channels, h, w)
+        if layout.ndim != 4 or layout.shape[:2] != (b, channels):
+            raise ValueError(f"layout must be (B={b}, {channels}, G, G), got {tuple(layout.shape)}")
+        grid_h, grid_w = layout.shape[-2:]
+        rows = ((torch.arange(h, device=x.device) + 0.5) * grid_h / h).long()  # cell row of each pixel row
+        cols = ((torch.arange(w, device=x.device) + 0.5) * grid_w / w).long()
+        return layout.to(x.dtype)[:, :, rows][:, :, :, cols]  # (B, C, H, W)

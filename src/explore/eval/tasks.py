@@ -9,6 +9,7 @@
 | vqav2            | vqa     | local VQAv2 questions + annotations JSON and a COCO image folder     |
 | coco-captions    | caption | local COCO caption JSON and an image folder                          |
 | world-t2i        | t2i     | shapes-world prompts → generated images, exact / VLM-judged / Fréchet (explore.eval.t2i) |
+| world-geneval    | geneval | GenEval's six categories + full scenes on the shapes world, exact (explore.eval.geneval) |
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class TaskOptions:
 @dataclass(frozen=True)
 class EvalTask:
     name: str
-    kind: Literal["vqa", "caption", "judge", "t2i"]
+    kind: Literal["vqa", "caption", "judge", "t2i", "geneval"]
     description: str
     load: Callable[[TaskOptions], list[Example]]
 
@@ -97,6 +98,13 @@ def _world_t2i(options: TaskOptions) -> list[Example]:
                         resolution=options.resolution)  # fmt: skip
 
 
+def _world_geneval(options: TaskOptions) -> list[Example]:
+    """GenEval-shaped prompts (per category, seen and held-out pairs) and full scenes of ``options.split``."""
+    from explore.eval.geneval import DEFAULT_PROMPTS, geneval_examples
+
+    return geneval_examples(options.limit or DEFAULT_PROMPTS, seed=options.seed, full_scene_split=options.split)
+
+
 TASKS: dict[str, EvalTask] = {
     task.name: task
     for task in (
@@ -107,6 +115,8 @@ TASKS: dict[str, EvalTask] = {
         EvalTask("vqav2", "vqa", "VQAv2 from local questions / annotations / images", _vqav2),
         EvalTask("coco-captions", "caption", "COCO captions from a local JSON and images", _coco),
         EvalTask("world-t2i", "t2i", "text-to-image faithfulness on shapes-world prompts", _world_t2i),
+        EvalTask("world-geneval", "geneval", "GenEval-style exact checks of generated shapes-world images",
+                 _world_geneval),
     )
 }
 
