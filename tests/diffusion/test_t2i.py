@@ -1,6 +1,7 @@
 """world-t2i: the judge's questions follow the prompt's scene graph; the detector recovers real scenes."""
 
 import numpy as np
+import pytest
 
 from explore.eval.t2i import cohen_kappa, exact_answer, judge_questions, summarize_t2i, t2i_examples
 from explore.world.detect import check_scene, detect, detected_scene, detector_accuracy
@@ -77,3 +78,10 @@ def test_kappa_and_summary():
     assert summary["tifa"] == {"generated": 0.5, "real": 1.0}
     assert summary["judge_agreement"]["rate"] == 1.0
     assert summary["faithfulness_vs_real"]["tifa"] == 0.5
+
+
+def test_kappa_is_agreement_beyond_chance():
+    # 2 of 4 agree; both raters say yes 3 times in 4: chance agreement 0.625, kappa (0.5-0.625)/0.375 = -1/3
+    assert cohen_kappa(np.array([1, 1, 1, 0]), np.array([1, 1, 0, 1])) == pytest.approx(-1 / 3)
+    assert cohen_kappa(np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1])) == pytest.approx(0.5)
+    assert np.isnan(cohen_kappa(np.array([1, 1]), np.array([1, 1])))  # chance agreement 1: undefined

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torchmetrics.functional.classification import binary_cohen_kappa
 
 from explore.data.example import Example
 from explore.errors import ExploreError
@@ -260,11 +261,10 @@ def _ratio(value: float, bound: float) -> float:
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's kappa of two boolean raters (agreement beyond chance; NaN when chance agreement is 1)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    observed = float((a == b).mean())
-    chance = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
-    return (observed - chance) / (1 - chance) if chance < 1 else float("nan")
+    """Cohen's kappa of two boolean raters (agreement beyond chance; NaN when chance agreement is 1),
+    by torchmetrics' ``binary_cohen_kappa``."""
+    first, second = (torch.as_tensor(np.asarray(x, bool), dtype=torch.long) for x in (a, b))
+    return float(binary_cohen_kappa(first, second))
 
 
 def _image_tensor(images: list[Image.Image]) -> torch.Tensor:
