@@ -95,6 +95,9 @@ import json, os, signal, sys
 import torch
 import explore.cli, explore.cli.use, explore.eval.runner, explore.eval.t2i, explore.sweep.run, explore.adapt.finetune
 import explore.diffusion.train, explore.diffusion.pipeline, explore.models.loading
+import explore.eval.scoring, explore.diffusion.features, explore.compress.depth, explore.compress.precision
+import explore.compress.queries, explore.compress.resolution, explore.sweep.report, torchmetrics.image.fid, accelerate
+import matplotlib.pyplot
 from explore.cli import main
 
 sys.stdout.write("ready\n"); sys.stdout.flush()

@@ -17,12 +17,13 @@ shape, cell of every object). The image generated from it is scored
   encoder's pooled features (torchmetrics' FID with a custom feature extractor: no Inception
   weights exist offline). Real-vs-real (other scenes of the split) is reported as the floor.
 
-Per-example records go to ``predictions.jsonl`` (resumable), images to ``images/``, scores to ``summary.json``.
+Per-example records go to ``predictions.jsonl`` (resumable: a line cut by a kill is truncated and redone),
+images to ``images/``, scores to ``summary.json``, and ``header.json`` names the generator, judge and sampler
+that wrote the folder (a resume with another is refused); all through :mod:`explore.runs`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,13 +31,12 @@ import numpy as np
 import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from torchmetrics.functional.classification import binary_cohen_kappa
 
 from explore.data.example import Example
 from explore.errors import ExploreError
 from explore.eval.world import normalize_answer
-from explore.models.features import VisionFeatures
-from explore.models.generate import generate_answers
+from explore.runs import (JsonlLog, atomic_path, check_header, config_hash, model_fingerprint, remove_temporaries,
+                          write_json)  # fmt: skip
 from explore.world.detect import calibrated_classifier, check_scene, detect, detected_scene
 from explore.world.render import render
 from explore.world.scene import COLOURS, SHAPES, Obj, Scene, SceneSpec
@@ -120,6 +120,8 @@ def t2i_examples(split: str, n: int, seed: int = 0, resolution: int = 32, max_ob
 
 def vlm_answers(vlm, processor, images: list[Image.Image], questions: list[str], batch_size: int = 64) -> list[str]:
     """The VLM's greedy short answer to ``questions[i]`` about ``images[i]``."""
+    from explore.models.generate import generate_answers
+
     answers = []
     for start in range(0, len(questions), batch_size):
         batch = [Example(id=str(i), task="vqa", image=images[i], prompt=questions[i])
@@ -128,10 +130,13 @@ def vlm_answers(vlm, processor, images: list[Image.Image], questions: list[str],
     return answers
 
 
-def _read(path: Path) -> list[dict]:
-    from explore.eval.runner import read_predictions
-
-    return read_predictions(path)
+def run_header(pipe, vlm, *, steps: int, guidance: float) -> dict:
+    """What identifies a world-t2i run: the generator (its weights and sampler), the VLM judge and the
+    sampling settings. Resuming a folder with any of them changed is refused (:func:`explore.runs.check_header`)."""
+    modules = {name: model_fingerprint(part) for name, part in sorted(pipe.components.items())
+               if isinstance(part, torch.nn.Module)}  # fmt: skip
+    return {"command": "eval", "task": "world-t2i", "pipeline": config_hash(modules), "judge": model_fingerprint(vlm),
+            "scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance}  # fmt: skip
 
 
 def evaluate_t2i(
@@ -150,10 +155,12 @@ def evaluate_t2i(
     write ``predictions.jsonl``, ``images/`` and ``summary.json`` to ``out_dir``; resumes from it."""
     if not examples:
         raise ExploreError("world-t2i has no examples; check --limit")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "images").mkdir(exist_ok=True)
     path = out_dir / "predictions.jsonl"
-    done = {record["id"] for record in _read(path)}
+    log = JsonlLog(path)  # a line cut off by a kill is truncated away and redone
+    check_header(out_dir, run_header(pipe, vlm, steps=steps, guidance=guidance), has_outputs=bool(log.records))
+    (out_dir / "images").mkdir(exist_ok=True)
+    remove_temporaries(out_dir / "images")
+    done = {record["id"] for record in log.records}
     unknown = done - {example.id for example in examples}
     if unknown:
         raise ExploreError(f"{path} holds predictions for ids not in this task ({sorted(unknown)[:3]} ...); "
@@ -164,23 +171,22 @@ def evaluate_t2i(
     columns = (TextColumn("[bold]world-t2i"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())  # fmt: skip
     vlm.eval()
-    with Progress(*columns, disable=not progress) as bar, path.open("a", encoding="utf-8") as sink:
-        job = bar.add_task("t2i", total=len(examples), completed=len(done))
+    with Progress(*columns, disable=not progress) as bar:
+        job = bar.add_task("t2i", total=len(examples), completed=len(examples) - len(todo))
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
             generators = [torch.Generator().manual_seed(int(e.meta["seed"])) for e in batch]
             generated = pipe([e.prompt for e in batch], num_inference_steps=steps, guidance_scale=guidance,
                              generator=generators).images  # fmt: skip
-            for example, image in zip(batch, generated):
-                sink.write(json.dumps(_score(example, image, classifier, vlm, processor, out_dir)) + "\n")
-            sink.flush()
+            log.append([_score(example, image, classifier, vlm, processor, out_dir)
+                        for example, image in zip(batch, generated)])  # fmt: skip
             bar.update(job, advance=len(batch))
-    records = _read(path)
+    records = log.records
     summary = summarize_t2i(records)
     summary["frechet"] = frechet_scores(records, out_dir, examples, vlm)
     summary.update(task="world-t2i", examples=len(records), steps=steps, guidance=guidance,
                    scheduler=type(pipe.scheduler).__name__)  # fmt: skip
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    write_json(out_dir / "summary.json", summary)
     return summary
 
 
@@ -189,7 +195,8 @@ def _score(example: Example, image: Image.Image, classifier, vlm, processor, out
     scene = Scene.from_dict(example.meta["scene"])
     real = example.load_image()
     image_path = out_dir / "images" / f"{example.id}.png"
-    image.save(image_path)
+    with atomic_path(image_path) as tmp:  # a kill never leaves a half-written PNG that a resume would read
+        image.save(tmp)
     detections = detect(image, classifier)
     found = detected_scene(detections)
     questions = judge_questions(scene)
@@ -261,10 +268,11 @@ def _ratio(value: float, bound: float) -> float:
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's kappa of two boolean raters (agreement beyond chance; NaN when chance agreement is 1),
-    by torchmetrics' ``binary_cohen_kappa``."""
-    first, second = (torch.as_tensor(np.asarray(x, bool), dtype=torch.long) for x in (a, b))
-    return float(binary_cohen_kappa(first, second))
+    """Cohen's kappa of two boolean raters (agreement beyond chance; NaN when chance agreement is 1)."""
+    a, b = np.asarray(a, bool), np.asarray(b, bool)
+    observed = float((a == b).mean())
+    chance = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
+    return (observed - chance) / (1 - chance) if chance < 1 else float("nan")
 
 
 def _image_tensor(images: list[Image.Image]) -> torch.Tensor:
@@ -289,6 +297,8 @@ def frechet_distance(features, first: list[Image.Image], second: list[Image.Imag
 
 def frechet_scores(records: list[dict], out_dir: Path, examples: list[Example], vlm) -> dict[str, float]:
     """FD(generated, real renders of the same prompts) and the floor FD(real, real renders of other scenes)."""
+    from explore.diffusion.features import VisionFeatures
+
     by_id = {example.id: example for example in examples}
     generated = [Image.open(out_dir / r["image"]).convert("RGB") for r in records]
     real = [by_id[r["id"]].load_image() for r in records]
