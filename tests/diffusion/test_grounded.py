@@ -1,0 +1,146 @@
+"""The grounded generator: the UNet reads the layout map, space-to-depth keeps shapes, the pipeline reloads with
+plain ``from_pretrained`` and draws the same images, free text stays available, the cache equals the stream."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from explore.cli import app
+from explore.diffusion.build import build_pipeline
+from explore.diffusion.cache import CacheSpec, TrainingCache, build_cache
+from explore.diffusion.config import load_diffusion_config
+from explore.diffusion.data import layout_maps, training_batch
+from explore.diffusion.pipeline import SAMPLER_SETTINGS, WorldDiffusionPipeline, set_scheduler
+from explore.diffusion.train import train_diffusion
+from explore.diffusion.unet import EfficientUNet
+from explore.errors import ExploreError
+from explore.world.layout import LAYOUT_CHANNELS, prompt_layout
+
+TINY_GROUNDED = Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "tiny-grounded.yaml"
+PROMPT = "a red circle above a blue square"
+
+
+def _unet(**kw):
+    torch.manual_seed(0)
+    return EfficientUNet(sample_size=64, block_out_channels=(16, 32), attention_levels=(1,), cross_attention_dim=8,
+                         attention_heads=2, norm_num_groups=8, **kw).eval()  # fmt: skip
+
+
+def test_unet_reads_the_layout_and_space_to_depth_keeps_the_shape():
+    unet = _unet(layout_channels=LAYOUT_CHANNELS, pixel_unshuffle=2)
+    x, context = torch.randn(2, 3, 64, 64), torch.randn(2, 5, 8)
+    maps = torch.rand(2, LAYOUT_CHANNELS, 3, 3)
+    with torch.no_grad():
+        with_map = unet(x, 10, context, layout=maps).sample
+        without = unet(x, 10, context).sample
+        zeros = unet(x, 10, context, layout=torch.zeros_like(maps)).sample
+    assert with_map.shape == (2, 3, 64, 64)
+    assert not torch.allclose(with_map, without)
+    assert torch.equal(without, zeros)  # no map = the dropped (all-zero) map
+    with pytest.raises(ValueError, match="layout must be"):
+        unet(x, 10, context, layout=maps[:, :5])
+    with pytest.raises(ValueError, match="no layout input"):
+        _unet()(x, 10, context, layout=maps)
+
+
+def test_the_layout_acts_locally():
+    """Changing one cell's map changes the output most inside that cell (a 3 × 3 grid of 64 px: ~21 px cells)."""
+    unet = _unet(layout_channels=LAYOUT_CHANNELS, pixel_unshuffle=2)
+    torch.nn.init.normal_(unet.conv_in.weight, std=0.5)
+    x, context = torch.randn(1, 3, 64, 64), torch.randn(1, 5, 8)
+    maps = torch.zeros(1, LAYOUT_CHANNELS, 3, 3)
+    changed = maps.clone()
+    changed[0, :, 2, 2] = 1
+    with torch.no_grad():
+        diff = (unet(x, 10, context, layout=changed).sample - unet(x, 10, context, layout=maps).sample).abs()
+    assert diff[..., 44:, 44:].mean() > 3 * diff[..., :20, :20].mean()
+
+
+@pytest.fixture(scope="module")
+def grounded_dir(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("grounded")
+    torch.manual_seed(0)
+    build_pipeline(load_diffusion_config(TINY_GROUNDED)).save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+@pytest.mark.parametrize("sampler", list(SAMPLER_SETTINGS))
+def test_plain_from_pretrained_draws_what_explore_draws(grounded_dir, sampler):
+    from explore.diffusion.pipeline import load_pipeline
+
+    plain = set_scheduler(WorldDiffusionPipeline.from_pretrained(grounded_dir), sampler)
+    plain.set_progress_bar_config(disable=True)
+    ours = set_scheduler(load_pipeline(grounded_dir), sampler)
+    args = dict(num_inference_steps=3, num_images_per_prompt=2, output_type="np", guidance_scale=2.0)
+    a = plain(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
+    b = ours(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
+    assert a.shape == (2, 64, 64, 3) and np.isfinite(a).all()
+    assert np.array_equal(a, b)
+    free = ours(PROMPT, generator=torch.Generator().manual_seed(1), layout="none", **args).images
+    assert not np.array_equal(a, free)  # the free-text path is another path
+
+
+def test_auto_layout_is_the_seeded_layout_of_the_prompt(grounded_dir):
+    pipe = WorldDiffusionPipeline.from_pretrained(grounded_dir)
+    layouts = pipe.layouts_for([PROMPT, PROMPT], "auto", 7)
+    assert layouts == [prompt_layout(PROMPT, [7, 0]), prompt_layout(PROMPT, [7, 1])]
+    with pytest.raises(ExploreError, match="unknown words 'dog'"):
+        pipe.layouts_for(["a dog"], "auto", 0)
+
+
+def test_a_text_only_pipeline_refuses_a_layout(tiny_pipeline_dir):
+    pipe = WorldDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
+    assert not pipe.grounded
+    with pytest.raises(ExploreError, match="--layout none"):
+        pipe(PROMPT, num_inference_steps=1, layout="auto")
+
+
+def test_generate_cli_layout_auto_and_none(grounded_dir, tmp_path):
+    def run(*extra):
+        args = ["generate", PROMPT, "-n", "2", "--steps", "2", "--checkpoint", str(grounded_dir), *extra]
+        return CliRunner().invoke(app, args)
+
+    auto = run("--out", str(tmp_path / "a.png"))
+    assert auto.exit_code == 0 and "layout auto" in auto.output, auto.output
+    none = run("--out", str(tmp_path / "n.png"), "--layout", "none")
+    assert none.exit_code == 0 and "layout none" in none.output, none.output
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "n.png").read_bytes()
+    bad = CliRunner().invoke(app, ["generate", "a purple dog", "--checkpoint", str(grounded_dir), "--out",
+                                   str(tmp_path / "d.png")])  # fmt: skip
+    assert isinstance(bad.exception, ExploreError) and "'dog'" in str(bad.exception) and not (tmp_path / "d.png").exists()
+
+
+def test_the_cache_is_the_training_stream_and_resumes(tmp_path):
+    spec = CacheSpec(size=5, world_seed=0, max_objects=2, resolution=64, relation_prompts=0.5)
+    build_cache(tmp_path / "c", spec, progress=False)
+    cache = TrainingCache(tmp_path / "c", spec)
+    images, prompts, maps = cache.batch(3, 4)  # wraps: pairs 3, 4, 0, 1
+    stream, stream_prompts, scenes = training_batch(3, 2, world_seed=0, max_objects=2, resolution=64,
+                                                    relation_prompts=0.5)  # fmt: skip
+    assert torch.equal(images[:2], stream) and prompts[:2] == stream_prompts
+    assert torch.equal(maps[:2], layout_maps(scenes))
+    assert torch.equal(images[2], cache.batch(0, 1)[0][0])
+    # an interrupted build (progress says 2 of 5) finishes to the same bytes
+    meta = (tmp_path / "c" / "meta.json").read_text()
+    before = (tmp_path / "c" / "images.npy").read_bytes()
+    (tmp_path / "c" / "meta.json").write_text(meta.replace('"done": 5', '"done": 2'))
+    build_cache(tmp_path / "c", spec, progress=False)
+    assert (tmp_path / "c" / "images.npy").read_bytes() == before
+    assert len((tmp_path / "c" / "prompts.jsonl").read_text().splitlines()) == 5
+    with pytest.raises(ExploreError, match="new folder"):
+        build_cache(tmp_path / "c", CacheSpec(size=6, world_seed=0, max_objects=2, resolution=64,
+                                              relation_prompts=0.5))  # fmt: skip
+
+
+def test_tiny_grounded_training_runs_and_resumes(tmp_path):
+    config = load_diffusion_config(TINY_GROUNDED)
+    config = config.model_copy(update={"output_dir": str(tmp_path / "run"),
+                                       "data": config.data.model_copy(update={"cache_dir": str(tmp_path / "cache")})})
+    folder = train_diffusion(config, progress=False)
+    pipe = WorldDiffusionPipeline.from_pretrained(folder)
+    assert pipe.grounded and pipe.unet.config.sample_size == 64
+    longer = config.model_copy(update={"output_dir": str(tmp_path / "run")})
+    assert train_diffusion(longer, resume="latest", progress=False) == folder
