@@ -15,7 +15,7 @@ from explore.data.example import Example
 from explore.models.build import build_model, build_processor
 from explore.models.tokenizer import build_word_tokenizer
 from explore.world.examples import world_examples
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 FAMILIES = ["t5", "llama"]
 # per method, a learning rate at which 15 steps clearly lower the loss of a tiny model on one batch

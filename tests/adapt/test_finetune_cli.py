@@ -22,7 +22,7 @@ CONFIG = {"method": "lora", "components": ["qformer"], "steps": 3, "batch_size":
 def model_dir(tmp_path_factory):
     from explore.models.build import build_model, build_processor
     from explore.models.tokenizer import build_word_tokenizer
-    from explore.world.text import vocabulary
+    from explore.world.vocabulary import vocabulary
 
     words = vocabulary()
     tokenizer, qformer_tokenizer = build_word_tokenizer(words), build_word_tokenizer(words, image_token=False)

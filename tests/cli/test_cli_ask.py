@@ -9,7 +9,7 @@ from explore.models.loading import save_model
 from explore.models.tokenizer import build_word_tokenizer
 from explore.world.render import render
 from explore.world.splits import split_scene
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 
 @pytest.fixture(scope="module")

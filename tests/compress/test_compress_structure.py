@@ -17,7 +17,7 @@ from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.world.render import render
 from explore.world.splits import split_scene
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 
 def make(family: str, layers: int = 3):

@@ -21,7 +21,7 @@ from explore.models.loading import embedded_folder, load_model, save_model
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.world.examples import world_examples
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 FAMILIES = ["t5", "llama"]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

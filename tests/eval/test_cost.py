@@ -22,7 +22,7 @@ from explore.models.loading import save_model
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.world.examples import world_examples
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from explore.eval.runner import run_task
 from explore.eval.tasks import TASKS, TaskOptions, get_task
 from explore.models.build import build_model, build_processor
 from explore.models.tokenizer import build_word_tokenizer
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 
 @pytest.fixture(scope="module")

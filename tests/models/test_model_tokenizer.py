@@ -54,3 +54,31 @@ def test_left_padding_for_batched_generation(words):
 def test_words_that_are_not_single_tokens_are_rejected(bad):
     with pytest.raises(ConfigError):
         build_word_tokenizer(["red", bad])
+
+
+def test_extra_words_keep_every_old_id_and_come_after_the_image_token(words):
+    old = build_word_tokenizer(words)
+    grown = build_word_tokenizer(words, extra_words=["Judgment", "overall", "red"])  # "red" is already a word
+    assert all(grown.get_vocab()[token] == index for token, index in old.get_vocab().items())
+    assert len(grown) == len(old) + 2
+    assert grown.convert_tokens_to_ids(["judgment", "overall"]) == [len(old), len(old) + 1]
+    assert require_image_token_id(grown) == require_image_token_id(old)
+    assert grown.unk_token_id not in grown("overall judgment: answer 1")["input_ids"][:2]
+
+
+@pytest.mark.parametrize(("family", "expected"), [("t5", "P </s>"), ("llama", "<s> P")])
+def test_special_tokens_post_processor_adds_what_collate_adds(words, family, expected):
+    from explore.models.tokenizer import clear_call_state, set_special_tokens
+
+    tokenizer = build_word_tokenizer(words)
+    bare = tokenizer("is the circle red?")["input_ids"]
+    set_special_tokens(tokenizer, family)
+    with_specials = tokenizer("is the circle red?")["input_ids"]
+    assert with_specials == (bare + [tokenizer.eos_token_id] if family == "t5" else [tokenizer.bos_token_id] + bare)
+    assert tokenizer("is the circle red?", add_special_tokens=False)["input_ids"] == bare
+    tokenizer(["a b c d e f"], truncation=True, max_length=3)
+    assert tokenizer.backend_tokenizer.truncation is not None  # a call leaves its truncation behind ...
+    clear_call_state(tokenizer)
+    assert tokenizer.backend_tokenizer.truncation is None  # ... until it is cleared
+    with pytest.raises(ConfigError, match="'gpt'"):
+        set_special_tokens(tokenizer, "gpt")

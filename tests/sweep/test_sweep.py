@@ -14,7 +14,7 @@ from explore.sweep import run as sweep_run
 from explore.sweep.config import SweepConfig, default_config_path, load_sweep_config
 from explore.sweep.report import analyse, cheapest, pareto
 from explore.sweep.run import RESULTS, read_results, run_sweep
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 
 @pytest.fixture(scope="module")

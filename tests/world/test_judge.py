@@ -67,3 +67,33 @@ def test_judge_examples_are_balanced_and_positions_random():
     assert 100 < sum(preferred) < 200  # the faithful answer is first or second at random
     for e in examples:
         assert e.responses[e.preferred] != e.responses[1 - e.preferred]
+
+
+@pytest.mark.parametrize("kind", sorted(JUDGE_KINDS))
+def test_every_pair_has_a_reason_that_states_the_truth_and_names_the_error(kind, many_scenes):
+    from explore.world.judge import reason_words
+    from explore.world.text import words
+    from explore.world.vocabulary import vocabulary
+
+    known = set(vocabulary()) | set(reason_words())
+    checked = 0
+    for i, scene in enumerate(many_scenes):
+        pair = judge_pair(scene, kind, np.random.default_rng(i))
+        if pair is None:
+            continue
+        checked += 1
+        assert pair.reason and set(words(pair.reason)) <= known, pair.reason
+        truth, wrong = pair.reason.split(", not ") if ", not " in pair.reason else (pair.reason, "")
+        if kind == "invented_object":
+            invented = pair.reason.removeprefix("the image shows no ").rstrip(".")
+            assert invented in pair.rejected and invented not in pair.chosen
+        elif kind == "wrong_relation":
+            assert truth.removeprefix("the ").lower() in pair.chosen.lower()
+        elif kind == "wrong_count":
+            assert truth.split()[2] in pair.chosen and wrong.rstrip(".") in pair.rejected
+        elif kind == "wrong_attribute_description":
+            assert truth.removeprefix("the image shows a ") in pair.chosen
+            assert wrong.rstrip(".").removeprefix("a ") in pair.rejected
+        else:
+            assert wrong.rstrip(".").split()[-1] in pair.rejected.lower()
+    assert checked >= 10

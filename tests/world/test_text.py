@@ -14,9 +14,9 @@ from explore.world.text import (
     caption,
     parse_caption,
     scene_facts,
-    vocabulary,
     words,
 )
+from explore.world.vocabulary import vocabulary
 
 
 def _fill(template: str, question: str) -> dict | None:

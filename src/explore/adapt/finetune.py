@@ -50,7 +50,7 @@ from explore.atomic import atomic_folder
 from explore.data.example import Example
 from explore.errors import ConfigError, ExploreError
 from explore.models.collate import collate
-from explore.models.loading import PICKLE_SUFFIXES, check_finite, refuse_pickles
+from explore.models.loading import PICKLE_SUFFIXES, check_finite, refuse_pickles, save_processor
 from explore.train.checkpoint import (
     check_run,
     find_checkpoint,
@@ -443,7 +443,7 @@ def save_adapter(model: PeftModel, folder: str | os.PathLike, processor: Instruc
         if missing:
             raise ExploreError(f"save_adapter: peft wrote no {', '.join(missing)} to {staging}")
         if processor is not None:
-            processor.save_pretrained(staging)
+            save_processor(processor, staging, decoder_only=bool(model.config.use_decoder_only_language_model))
     return folder
 
 

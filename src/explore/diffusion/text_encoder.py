@@ -21,7 +21,7 @@ from transformers import PreTrainedTokenizerFast, T5Config, T5EncoderModel
 
 from explore.models.loading import load_model
 from explore.models.tokenizer import build_word_tokenizer
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 TEXT_ENCODERS: tuple[str, ...] = ("learned", "t5")
 

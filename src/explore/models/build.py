@@ -33,7 +33,7 @@ from transformers import (
 )
 
 from explore.models.presets import Preset, get_preset
-from explore.models.tokenizer import require_image_token_id
+from explore.models.tokenizer import require_image_token_id, set_special_tokens
 
 # InstructBLIP normalises pixels with OpenAI CLIP's statistics (its BlipImageProcessor config).
 IMAGE_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -176,6 +176,7 @@ def build_processor(
         image_std=list(IMAGE_STD),
         do_convert_rgb=True,
     )
+    set_special_tokens(tokenizer, preset.lm_family)  # the processor then adds bos / eos as collate does
     tokenizer.padding_side = "left" if preset.lm_family == "llama" else "right"
     qformer_tokenizer.padding_side = "right"
     qformer_tokenizer.model_max_length = preset.max_text_positions  # the Q-Former's position embeddings

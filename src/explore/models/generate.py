@@ -27,12 +27,14 @@ def generate_answers(
     processor: InstructBlipProcessor,
     examples: list[Example],
     *,
-    max_length: int = 64,
+    max_length: int = 512,
     max_new_tokens: int = 8,
 ) -> list[str]:
     """Answer each example's prompt about its image by greedy decoding; one string per example.
 
-    ``max_length`` caps the prompt tokens (see :func:`explore.models.collate.collate`);
+    ``max_length`` caps the prompt tokens (see :func:`explore.models.collate.collate`; the Q-Former's text
+    positions cap them too); the default leaves world and benchmark prompts whole, as a plain
+    ``InstructBlipProcessor`` call does;
     ``max_new_tokens`` caps the answer. Special tokens are dropped and spaces stripped.
     """
     decoder_only = bool(model.config.use_decoder_only_language_model)

@@ -24,6 +24,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 from explore.atomic import atomic_folder
 from explore.errors import ConfigError, ExploreError
 from explore.models.presets import list_presets
+from explore.models.tokenizer import clear_call_state, set_special_tokens
 from explore.models.quantized import from_pretrained_at_precision, saved_precision
 from explore.packaged import packaged
 
@@ -95,10 +96,24 @@ def save_model(
     folder = Path(folder)
     with atomic_folder(folder) as staging:
         model.save_pretrained(staging)
-        processor.save_pretrained(staging)
+        save_processor(processor, staging, decoder_only=bool(model.config.use_decoder_only_language_model))
         if not list(staging.glob("*.safetensors")):
             raise ExploreError(f"save_model: transformers wrote no .safetensors file to {staging}")
     return folder
+
+
+def save_processor(processor: InstructBlipProcessor, folder: str | os.PathLike, *, decoder_only: bool) -> None:
+    """``processor.save_pretrained(folder)``, with tokenizers that behave through a plain
+    ``InstructBlipProcessor`` as they do inside explore: no truncation / padding state left by the last
+    call, and a word-level LM tokenizer that adds the bos / eos that :mod:`explore.models.collate`
+    adds (real hub tokenizers already do; they are left as they are)."""
+    for tokenizer in (processor.tokenizer, processor.qformer_tokenizer):
+        if hasattr(tokenizer, "backend_tokenizer"):
+            clear_call_state(tokenizer)
+    backend = getattr(processor.tokenizer, "backend_tokenizer", None)
+    if backend is not None and type(backend.model).__name__ == "WordLevel":
+        set_special_tokens(processor.tokenizer, "llama" if decoder_only else "t5")
+    processor.save_pretrained(folder)
 
 
 def check_finite(model: torch.nn.Module, source: str) -> None:

@@ -18,17 +18,30 @@ from pydantic import Field, field_validator, model_validator
 from explore.config import StrictModel, load_yaml_config
 
 COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection", "lm")
+# Training tasks (explore.train.stream): vqa, caption, judge (the faithful answer as the target) as in the
+# world; relation (VQA on relation questions only); judge_official (a judge pair in VL-RewardBench's
+# official prompt, the target a reason from the scene graph and the official verdict line).
+TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official")
 
 
 class ModelSection(StrictModel):
     preset: str = Field("shapes-small", description="model size preset (explore.models.presets)")
     seed: int = Field(0, ge=0, description="seed of the weight initialisation")
+    init_from: str | None = Field(
+        None,
+        description="a model folder (written by an earlier recipe) whose weights start this run; a tensor whose "
+        "first dimension grew (more words, more text positions) keeps the old rows and its fresh new rows",
+    )
 
 
 class DataSection(StrictModel):
     world_seed: int = Field(0, ge=0, description="base seed of the shapes-world splits")
     max_objects: int = Field(4, ge=1, le=9, description="most objects in a training scene")
     max_length: int = Field(48, ge=4, description="most tokens kept of a prompt or an answer")
+    judge_max_length: int = Field(512, ge=4, description="most tokens kept of a judge_official prompt (the "
+                                  "official VL-RewardBench prompt with both answers)")  # fmt: skip
+    judge_vocabulary: bool = Field(False, description="add the words of the official judge prompt and of the "
+                                   "judge reasons to the tokenizers (after the world's ids)")  # fmt: skip
     noise: float = Field(0.0, ge=0.0, description="std of pixel noise in training renders (0-255 units)")
 
 
@@ -49,7 +62,7 @@ class StageSection(StrictModel):
         "the ViT token under each object learn its shape, colour, size and position (trainable: [vision]; the "
         "heads are dropped after the stage)",
     )
-    tasks: dict[str, float] | None = Field(None, description="task mix: vqa / caption / judge → sampling weight "
+    tasks: dict[str, float] | None = Field(None, description=f"task mix: {' / '.join(TASKS)} → sampling weight "
                                            "(language stages)")  # fmt: skip
     templates: bool = Field(True, description="wrap prompts in InstructBLIP's instruction templates")
     max_objects: int | None = Field(None, ge=1, le=9, description="most objects per scene in this stage "
@@ -68,9 +81,9 @@ class StageSection(StrictModel):
     def _known_tasks(cls, value: dict[str, float] | None) -> dict[str, float] | None:
         if value is None:
             return value
-        unknown = sorted(set(value) - {"vqa", "caption", "judge"})
+        unknown = sorted(set(value) - set(TASKS))
         if unknown or not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
-            raise ValueError(f"tasks must map vqa / caption / judge to non-negative weights; got {value}")
+            raise ValueError(f"tasks must map {' / '.join(TASKS)} to non-negative weights; got {value}")
         return value
 
     @model_validator(mode="after")
@@ -78,7 +91,7 @@ class StageSection(StrictModel):
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
         if self.objective == "language" and self.tasks is None:
-            raise ValueError("a language stage needs tasks: {vqa: ..., caption: ..., judge: ...}")
+            raise ValueError(f"a language stage needs tasks, a mix of {', '.join(TASKS)}")
         if self.objective == "objects" and (self.trainable != ["vision"] or self.tasks is not None):
             raise ValueError("an objects stage trains the vision encoder alone: set trainable: [vision] and no tasks")
         return self
@@ -101,6 +114,13 @@ class TrainConfig(StrictModel):
     seed: int = Field(0, ge=0, description="seed of the training randomness (dropout); weights use model.seed")
     checkpoint_every: int = Field(500, gt=0, description="save a resumable checkpoint every this many steps")
     output_dir: str = Field("runs/pretrain", description="run folder: checkpoints, logs, final model")
+
+    @model_validator(mode="after")
+    def _judge_words_known(self) -> TrainConfig:
+        if not self.data.judge_vocabulary and any((s.tasks or {}).get("judge_official", 0) > 0 for s in self.stages):
+            raise ValueError("a judge_official task needs data.judge_vocabulary: true (the official prompt's words "
+                             "are not in the world vocabulary)")  # fmt: skip
+        return self
 
     @property
     def total_steps(self) -> int:

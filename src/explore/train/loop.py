@@ -22,11 +22,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from transformers import get_scheduler
 
+from explore.data.judge_prompt import prompt_words
 from explore.errors import ExploreError
 from explore.eval.world import evaluate_world
 from explore.models.build import build_model, build_processor, count_parameters
 from explore.models.collate import collate
-from explore.models.loading import load_model, save_model
+from explore.models.loading import load_model, save_model, save_processor
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.runinfo import write_run_info
@@ -43,7 +44,8 @@ from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixe
 from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
-from explore.world.text import vocabulary
+from explore.world.judge import reason_words
+from explore.world.vocabulary import vocabulary
 
 
 @dataclass
@@ -126,15 +128,51 @@ def _log(run_dir: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def judge_words() -> list[str]:
+    """Words a generative judge reads and writes beyond the world's: the official VL-RewardBench prompt
+    and the judge reasons (``data.judge_vocabulary``)."""
+    return sorted(set(prompt_words()) | set(reason_words()))
+
+
 def build_fresh(config: TrainConfig):
-    """The untrained model and processor a config starts from."""
+    """The model and processor a config starts from: freshly initialised, then, with
+    ``model.init_from``, the weights of that folder copied in (:func:`copy_weights`)."""
     words = vocabulary()
-    tokenizer = build_word_tokenizer(words)
-    qformer_tokenizer = build_word_tokenizer(words, image_token=False)
+    extra = judge_words() if config.data.judge_vocabulary else ()
+    tokenizer = build_word_tokenizer(words, extra_words=extra)
+    qformer_tokenizer = build_word_tokenizer(words, image_token=False, extra_words=extra)
     preset = get_preset(config.model.preset)
     model = build_model(preset, tokenizer, seed=config.model.seed)
     processor = build_processor(preset, tokenizer, qformer_tokenizer)
+    if config.model.init_from is not None:
+        source, source_processor = load_model(config.model.init_from)
+        for name in ("tokenizer", "qformer_tokenizer"):
+            old, new = getattr(source_processor, name).get_vocab(), getattr(processor, name).get_vocab()
+            moved = sorted(word for word, index in old.items() if new.get(word) != index)
+            if moved:
+                raise ExploreError(f"model.init_from {config.model.init_from}: its {name} gives other ids to "
+                                   f"{moved[:5]}; it was trained on another vocabulary")  # fmt: skip
+        copy_weights(source, model)
     return model, processor
+
+
+@torch.no_grad()
+def copy_weights(source, target) -> None:
+    """Copy every tensor of ``source`` into the same-named tensor of ``target``. Where ``target``'s
+    first dimension is larger (a longer vocabulary, more position embeddings) the old rows are copied
+    and the new rows keep their initialisation. Any other difference is an :class:`ExploreError`."""
+    target_state = target.state_dict()
+    for name, tensor in source.state_dict().items():
+        if name not in target_state:
+            raise ExploreError(f"model.init_from: the new model has no tensor {name!r}; use the same preset family")
+        goal = target_state[name]
+        if goal.shape == tensor.shape:
+            goal.copy_(tensor)
+        elif goal.dim() == tensor.dim() and goal.shape[1:] == tensor.shape[1:] and goal.shape[0] > tensor.shape[0]:
+            goal[: tensor.shape[0]].copy_(tensor)
+        else:
+            raise ExploreError(f"model.init_from: tensor {name!r} has shape {tuple(tensor.shape)}, the new model "
+                               f"{tuple(goal.shape)}; only a larger first dimension can be grown")  # fmt: skip
 
 
 def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool = True) -> Path:
@@ -210,7 +248,9 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                                            pixels(scenes, processor, resolution).to(accelerator.device), scenes)  # fmt: skip
                 else:
                     examples = stream.batch(start, stage.batch_size)
-                    batch = collate(examples, processor, with_labels=True, max_length=config.data.max_length,
+                    official = stream.task_of(start) == "judge_official"
+                    max_length = config.data.judge_max_length if official else config.data.max_length
+                    batch = collate(examples, processor, with_labels=True, max_length=max_length,
                                     decoder_only=decoder_only)  # fmt: skip
                     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
                     loss = model(**batch).loss
@@ -264,7 +304,7 @@ def _write_model(model, processor, heads: ObjectHeads | None, folder: Path) -> N
     """A checkpoint's weights: the whole model and its processor under ``folder/model`` (safetensors),
     and in an objects stage the heads beside them."""
     model.save_pretrained(folder / "model")  # transformers >= 5 always writes safetensors
-    processor.save_pretrained(folder / "model")
+    save_processor(processor, folder / "model", decoder_only=bool(model.config.use_decoder_only_language_model))
     if heads is not None:
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, folder / HEADS_FILE)
 

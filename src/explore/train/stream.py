@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from dataclasses import replace
+
 from explore.data.example import Example
-from explore.world.examples import WORLD_TASKS, world_examples
+from explore.data.judge_prompt import judge_prompt, verdict
+from explore.train.config import TASKS
+from explore.world.examples import world_examples
 from explore.world.scene import SceneSpec
 
 
@@ -18,8 +22,12 @@ class WorldStream:
     """Training examples from the shapes world's ``train`` split.
 
     Args:
-        tasks: task → sampling weight (vqa / caption / judge). Judge examples train the model to
-            prefer the faithful response: the target is the faithful response itself.
+        tasks: task → sampling weight (see :data:`explore.train.config.TASKS`). ``judge`` examples
+            train the model to prefer the faithful response: the target is the faithful response
+            itself. ``relation`` examples are VQA on relation questions only. ``judge_official``
+            examples show the pair in VL-RewardBench's official judge prompt, the faithful answer
+            as "Answer 1" or "Answer 2" (the example's own coin flip, so both orders appear), and
+            the target is the reason from the scene graph followed by the official verdict line.
         templates: wrap prompts in InstructBLIP's instruction templates.
         resolution: image side in pixels.
         world_seed: base seed of the world splits.
@@ -28,7 +36,7 @@ class WorldStream:
 
     def __init__(self, tasks: dict[str, float], *, templates: bool, resolution: int, world_seed: int = 0,
                  spec: SceneSpec = SceneSpec()) -> None:  # fmt: skip
-        self.tasks = [t for t in WORLD_TASKS if tasks.get(t, 0) > 0]
+        self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -42,10 +50,18 @@ class WorldStream:
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
 
     def example(self, index: int, task: str) -> Example:
-        (example,) = world_examples("train", 1, task, seed=self.world_seed, start=index, spec=self.spec,
-                                    resolution=self.resolution, templates=self.templates)  # fmt: skip
+        world_task = {"relation": "vqa", "judge_official": "judge"}.get(task, task)
+        qtypes = {"qtypes": ("relation",)} if task == "relation" else {}
+        examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
+                                  resolution=self.resolution, templates=self.templates, **qtypes)  # fmt: skip
+        if not examples:  # a relation needs two objects: a one-object scene gets the usual question cycle
+            examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
+                                      resolution=self.resolution, templates=self.templates)  # fmt: skip
+        (example,) = examples
         if task == "judge":  # learn to produce the faithful response to the judge query
             example.answers = [example.responses[example.preferred]]
+        if task == "judge_official":
+            return official_judge_example(example)
         return example
 
     def batch(self, start: int, size: int) -> list[Example]:
@@ -56,3 +72,12 @@ class WorldStream:
         """
         task = self.task_of(start)
         return [self.example(i, task) for i in range(start, start + size)]
+
+
+def official_judge_example(example: Example) -> Example:
+    """A world judge example as a generative judge sees it in VL-RewardBench: the official prompt with
+    the stored response order, and as the target the pair's reason and the official verdict line
+    (e.g. "the circle is red, not blue. Overall Judgment: Answer 2 is better.")."""
+    first, second = example.responses
+    target = f"{example.meta['reason']} {verdict(example.preferred)}"
+    return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])

@@ -9,7 +9,8 @@ from explore.world.judge import CATEGORIES, JUDGE_KINDS, JudgePair, judge_pair
 from explore.world.render import DEFAULT_RESOLUTION, render
 from explore.world.scene import COLOURS, HELD_OUT_PAIRS, SHAPES, SIZES, Obj, Scene, SceneSpec, sample_scene
 from explore.world.splits import SPLITS, scene_seed, split_scene, split_scenes
-from explore.world.text import QA, QUESTION_TYPES, ask, caption, parse_caption, scene_facts, vocabulary
+from explore.world.text import QA, QUESTION_TYPES, ask, caption, parse_caption, scene_facts
+from explore.world.vocabulary import vocabulary
 
 __all__ = [
     "CATEGORIES", "COLOURS", "DEFAULT_RESOLUTION", "HELD_OUT_PAIRS", "JUDGE_KINDS", "QA", "QUESTION_TYPES",

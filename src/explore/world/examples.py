@@ -52,7 +52,7 @@ def judge_example(scene: Scene, rng: np.random.Generator, kind: str, ex_id: str,
     responses[preferred] = pair.chosen
     return Example(id=ex_id, task="judge", image=render(scene, resolution), prompt=pair.query, responses=responses,
                    preferred=preferred, category=pair.category, source="shapes-world",
-                   meta={"kind": kind, "scene": scene.to_dict()})  # fmt: skip
+                   meta={"kind": kind, "scene": scene.to_dict(), "reason": pair.reason})  # fmt: skip
 
 
 def world_examples(

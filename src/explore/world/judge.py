@@ -7,10 +7,15 @@ VL-RewardBench (general, hallucination, reasoning):
 - ``wrong_attribute`` inside a full description, and ``invented_object`` (a description that adds
   an object the image does not contain) → hallucination;
 - ``wrong_count`` and ``wrong_relation`` → reasoning.
+
+Every pair also carries a short ``reason`` taken from the scene graph (what the image shows that the
+unfaithful answer gets wrong), so a judge can be taught to explain its verdict, as VL-RewardBench's
+official prompt asks ("Explain your reasoning ... Overall Judgment: Answer X is better").
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -21,8 +26,10 @@ from explore.world.text import (
     RELATION_PHRASE,
     caption,
     caption_prompt,
+    describe,
     direction,
     refer,
+    words,
 )
 
 JUDGE_KINDS: dict[str, str] = {
@@ -51,6 +58,17 @@ JUDGE_TEMPLATES: dict[str, tuple[str, ...]] = {
     "relation_a": ("The {a} is {rel} the {b}.",),
 }
 
+# Reasons, one per kind: the fact from the scene graph that decides the pair. Their words are not part
+# of the world vocabulary (explore.world.vocabulary) so that older recipes keep their token ids;
+# a tokenizer that reads judge outputs adds them (see :func:`reason_words`).
+REASON_TEMPLATES: dict[str, str] = {
+    "wrong_attribute": "the {ref} is {value}, not {wrong}.",
+    "wrong_attribute_description": "the image shows a {true}, not a {fake}.",
+    "invented_object": "the image shows no {fake}.",
+    "wrong_count": "there {verb} {n} {x}, not {wrong}.",
+    "wrong_relation": "the {a} is {rel} the {b}, not {wrong} it.",
+}
+
 
 @dataclass(frozen=True)
 class JudgePair:
@@ -61,6 +79,7 @@ class JudgePair:
     query: str
     chosen: str
     rejected: str
+    reason: str = ""  # why ``chosen`` is right, from the scene graph (REASON_TEMPLATES)
 
 
 def _pick(rng: np.random.Generator, items):
@@ -83,12 +102,15 @@ def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> JudgePair:
         wrong = _other(rng, list(COLOURS) if attr == "colour" else SHAPES, value)
     query = _pick(rng, t[f"{attr}_q"]).format(ref=ref)
     answer = _pick(rng, t[f"{attr}_a"])
+    article = "a " if attr == "shape" else ""
+    reason = REASON_TEMPLATES["wrong_attribute"].format(ref=ref, value=article + value, wrong=article + wrong)
     return JudgePair("wrong_attribute", "general", query,
-                     answer.format(ref=ref, value=value), answer.format(ref=ref, value=wrong))  # fmt: skip
+                     answer.format(ref=ref, value=value), answer.format(ref=ref, value=wrong), reason)  # fmt: skip
 
 
 def _altered_scene(scene: Scene, rng: np.random.Generator) -> Scene:
-    """The scene with one attribute of one object changed, keeping colour–shape pairs unique."""
+    """The scene with one attribute of one object changed (the last object of the tuple stays
+    where it was), keeping colour–shape pairs unique."""
     idx = int(rng.integers(len(scene.objects)))
     obj = scene.objects[idx]
     while True:
@@ -130,6 +152,8 @@ def _wrong_count(scene: Scene, rng: np.random.Generator) -> JudgePair:
         singular, n = f"{colour} object", sum(o.colour == colour for o in objects)
     plural = " ".join([*singular.split()[:-1], PLURAL.get(singular.split()[-1], "objects")])
     wrong = _pick(rng, [m for m in (n - 2, n - 1, n + 1, n + 2) if m >= 1])
+    reason = REASON_TEMPLATES["wrong_count"].format(verb="is" if n == 1 else "are", n=n,
+                                                    x=singular if n == 1 else plural, wrong=wrong)  # fmt: skip
 
     def answer(count: int) -> str:
         # Grammatical for both counts, so grammar never gives the wrong answer away.
@@ -137,7 +161,7 @@ def _wrong_count(scene: Scene, rng: np.random.Generator) -> JudgePair:
         return template.format(n=count, x=plural if count != 1 else singular)
 
     query = _pick(rng, JUDGE_TEMPLATES["count_q"]).format(x=plural)
-    return JudgePair("wrong_count", "reasoning", query, answer(n), answer(wrong))
+    return JudgePair("wrong_count", "reasoning", query, answer(n), answer(wrong), reason)
 
 
 _OPPOSITE = {"left": "right", "right": "left", "above": "below", "below": "above"}
@@ -153,7 +177,9 @@ def _wrong_relation(scene: Scene, rng: np.random.Generator) -> JudgePair | None:
     answer = JUDGE_TEMPLATES["relation_a"][0]
     chosen = answer.format(a=a.name, b=b.name, rel=RELATION_PHRASE[rel])
     rejected = answer.format(a=a.name, b=b.name, rel=RELATION_PHRASE[_OPPOSITE[rel]])
-    return JudgePair("wrong_relation", "reasoning", query, chosen, rejected)
+    reason = REASON_TEMPLATES["wrong_relation"].format(a=a.name, b=b.name, rel=RELATION_PHRASE[rel],
+                                                       wrong=RELATION_PHRASE[_OPPOSITE[rel]])  # fmt: skip
+    return JudgePair("wrong_relation", "reasoning", query, chosen, rejected, reason)
 
 
 def judge_pair(scene: Scene, kind: str, rng: np.random.Generator) -> JudgePair | None:
@@ -170,8 +196,22 @@ def judge_pair(scene: Scene, kind: str, rng: np.random.Generator) -> JudgePair |
             return None
         fake = _altered_scene(scene, rng) if kind == "wrong_attribute_description" else _invented_scene(scene, rng)
         style = _pick(rng, ("canonical", "there_is", "image_shows"))
-        return JudgePair(kind, JUDGE_KINDS[kind], caption_prompt(rng), caption(scene, style), caption(fake, style))
+        true_objects, fake_objects = set(scene.objects), set(fake.objects)
+        changed = [describe(o) for o in fake.objects if o not in true_objects]
+        kept = [describe(o) for o in scene.objects if o not in fake_objects]
+        if kind == "invented_object":
+            reason = REASON_TEMPLATES[kind].format(fake=changed[0].removeprefix("a "))
+        else:
+            reason = REASON_TEMPLATES[kind].format(true=kept[0].removeprefix("a "), fake=changed[0].removeprefix("a "))
+        return JudgePair(kind, JUDGE_KINDS[kind], caption_prompt(rng), caption(scene, style), caption(fake, style),
+                         reason)  # fmt: skip
     raise ValueError(f"unknown judge kind {kind!r}; expected one of {sorted(JUDGE_KINDS)}")
 
 
-__all__ = ["CATEGORIES", "JUDGE_KINDS", "JUDGE_TEMPLATES", "JudgePair", "judge_pair"]
+def reason_words() -> list[str]:
+    """The words of the reason templates (without their fields), sorted."""
+    return sorted({w for text in REASON_TEMPLATES.values() for w in words(re.sub(r"\{\w+\}", " ", text))})
+
+
+__all__ = ["CATEGORIES", "JUDGE_KINDS", "JUDGE_TEMPLATES", "REASON_TEMPLATES", "JudgePair", "judge_pair",
+           "reason_words"]  # fmt: skip

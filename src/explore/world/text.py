@@ -247,21 +247,3 @@ _WORD_RE = re.compile(r"\w+|[^\w\s]")
 def words(text: str) -> list[str]:
     """Split text into lowercase words and punctuation (the same rule as the world tokenizer)."""
     return _WORD_RE.findall(text.lower())
-
-
-def vocabulary(extra_texts: tuple[str, ...] = ()) -> list[str]:
-    """Every word the world's text can contain, sorted: the vocabulary of the world tokenizer."""
-    from explore.world.judge import JUDGE_TEMPLATES  # local import: judge builds on this module
-
-    texts: list[str] = [*VQA_INSTRUCTIONS, *CAPTION_INSTRUCTIONS, *extra_texts]
-    for group in (QUESTION_TEMPLATES, JUDGE_TEMPLATES):
-        for templates in group.values():
-            texts.extend(templates)
-    texts.extend([*SHAPES, *PLURAL.values(), *COLOURS, *SIZES, *POSITIONS, *DIRECTIONS])
-    texts.extend(RELATION_PHRASE.values())
-    texts.extend(str(n) for n in range(10))
-    texts.extend(["yes", "no", "objects", "object", "there", "is", "are", "the image shows", "and", "a", "at"])
-    vocab: set[str] = set()
-    for text in texts:
-        vocab.update(w for w in words(re.sub(r"\{\w+\}", " ", text)))
-    return sorted(vocab)

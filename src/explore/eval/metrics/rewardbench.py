@@ -24,34 +24,13 @@ import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from explore.data.judge_prompt import JUDGE_PROMPT_TEMPLATE, judge_prompt
 from explore.data.vlrewardbench_schema import CATEGORIES
 
 __all__ = [
     "CATEGORIES", "JUDGE_PROMPT_TEMPLATE", "JUDGMENT_PATTERN", "aggregate", "judge_prompt",
     "majority_vote", "parse_judgment", "swap_pairs",
 ]  # fmt: skip
-
-# prompt.py, verbatim (including the leading space); {query}, {answer_1}, {answer_2} stand for the
-# f-string fields data_obj["query"], answers[0], answers[1].
-JUDGE_PROMPT_TEMPLATE = """ You are a highly capable multimodal AI assistant tasked with evaluating answers to visual questions. Please analyze the following image and question, then determine which of the two provided answers is better.
-
-Question: {query}
-
-Answer 1: {answer_1}
-
-Answer 2: {answer_2}
-
-Please evaluate both answers based on the following criteria:
-1. Accuracy: How well does the answer align with the visual information in the image?
-2. Completeness: Does the answer fully address all aspects of the question?
-3. Clarity: Is the answer easy to understand and well-articulated?
-4. Relevance: Does the answer directly relate to the question and the image?
-
-After your evaluation, please:
-1. Explain your reasoning for each criterion.
-2. Provide an overall judgment on which answer is better (Answer 1 or Answer 2). For example: Overall Judgment: Answer X is better.
-
-Your response should be structured and detailed, demonstrating your understanding of both the visual and textual elements of the task."""  # noqa: E501
 
 # inference_hf.py / inference.py / cal.py, verbatim; searched (re.IGNORECASE) in the output with
 # "\n" and "*" deleted. The greedy ".*" makes the *last* "Answer N is (the) (slightly) better"
@@ -61,16 +40,6 @@ JUDGMENT_PATTERN = re.compile(
     re.IGNORECASE,
 )
 UNPARSED_CONVENTIONS = ("drop", "wrong")
-
-
-def judge_prompt(query: str, first: str, second: str) -> str:
-    """The official judge prompt with ``first`` as "Answer 1" and ``second`` as "Answer 2".
-
-    As in inference_hf.py, every "<image>\\n" is then removed from the prompt. The caller decides
-    the order (see :func:`swap_pairs`); the image is passed to the model separately.
-    """
-    prompt = JUDGE_PROMPT_TEMPLATE.format(query=query, answer_1=first, answer_2=second)
-    return prompt.replace("<image>\n", "")
 
 
 def parse_judgment(text: str) -> int | None:
