@@ -87,11 +87,24 @@ def test_generative_judge_runs_the_official_protocol(tiny, tmp_path):
     assert summary["counts"]["total"] == 6
 
 
-def test_batch_size_auto_finds_a_batch(tiny, tmp_path):
+def test_batch_size_auto_halves_until_a_batch_fits(tiny, tmp_path, monkeypatch):
+    """A model that runs out of memory above 3 examples a batch: auto steps down from 256 (accelerate's
+    find_executable_batch_size: x0.9 each time, ... 5, 4, 3) to the first size that fits and evaluates with it."""
     model, processor = tiny
+    real_call, sizes = runner.Predictor.__call__, []
+
+    def at_most_three(self, batch):
+        sizes.append(len(batch))
+        if len(batch) > 3:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 1 GiB")  # what accelerate recognises
+        return real_call(self, batch)
+
+    monkeypatch.setattr(runner.Predictor, "__call__", at_most_three)
     summary = run_task(model, processor, get_task("world-vqa"), world("world-vqa", 8), tmp_path, batch_size="auto",
                        progress=False)  # fmt: skip
-    assert isinstance(summary["batch_size"], int) and summary["batch_size"] >= 1
+    assert summary["batch_size"] == 3
+    assert len(runner.read_predictions(tmp_path / runner.PREDICTIONS)) == 8
+    assert sizes[-3:] == [3, 3, 2]  # after the search: the 8 examples in batches of the size found
 
 
 def test_local_real_formats(tiny, tmp_path):

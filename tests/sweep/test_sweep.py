@@ -35,7 +35,7 @@ def sweep_config(folder, out, **overrides) -> SweepConfig:
         "calibration_examples": 4,
         "tasks": [{"name": "world-vqa", "limit": 6}, {"name": "world-judge", "limit": 6},
                   {"name": "world-caption", "limit": 3}],
-        "cost": {"latency_examples": 4, "batch_size": 2, "flops_examples": 2, "repeats": 1},
+        "cost": {"latency_examples": 4, "batch_size": 2, "flops_examples": 2, "min_run_time": 0.01},
         "recovery": {"lora": {"method": "lora", "components": ["qformer"], "steps": 2, "batch_size": 4, "lr": 1e-3,
                               "warmup_steps": 0},
                      "full": {"method": "full", "components": ["qformer", "query_tokens"], "steps": 2, "batch_size": 4,

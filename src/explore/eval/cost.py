@@ -15,11 +15,11 @@ warming up; the tracker: 0.5 MB), and a batch of 8 run twice raised it by 7.9 MB
 
 from __future__ import annotations
 
-import time
 import weakref
 from pathlib import Path
 
 import torch
+import torch.utils.benchmark as benchmark
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
@@ -62,16 +62,21 @@ def flops_per_example(model, processor: InstructBlipProcessor, examples: list[Ex
 
 @torch.inference_mode()
 def latency_per_example(model, processor, examples: list[Example], *, batch_size: int, max_new_tokens: int = 10,
-                        warmup: int = 1) -> float:  # fmt: skip
-    """Seconds per example to generate answers for ``examples`` in batches of ``batch_size``
-    (after ``warmup`` untimed batches)."""
+                        warmup: int = 1, min_run_time: float = 0.2) -> float:  # fmt: skip
+    """Seconds per example to generate answers for ``examples`` in batches of ``batch_size``: the fastest of
+    the whole passes that ``torch.utils.benchmark.Timer.blocked_autorange`` times until ``min_run_time``
+    seconds are spent (at least one; noise on a shared CPU only ever adds time), at the process's thread
+    count, after ``warmup`` untimed batches."""
     batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
     for batch in batches[:warmup]:
         generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
-    started = time.perf_counter()
-    for batch in batches:
-        generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
-    return (time.perf_counter() - started) / len(examples)
+
+    def one_pass() -> None:
+        for batch in batches:
+            generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
+
+    timer = benchmark.Timer(stmt="one_pass()", globals={"one_pass": one_pass}, num_threads=torch.get_num_threads())
+    return min(timer.blocked_autorange(min_run_time=min_run_time).times) / len(examples)
 
 
 def weight_bytes(model: torch.nn.Module) -> int:

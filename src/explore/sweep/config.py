@@ -126,7 +126,8 @@ class CostSection(StrictModel):
     latency_examples: int = Field(32, gt=0, description="examples timed for latency (world VQA questions)")
     batch_size: int = Field(32, gt=0, description="batch size of the batched latency (batch 1 is always timed)")
     flops_examples: int = Field(8, gt=0, description="examples in the FLOP count")
-    repeats: int = Field(3, gt=0, description="latency: best of this many timed passes (less noise)")
+    min_run_time: float = Field(1.0, gt=0, description="latency: seconds of timed passes per batch size "
+                                "(torch.utils.benchmark's blocked_autorange); the fastest pass is kept")
 
 
 class SweepConfig(StrictModel):

@@ -178,8 +178,8 @@ def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order
             f"Tasks: {tasks}. Retention is against `original` (judge: share of above-chance accuracy kept). "
             f"Target: every task ≥ {config.target_retention:.0%}; aim: ≥ {config.aim_retention:.0%} with ≤ 25% of the "
             "non-embedding parameters or ≥ 3× lower latency (batch 1 or batched). Cost ratios in brackets are against `original`; "
-            f"latency is the best of {config.cost.repeats} passes over {config.cost.latency_examples} questions on this "
-            "machine's CPU."
+            f"latency is the fastest of the passes over {config.cost.latency_examples} questions timed for "
+            f"{config.cost.min_run_time:g} s (torch.utils.benchmark) on this machine's CPU."
         ),
         "",
         "## Answer",

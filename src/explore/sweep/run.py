@@ -136,7 +136,7 @@ def measure_cost(model, processor, fp32_model, folder: Path, data: SweepData, co
     timing = data.timing[: cost.latency_examples]
 
     def best_latency(batch_size: int) -> float:
-        return min(latency_per_example(model, processor, timing, batch_size=batch_size) for _ in range(cost.repeats))
+        return latency_per_example(model, processor, timing, batch_size=batch_size, min_run_time=cost.min_run_time)
 
     memory = peak_memory(model, processor, data.timing[: cost.batch_size])
     return {
