@@ -92,16 +92,27 @@ def test_a_weights_file_instead_of_its_folder_is_a_one_line_error(tiny_factory, 
     _one_line_error(folder / "model.safetensors", "pass the folder that holds config.json")
 
 
-def test_no_source_file_enables_remote_code():
-    """explore never runs code shipped with a checkpoint: ``trust_remote_code`` is never switched on."""
-    from pathlib import Path
-
-    import explore
-
-    sources = list(Path(explore.__file__).parent.rglob("*.py"))
-    assert sources
-    offenders = [str(path) for path in sources if "trust_remote_code=True" in path.read_text().replace(" ", "")]
-    assert not offenders
+def test_code_shipped_with_a_checkpoint_never_runs(tiny_factory, tmp_path):
+    """A folder whose config, tokenizer and processor configs point at custom code (``auto_map``, the way
+    ``trust_remote_code`` models ship) loads with transformers' own InstructBLIP classes; the shipped code
+    is never imported."""
+    tiny = tiny_factory("tiny-t5")
+    folder = save_model(tiny.model, tiny.processor, tmp_path / "model")
+    marker = tmp_path / "remote code ran"
+    (folder / "shipped.py").write_text(
+        f"import pathlib\npathlib.Path({str(marker)!r}).write_text('ran')\n"
+        "from transformers import InstructBlipForConditionalGeneration as Model, PreTrainedTokenizerFast as Tok\n"
+        "from transformers import InstructBlipProcessor as Processor\n"
+    )
+    for name, key, value in (("config.json", "AutoModelForImageTextToText", "shipped.Model"),
+                             ("tokenizer_config.json", "AutoTokenizer", ["shipped.Tok", None]),
+                             ("processor_config.json", "AutoProcessor", "shipped.Processor")):  # fmt: skip
+        path = folder / name
+        config = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps({**config, "auto_map": {key: value}}))
+    model, processor = load_model(folder)
+    assert not marker.exists()
+    assert type(model).__module__.startswith("transformers.")
 
 
 def test_nan_weights_are_refused_and_named(tiny_factory, tmp_path):
