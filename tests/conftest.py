@@ -91,14 +91,18 @@ def explore_cli(monkeypatch, capfd):
 # child runs `explore.cli.main` with its stdout and stderr in a log file and, when it ends by itself, writes
 # how many events of each kind it saw. Nothing in a child can clean up after a kill.
 _ZYGOTE = r"""
-import json, os, signal, sys
+import importlib, json, os, signal, sys
+from explore.cli import main  # first: it sets up the process as `explore` does, before torch starts
 import torch
-import explore.cli, explore.cli.use, explore.eval.runner, explore.eval.t2i, explore.sweep.run, explore.adapt.finetune
-import explore.diffusion.train, explore.diffusion.pipeline, explore.models.loading
-import explore.eval.scoring, explore.diffusion.features, explore.compress.depth, explore.compress.precision
-import explore.compress.queries, explore.compress.resolution, explore.sweep.report, torchmetrics.image.fid, accelerate
-import matplotlib.pyplot
-from explore.cli import main
+
+for name in ["explore.cli.use", "explore.eval.runner", "explore.eval.scoring", "explore.eval.t2i", "explore.sweep.run",
+             "explore.sweep.report", "explore.adapt.finetune", "explore.compress.depth", "explore.compress.precision",
+             "explore.compress.queries", "explore.compress.resolution", "explore.diffusion.train",
+             "explore.diffusion.pipeline", "explore.models.loading", "torchmetrics.image.fid", "matplotlib.pyplot"]:
+    try:  # only a speed-up: a child imports what it needs
+        importlib.import_module(name)
+    except ImportError:
+        pass
 
 sys.stdout.write("ready\n"); sys.stdout.flush()
 for line in sys.stdin:

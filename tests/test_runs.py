@@ -128,3 +128,19 @@ def test_model_fingerprint_follows_the_weights():
     with torch.no_grad():
         model.bias[0] += 1e-6
     assert model_fingerprint(model) != before
+
+
+def test_atomic_folder_cleans_up_after_a_killed_swap(tmp_path):
+    folder = tmp_path / "model"
+    with atomic_folder(folder) as staging:
+        (staging / "weights").write_text("v1")
+    # a kill between the two renames of a later save: the old folder aside, the new one still staging
+    aside = tmp_path / ".model.old-x1"
+    aside.mkdir()
+    os.replace(folder, aside / "model")
+    (tmp_path / ".model.tmp-x2").mkdir()
+    (tmp_path / ".model.tmp-x2" / "weights").write_text("v2, maybe half")
+    with pytest.raises(RuntimeError), atomic_folder(folder):
+        assert (folder / "weights").read_text() == "v1"  # put back before anything else happens
+        raise RuntimeError("stop")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -23,6 +23,7 @@ line naming the file (and the earlier file, which is kept).
 from __future__ import annotations
 
 import errno
+import glob
 import hashlib
 import json
 import os
@@ -133,10 +134,12 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``folder`` to write into; when the block succeeds its files are fsync-ed
     and it replaces ``folder`` (an existing one is removed only after the new one is in place). On an error
     the temporary folder is deleted and ``folder`` is left as it was; a full or read-only disk raises
-    :class:`DiskError` naming ``folder``."""
+    :class:`DiskError` naming ``folder``. What a killed earlier call left beside ``folder`` is cleaned up
+    first (a previous folder moved aside is put back)."""
     folder = Path(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
+        _recover_folder(folder)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
     except OSError as error:
         raise _translate(folder, error) from error
@@ -157,6 +160,17 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def _recover_folder(folder: Path) -> None:
+    """Clean up after an :func:`atomic_folder` that was killed: a staging folder is never complete (deleted);
+    a previous folder moved aside by a kill between the two renames is put back."""
+    for aside in folder.parent.glob(f".{glob.escape(folder.name)}.old-*"):
+        if (aside / folder.name).is_dir() and not folder.exists():
+            os.replace(aside / folder.name, folder)
+        shutil.rmtree(aside, ignore_errors=True)
+    for staging in folder.parent.glob(f".{glob.escape(folder.name)}.tmp-*"):
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class JsonlLog:

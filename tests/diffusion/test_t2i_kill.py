@@ -10,7 +10,7 @@ from explore.models.build import build_model, build_processor
 from explore.models.loading import save_model
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 
 @pytest.fixture(scope="module")

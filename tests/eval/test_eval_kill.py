@@ -7,7 +7,7 @@ import pytest
 from explore.models.build import build_model, build_processor
 from explore.models.loading import save_model
 from explore.models.tokenizer import build_word_tokenizer
-from explore.world.text import vocabulary
+from explore.world.vocabulary import vocabulary
 
 
 def tiny_model(folder, seed: int):

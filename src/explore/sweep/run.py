@@ -185,6 +185,9 @@ def run_point(point: PointSection, config: SweepConfig, original, data: SweepDat
         meta = {"dropped": dropped, "recovery": recovery}
         save_model(model, processor, model_dir)
         write_json(meta_path, meta)  # written last and atomically: its presence marks a finished model
+    # from here on the model is only measured: frozen, whether recovered just now or loaded from an earlier
+    # (killed) run, so its record (params_trainable included) does not depend on which
+    model.requires_grad_(False)
     fp32_model, saved = model, model_dir
     if point.compress.precision != "fp32":
         model, processor = load_at_precision(model_dir, point.compress.precision, device=config.device)

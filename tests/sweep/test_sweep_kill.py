@@ -1,0 +1,77 @@
+"""``explore sweep`` killed for real (SIGKILL, in a forked child) at five durable writes the test picks among
+an uninterrupted run's (model folders, the finished-model marker, predictions, results, report), then resumed:
+the same results (all but the wall-clock timings), byte-identical predictions, summaries and model weights."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import yaml
+
+from explore.models.build import build_model, build_processor
+from explore.models.loading import save_model
+from explore.models.presets import get_preset
+from explore.models.tokenizer import build_word_tokenizer
+from explore.runs import read_jsonl
+from explore.world.vocabulary import vocabulary
+
+TIMINGS = ("seconds", "latency_b1_s", "latency_b2_s")  # wall-clock: differ between any two runs
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    preset = replace(get_preset("tiny-t5"), name="tiny-t5-sweep", vision_layers=2, qformer_layers=2, lm_layers=2,
+                     lm_decoder_layers=2, num_query_tokens=6)  # fmt: skip
+    words = vocabulary()
+    tokenizer, qtok = build_word_tokenizer(words), build_word_tokenizer(words, image_token=False)
+    return save_model(build_model(preset, tokenizer, seed=0), build_processor(preset, tokenizer, qtok),
+                      tmp_path_factory.mktemp("tiny") / "model")  # fmt: skip
+
+
+def sweep_file(folder, out, path):
+    raw = {
+        "model": str(folder), "output_dir": str(out), "eval_batch_size": 2, "calibration_examples": 2,
+        "tasks": [{"name": "world-vqa", "limit": 4}],
+        "cost": {"latency_examples": 1, "batch_size": 2, "flops_examples": 1, "min_run_time": 0.01},
+        "recovery": {"lora": {"method": "lora", "components": ["qformer"], "steps": 2, "batch_size": 2, "lr": 1e-3,
+                              "warmup_steps": 0}},
+        "points": [{"name": "q3+lora", "compress": {"queries": {"keep": 3, "strategy": "merge"}}, "recover": "lora"}],
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def without_timings(value):
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMINGS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
+
+
+def outputs(out) -> dict:
+    """What a sweep leaves: results and model notes (timings aside), and the bytes of every prediction, summary,
+    header and weight file."""
+    files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
+             if p.is_file() and p.suffix in (".jsonl", ".json", ".safetensors")
+             and p.name not in ("results.jsonl", "run.json") and p.parent.name != "models"}  # fmt: skip
+    notes = {p.name: without_timings(json.loads(p.read_text())) for p in sorted((out / "models").glob("*.json"))}
+    results = [without_timings({k: v for k, v in r.items() if k != "model_dir"}) for r in read_jsonl(out / "results.jsonl")]
+    return {"results": results, "notes": notes, "files": files, "report": (out / "report.md").is_file()}
+
+
+def test_sweep_killed_at_five_points_resumes_to_the_uninterrupted_results(forked_explore, tiny_folder, tmp_path):
+    config = sweep_file(tiny_folder, tmp_path / "reference", tmp_path / "reference.yaml")
+    reference = forked_explore("sweep", "--config", str(config))
+    assert reference.code == 0, reference.log
+    expected = outputs(tmp_path / "reference")
+    assert [r["name"] for r in expected["results"]] == ["original", "q3+lora"] and expected["report"]
+    assert any(name.endswith("model.safetensors") for name in expected["files"])
+    for point in forked_explore.kill_points(reference.events["fsync"]):
+        out = tmp_path / f"killed-at-{point}"
+        config = sweep_file(tiny_folder, out, tmp_path / f"killed-at-{point}.yaml")
+        killed = forked_explore("sweep", "--config", str(config), event="fsync", kill_at=point)
+        assert killed.killed, f"fsync {point}: {killed.log}"
+        resumed = forked_explore("sweep", "--config", str(config))
+        assert resumed.code == 0, resumed.log
+        assert outputs(out) == expected, f"killed at fsync {point}"
