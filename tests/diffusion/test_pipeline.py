@@ -54,10 +54,19 @@ def test_bad_inputs_are_refused(tiny_pipeline_dir, tmp_path):
 
 
 def test_image_grid_lays_images_out():
+    """Row by row, each image enlarged by nearest neighbour (its pixels copied, not blended), white gaps between."""
     from PIL import Image
 
-    grid = image_grid([Image.new("RGB", (8, 8))] * 3, columns=2, scale=2, pad=1)
+    red, green, blue = (Image.new("RGB", (8, 8), colour) for colour in ((255, 0, 0), (0, 255, 0), (0, 0, 255)))
+    red.putpixel((0, 0), (0, 0, 0))
+    grid = image_grid([red, green, blue], columns=2, scale=2, pad=1)
     assert grid.size == (2 * 17 + 1, 2 * 17 + 1)
+    tile = 17  # 8 px x 2 + a 1 px gap
+    assert grid.getpixel((1, 1)) == grid.getpixel((2, 2)) == (0, 0, 0)  # red's corner pixel, 2x2 and unblended
+    assert grid.getpixel((3, 3)) == (255, 0, 0)
+    assert grid.getpixel((1 + tile, 1)) == (0, 255, 0) and grid.getpixel((1, 1 + tile)) == (0, 0, 255)
+    assert grid.getpixel((1 + tile, 1 + tile)) == (255, 255, 255)  # the empty slot of the last row
+    assert grid.getpixel((0, 5)) == grid.getpixel((tile, 5)) == grid.getpixel((2 * tile, 5)) == (255, 255, 255)
 
 
 @pytest.mark.parametrize("scheduler", ["dpm", "unipc"])

@@ -22,8 +22,9 @@ from diffusers import (
     UniPCMultistepScheduler,
 )
 from diffusers.utils import logging as diffusers_logging
+from diffusers.utils import make_image_grid
 from diffusers.utils.torch_utils import randn_tensor
-from PIL import Image
+from PIL import Image, ImageOps
 
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, tokenize_prompts
 from explore.diffusion.unet import EfficientUNet
@@ -235,15 +236,15 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "cpu") -> 
 
 
 def image_grid(images: list[Image.Image], columns: int | None = None, scale: int = 1, pad: int = 2) -> Image.Image:
-    """Images side by side in a grid (``columns`` default: all in one row), enlarged ``scale``× (nearest)."""
+    """Images side by side in a grid (``columns`` default: all in one row), enlarged ``scale``× (nearest: the
+    world's pixels stay sharp) and ``pad`` white pixels apart, laid out by diffusers' ``make_image_grid``."""
     if not images:
         raise ValueError("image_grid needs at least one image")
     columns = columns or len(images)
-    w, h = images[0].size
-    w, h = w * scale, h * scale
     rows = (len(images) + columns - 1) // columns
-    grid = Image.new("RGB", (columns * (w + pad) + pad, rows * (h + pad) + pad), (255, 255, 255))
-    for i, image in enumerate(images):
-        tile = image.resize((w, h), Image.Resampling.NEAREST)
-        grid.paste(tile, (pad + (i % columns) * (w + pad), pad + (i // columns) * (h + pad)))
-    return grid
+    w, h = images[0].size[0] * scale, images[0].size[1] * scale
+    white = (255, 255, 255)
+    tiles = [image.convert("RGB").resize((w, h), Image.Resampling.NEAREST) for image in images]
+    tiles += [Image.new("RGB", (w, h), white)] * (rows * columns - len(tiles))  # fill the last row
+    tiles = [ImageOps.expand(tile, border=(pad, pad, 0, 0), fill=white) for tile in tiles]  # left and top gaps
+    return ImageOps.expand(make_image_grid(tiles, rows, columns), border=(0, 0, pad, pad), fill=white)
