@@ -120,7 +120,8 @@ def write_json(path: str | os.PathLike, value, *, indent: int | None = 2, sort_k
     return write_text(path, json.dumps(value, indent=indent, sort_keys=sort_keys) + "\n")
 
 
-def _fsync_tree(folder: Path) -> None:
+def fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (before a rename makes it visible as complete)."""
     for path in sorted(folder.rglob("*")):
         if path.is_file():
             with open(path, "rb+") as f:
@@ -145,7 +146,7 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         raise _translate(folder, error) from error
     try:
         yield staging
-        _fsync_tree(staging)
+        fsync_tree(staging)
         if folder.exists():
             previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
             os.replace(folder, previous / folder.name)

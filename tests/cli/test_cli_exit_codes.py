@@ -89,3 +89,14 @@ def test_ctrl_c_exits_130(tmp_path):
         child.kill()
     assert child.returncode == 130, (child.returncode, err)
     assert err.strip() == "aborted" and "Traceback" not in err
+
+
+NOT_WRITABLE = r"(Operation not permitted|Permission denied|Read-only file system)"
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_and_exit_2():
+    # /sys refuses new entries even to root (a chmod-ed folder would not stop root)
+    r = run("world", "export", "--out", "/sys/explore-nope/world", "--n", "2")
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert re.fullmatch(rf"error: cannot write /sys/explore-nope: {NOT_WRITABLE}; free space or choose a writable "
+                        r"folder\n", r.stderr), r.stderr  # fmt: skip

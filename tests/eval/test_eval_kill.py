@@ -65,3 +65,10 @@ def test_resume_with_another_model_or_judge_is_refused(forked_explore, models, t
     assert generative.code == 2
     assert generative.log.strip() == (f"error: {judge} was written with judge = 'likelihood', but this run has "
                                       "judge = 'generative'; resume with the same settings, or use a new --out folder")
+
+
+def test_eval_into_a_folder_that_cannot_be_written_is_one_line(forked_explore, models):
+    r = forked_explore(*eval_args(models[0], "/sys/explore-nope"))  # /sys refuses new entries even to root
+    assert r.code == 2, r.log
+    (line,) = r.log.strip().splitlines()
+    assert line.startswith("error: cannot write /sys/explore-nope/header.json: ") and "writable folder" in line

@@ -17,6 +17,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from explore.errors import ExploreError
+from explore.runs import DISK_ERRORS
 
 app = typer.Typer(help="explore: compress and evaluate InstructBLIP-style vision-language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
@@ -74,8 +75,8 @@ def main() -> None:
     (``--debug`` shows the traceback of an error instead):
 
     - 0: the command did its work;
-    - 2: a user error (:class:`~explore.errors.ExploreError`) as one line, or a usage error (unknown command
-      or option, a bad value) as click's usage message;
+    - 2: a user error (:class:`~explore.errors.ExploreError`, or a disk that is full or not writable) as one
+      line, or a usage error (unknown command or option, a bad value) as click's usage message;
     - 1: anything nobody foresaw, as ``error: internal error: <type>: <message>; rerun with --debug ...``;
     - 130: interrupted (Ctrl-C).
     """
@@ -97,6 +98,11 @@ def main() -> None:
     except Exception as err:
         if _state["debug"]:
             raise
+        if isinstance(err, OSError) and err.errno in DISK_ERRORS:  # full or read-only disk: the user can fix it
+            where = f"{err.filename}: " if err.filename else ""
+            console.print(f"[bold red]error:[/] cannot write {escape(where)}{os.strerror(err.errno)}; free space or "
+                          "choose a writable folder", highlight=False, soft_wrap=True)  # fmt: skip
+            sys.exit(2)
         message = f"{type(err).__name__}: {_one_line(err)}" if str(err).strip() else type(err).__name__
         console.print(f"[bold red]error:[/] internal error: {escape(message)}; rerun with --debug for the traceback",
                       highlight=False, soft_wrap=True)  # fmt: skip

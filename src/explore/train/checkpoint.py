@@ -9,17 +9,24 @@ A checkpoint folder ``<root>/step-NNNNNNN/`` holds:
 - ``rng.safetensors``: the torch CPU RNG state (and the CUDA ones when there is a GPU);
 - ``run_config.json``: what kind of run wrote it and the config that decides its weights, so a
   resume with another config is refused instead of silently training something else;
+- ``manifest.json``: the size and SHA-256 of every file above;
 - ``trainer_state.json``: step, data position and the like; written last.
 
-It is written to a hidden temporary folder and renamed into place when complete; an older
-checkpoint is removed only after the new one is in place, by renaming it out of the way first, so
-a crash (even SIGKILL) at any moment leaves the last complete checkpoint intact and never leaves a
-half-deleted folder that looks complete. Only the main process writes (transformers#27925).
+It is written to a hidden temporary folder, fsync-ed, and renamed into place when complete (the rename
+fsync-ed too); an older checkpoint is removed only after the new one is in place, by renaming it out of
+the way first, so a crash (SIGKILL, or a power cut where the disk honours fsync) at any moment leaves the
+last complete checkpoint intact and never leaves a half-deleted folder that looks complete. A full or
+read-only disk while saving is one :class:`~explore.runs.DiskError` line naming the checkpoint kept. A
+resume from ``latest`` checks each checkpoint against its manifest and skips a damaged one (with a
+warning) for the one before. Only the main process writes (transformers#27925).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import logging
 import os
 import pickle
 import re
@@ -28,12 +35,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_safetensors
 
 from explore.errors import ExploreError
+from explore.runs import DISK_ERRORS, DiskError, fsync_folder, fsync_tree
 
 STATE_FILE = "trainer_state.json"
 RUN_FILE = "run_config.json"
+MANIFEST_FILE = "manifest.json"
+logger = logging.getLogger(__name__)
 PREFIX = "step-"
 
 
@@ -68,25 +79,87 @@ def save_checkpoint(
         run: JSON-ready ``{"kind": ..., "config": ...}`` checked on resume by :func:`check_run`.
         keep: how many of the newest checkpoints up to ``step`` to keep (later ones are left alone).
     """
-    root.mkdir(parents=True, exist_ok=True)
     final = step_dir(root, step)
-    for stale in [*root.glob(".tmp-*"), *root.glob(".trash-*")]:  # left by a killed run; never complete
-        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{final.name}"
-    tmp.mkdir()
-    write_weights(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-    save_file(_rng_states(), tmp / "rng.safetensors")
-    (tmp / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True))
-    (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
-    if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
-        _discard(final)
-    os.replace(tmp, final)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        for stale in [*root.glob(".tmp-*"), *root.glob(".trash-*")]:  # left by a killed run; never complete
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp.mkdir()
+        write_weights(tmp)
+        # states go through bytes, so a full disk surfaces as an OSError of the write, not torch's RuntimeError
+        (tmp / "optimizer.pt").write_bytes(_torch_bytes(optimizer.state_dict()))
+        (tmp / "scheduler.pt").write_bytes(_torch_bytes(scheduler.state_dict()))
+        (tmp / "rng.safetensors").write_bytes(save_safetensors(_rng_states()))
+        (tmp / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True))
+        (tmp / MANIFEST_FILE).write_text(json.dumps(_manifest(tmp), indent=2, sort_keys=True))
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
+        fsync_tree(tmp)  # on disk before the rename makes it the checkpoint a resume picks
+        if final.exists():  # a checkpoint of the same step from an earlier, interrupted run
+            _discard(final)
+        os.replace(tmp, final)
+        fsync_folder(root)
+    except OSError as error:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if error.errno not in DISK_ERRORS:
+            raise
+        previous = complete_checkpoints(root)
+        kept = (f"the previous checkpoint {previous[-1]} is kept (--resume latest continues from it)" if previous
+                else "no earlier checkpoint exists")  # fmt: skip
+        raise DiskError(f"cannot write checkpoint {final.name} in {root}: {os.strerror(error.errno)}; {kept}; "
+                        "free space or choose a writable output folder") from error  # fmt: skip
     earlier = [p for p in complete_checkpoints(root) if step_of(p) <= step]
-    for old in earlier[: len(earlier) - keep]:
+    for old in earlier[: max(0, len(earlier) - keep)]:  # (a negative slice end would delete kept ones)
         _discard(old)
     return final
+
+
+def _torch_bytes(state: dict) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _manifest(folder: Path) -> dict[str, dict]:
+    """Size and SHA-256 of every file of a checkpoint being written: a resume checks them."""
+    return {str(p.relative_to(folder)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checkpoint_problem(checkpoint: Path) -> str | None:
+    """Why ``checkpoint`` cannot be resumed (a missing, cut or changed file; state that is not JSON), or None.
+
+    Checkpoints written before the manifest existed are checked for their JSON files only.
+    """
+    for name in (STATE_FILE, RUN_FILE):
+        try:
+            json.loads((checkpoint / name).read_text())
+        except (OSError, ValueError) as error:
+            return f"{name} unreadable ({type(error).__name__})"
+    manifest_path = checkpoint / MANIFEST_FILE
+    if not manifest_path.is_file():
+        return None
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError):
+        return f"{MANIFEST_FILE} unreadable"
+    for name, expected in manifest.items():
+        path = checkpoint / name
+        if not path.is_file():
+            return f"{name} missing"
+        if path.stat().st_size != expected["bytes"]:
+            return f"{name} has {path.stat().st_size} bytes, {expected['bytes']} were written"
+        if _sha256(path) != expected["sha256"]:
+            return f"{name} changed since it was written (SHA-256 differs)"
+    return None
 
 
 def _discard(folder: Path) -> None:
@@ -122,7 +195,13 @@ def find_checkpoint(resume: str, root: Path) -> Path:
             what = "no such folder" if not root.exists() else "no complete checkpoint in it"
             raise ExploreError(f"--resume latest: nothing to resume in {root} ({what}); "
                                "start without --resume or point --resume at a checkpoint folder")  # fmt: skip
-        return found[-1]
+        for checkpoint in reversed(found):  # newest first; a damaged one is skipped for the one before
+            problem = checkpoint_problem(checkpoint)
+            if problem is None:
+                return checkpoint
+            logger.warning("warning: skipping damaged checkpoint %s (%s); trying the one before", checkpoint, problem)
+        raise ExploreError(f"--resume latest: every checkpoint in {root} is damaged (the newest: "
+                           f"{checkpoint_problem(found[-1])}); start without --resume")  # fmt: skip
     path = Path(resume)
     if path.is_file():
         raise ExploreError(f"--resume {resume}: is a file; pass 'latest' or a checkpoint folder ({root}/step-*)")
@@ -131,6 +210,10 @@ def find_checkpoint(resume: str, root: Path) -> Path:
     if not (path / STATE_FILE).is_file():
         raise ExploreError(f"--resume {resume}: not a complete checkpoint (no {STATE_FILE}); "
                            "pass 'latest' to use the newest complete one")  # fmt: skip
+    problem = checkpoint_problem(path)
+    if problem is not None:
+        raise ExploreError(f"--resume {resume}: the checkpoint is damaged ({problem}); pass 'latest' to use the "
+                           "newest good one")  # fmt: skip
     return path
 
 
