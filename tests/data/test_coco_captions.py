@@ -77,6 +77,8 @@ def edited(edit) -> dict:
          r"annotations\[1\]: 'caption' is NoneType None, expected str"),
         (edited(lambda d: d.pop("annotations")), r"missing top-level key 'annotations'"),
         (edited(lambda d: d.update(images={"id": 1})), r"'images' is dict, expected a list"),
+        (edited(lambda d: d["images"].__setitem__(0, 3)), r"images\[0\]: is int, expected a JSON object"),
+        (edited(lambda d: d["annotations"][0].update(id=True)), r"annotations\[0\]: 'id' is bool True, expected int"),
     ],
 )
 def test_structural_errors_name_the_entry(coco_files, data, pattern) -> None:

@@ -9,21 +9,39 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from explore.data._validate import (
-    check_limit,
-    read_json,
-    require_keys,
-    require_list_field,
-    require_type,
-)
+from typing_extensions import TypedDict  # pydantic validates typing_extensions' TypedDict on Python < 3.12
+
+from explore.data._validate import check_limit, parse_file, read_json, record
 from explore.data.example import Example
 from explore.errors import ExploreError, ImageError, SchemaError
 
 # One of InstructBLIP's captioning instruction templates (arXiv 2305.06500, appendix).
 DEFAULT_CAPTION_PROMPT = "A short image description:"
 
-IMAGE_KEYS = ("id", "file_name")
-ANNOTATION_KEYS = ("image_id", "caption", "id")
+
+@record
+class CocoImage(TypedDict):
+    """An entry of ``images``."""
+
+    id: int
+    file_name: str  # relative to the image folder
+
+
+@record
+class CocoCaption(TypedDict):
+    """An entry of ``annotations``: one reference caption."""
+
+    image_id: int
+    caption: str
+    id: int
+
+
+@record
+class CocoCaptionsFile(TypedDict):
+    """A COCO captions JSON (other keys, e.g. ``info`` and ``licenses``, are ignored)."""
+
+    images: list[CocoImage]
+    annotations: list[CocoCaption]
 
 
 def load_coco_captions(
@@ -55,38 +73,28 @@ def load_coco_captions(
     if not isinstance(prompt, str) or not prompt.strip():
         raise ExploreError(f"prompt must be a non-empty string, got {prompt!r}")
     where_file = f"COCO captions file {captions_file}"
-    data = read_json(captions_file, "COCO captions file")
-    images = require_list_field(data, "images", where_file)
-    annotations = require_list_field(data, "annotations", where_file)
+    data = parse_file(CocoCaptionsFile, read_json(captions_file, "COCO captions file"), where_file)
     image_dir = Path(image_dir)
     if not image_dir.is_dir():
         raise ExploreError(f"COCO image folder {image_dir}: not found; pass the folder with the images")
 
     file_names: dict[int, str] = {}
-    for index, image in enumerate(images):
-        where = f"{where_file}, images[{index}]"
-        require_keys(image, IMAGE_KEYS, where)
-        image_id = require_type(image, "id", int, where)
-        file_names_value = require_type(image, "file_name", str, where)
-        if image_id in file_names:
-            raise SchemaError(f"{where}: image id {image_id} appears twice in 'images'")
-        file_names[image_id] = file_names_value
+    for index, image in enumerate(data["images"]):
+        if image["id"] in file_names:
+            raise SchemaError(f"{where_file}, images[{index}]: image id {image['id']} appears twice in 'images'")
+        file_names[image["id"]] = image["file_name"]
 
     captions: dict[int, list[str]] = {image_id: [] for image_id in file_names}
     caption_ids: dict[int, list[int]] = {image_id: [] for image_id in file_names}
-    for index, annotation in enumerate(annotations):
-        where = f"{where_file}, annotations[{index}]"
-        require_keys(annotation, ANNOTATION_KEYS, where)
-        image_id = require_type(annotation, "image_id", int, where)
-        caption = require_type(annotation, "caption", str, where)
-        caption_id = require_type(annotation, "id", int, where)
+    for index, annotation in enumerate(data["annotations"]):
+        image_id = annotation["image_id"]
         if image_id not in captions:
             raise SchemaError(
-                f"{where}: caption {caption_id} refers to image_id {image_id}, which is not in "
-                "'images'; the file is inconsistent"
+                f"{where_file}, annotations[{index}]: caption {annotation['id']} refers to image_id "
+                f"{image_id}, which is not in 'images'; the file is inconsistent"
             )
-        captions[image_id].append(caption.strip())
-        caption_ids[image_id].append(caption_id)
+        captions[image_id].append(annotation["caption"].strip())
+        caption_ids[image_id].append(annotation["id"])
 
     selected = list(file_names.items())
     if limit is not None:

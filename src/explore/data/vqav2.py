@@ -14,24 +14,58 @@ checked here, so loading the 214 K val2014 questions takes seconds, not minutes.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from explore.data._validate import (
-    check_limit,
-    read_json,
-    require_keys,
-    require_list_field,
-    require_type,
-)
+from typing_extensions import NotRequired, TypedDict  # pydantic validates these on Python < 3.12
+
+from explore.data._validate import check_limit, parse_file, read_json, record
 from explore.data.example import Example
 from explore.errors import ConfigError, ExploreError, ImageError, SchemaError
 
 DEFAULT_IMAGE_PATTERN = "COCO_{split}_{image_id:012d}.jpg"
 
-QUESTION_KEYS = ("image_id", "question", "question_id")
-ANNOTATION_KEYS = (
-    "question_id", "image_id", "question_type", "answer_type", "multiple_choice_answer", "answers",
-)
-ANSWER_KEYS = ("answer", "answer_confidence", "answer_id")
+
+@record
+class VqaQuestion(TypedDict):
+    """An entry of the questions file's ``questions``."""
+
+    image_id: int
+    question: str
+    question_id: int
+
+
+@record
+class VqaQuestionsFile(TypedDict):
+    """A VQAv2 questions JSON; ``data_subtype`` (e.g. "val2014") names the image split."""
+
+    questions: list[VqaQuestion]
+    data_subtype: NotRequired[Any]  # used only when it is a string
+
+
+@record
+class VqaAnswer(TypedDict):
+    """One of the (ten) human answers of a question."""
+
+    answer: str
+    answer_confidence: Any  # "yes" / "maybe" / "no" in VQAv2; kept as given
+    answer_id: Any
+
+
+@record
+class VqaAnnotation(TypedDict):
+    """An entry of the annotations file's ``annotations``: the human answers of one question."""
+
+    question_id: int
+    image_id: int
+    question_type: str
+    answer_type: str
+    multiple_choice_answer: str
+    answers: list[VqaAnswer]
+
+
+@record
+class VqaAnnotationsFile(TypedDict):
+    annotations: list[VqaAnnotation]
 
 
 def load_vqav2(
@@ -68,10 +102,10 @@ def load_vqav2(
             or image folder.
     """
     check_limit(limit)
-    questions_data = read_json(questions_file, "VQAv2 questions file")
     where_questions = f"VQAv2 questions file {questions_file}"
-    questions = require_list_field(questions_data, "questions", where_questions)
-    split = _resolve_split(split, questions_data, where_questions)
+    questions_data = parse_file(VqaQuestionsFile, read_json(questions_file, "VQAv2 questions file"), where_questions)
+    questions = questions_data["questions"]
+    split = _resolve_split(split, questions_data.get("data_subtype"), where_questions)
     if limit is not None:
         questions = questions[:limit]
     annotations = None
@@ -86,10 +120,7 @@ def load_vqav2(
     examples = []
     for index, question in enumerate(questions):
         where = f"{where_questions}, questions[{index}]"
-        require_keys(question, QUESTION_KEYS, where)
-        question_id = require_type(question, "question_id", int, where)
-        image_id = require_type(question, "image_id", int, where)
-        text = require_type(question, "question", str, where)
+        question_id, image_id, text = question["question_id"], question["image_id"], question["question"]
         image_path = image_dir / _image_name(image_pattern, split, image_id)
         if not image_path.is_file():
             raise ImageError(
@@ -133,36 +164,26 @@ def load_vqav2(
     return examples
 
 
-def _annotations_by_question(annotations_file: str | Path) -> dict[int, dict]:
+def _annotations_by_question(annotations_file: str | Path) -> dict[int, VqaAnnotation]:
     """Read and validate the annotations file; index it by question_id."""
     where_file = f"VQAv2 annotations file {annotations_file}"
-    data = read_json(annotations_file, "VQAv2 annotations file")
-    by_question: dict[int, dict] = {}
-    for index, annotation in enumerate(require_list_field(data, "annotations", where_file)):
+    data = parse_file(VqaAnnotationsFile, read_json(annotations_file, "VQAv2 annotations file"), where_file)
+    by_question: dict[int, VqaAnnotation] = {}
+    for index, annotation in enumerate(data["annotations"]):
         where = f"{where_file}, annotations[{index}]"
-        require_keys(annotation, ANNOTATION_KEYS, where)
-        question_id = require_type(annotation, "question_id", int, where)
-        require_type(annotation, "image_id", int, where)
-        for key in ("question_type", "answer_type", "multiple_choice_answer"):
-            require_type(annotation, key, str, where)
-        answers = require_type(annotation, "answers", list, where)
-        if not answers:
+        if not annotation["answers"]:
             raise SchemaError(f"{where}: 'answers' is empty; each question needs its human answers")
-        for answer_index, answer in enumerate(answers):
-            where_answer = f"{where}.answers[{answer_index}]"
-            require_keys(answer, ANSWER_KEYS, where_answer)
-            require_type(answer, "answer", str, where_answer)
-        if question_id in by_question:
-            raise SchemaError(f"{where}: question_id {question_id} is annotated twice")
-        by_question[question_id] = annotation
+        if annotation["question_id"] in by_question:
+            raise SchemaError(f"{where}: question_id {annotation['question_id']} is annotated twice")
+        by_question[annotation["question_id"]] = annotation
     return by_question
 
 
-def _resolve_split(split: str | None, questions_data: dict, where: str) -> str:
+def _resolve_split(split: str | None, data_subtype: Any, where: str) -> str:
     if split is not None:
         return split
-    if "data_subtype" in questions_data and isinstance(questions_data["data_subtype"], str):
-        return questions_data["data_subtype"]
+    if isinstance(data_subtype, str):
+        return data_subtype
     raise ConfigError(
         f"{where}: has no 'data_subtype' to name the image split; pass split=, e.g. 'val2014'"
     )
