@@ -144,3 +144,18 @@ def test_tiny_grounded_training_runs_and_resumes(tmp_path):
     assert pipe.grounded and pipe.unet.config.sample_size == 64
     longer = config.model_copy(update={"output_dir": str(tmp_path / "run")})
     assert train_diffusion(longer, resume="latest", progress=False) == folder
+
+
+def test_a_checkpoint_exports_its_ema_weights_as_the_final_pipeline(tmp_path):
+    from explore.diffusion.train import export_ema_pipeline
+
+    config = load_diffusion_config(TINY_GROUNDED)
+    config = config.model_copy(update={"output_dir": str(tmp_path / "run"),
+                                       "data": config.data.model_copy(update={"cache_dir": str(tmp_path / "cache")})})
+    final = train_diffusion(config, progress=False)  # the last step is checkpointed too: same EMA weights
+    exported = export_ema_pipeline(tmp_path / "run" / "checkpoints" / "step-0000003", tmp_path / "exported")
+    a, b = WorldDiffusionPipeline.from_pretrained(final), WorldDiffusionPipeline.from_pretrained(exported)
+    for (name, p), q in zip(a.unet.named_parameters(), b.unet.parameters()):
+        assert torch.equal(p, q), name
+    with pytest.raises(ExploreError, match="not a diffusion training checkpoint"):
+        export_ema_pipeline(tmp_path, tmp_path / "x")

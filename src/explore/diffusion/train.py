@@ -27,7 +27,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from explore.atomic import atomic_folder
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.config import DiffusionConfig, TextSection
 from explore.diffusion.cache import CacheSpec, TrainingCache, build_cache
@@ -37,7 +36,7 @@ from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
 from explore.errors import ExploreError
-from explore.runinfo import write_run_info
+from explore.runs import append_jsonl, atomic_folder, atomic_path, write_run_info
 from explore.train.checkpoint import (
     check_run,
     find_checkpoint,
@@ -131,6 +130,30 @@ def load_training_checkpoint(path: Path, trainable: nn.ModuleDict, ema: EMAModel
     return TrainState(**read_state(path))
 
 
+def export_ema_pipeline(checkpoint: str | Path, out: str | Path) -> Path:
+    """Write the EMA weights of training checkpoint ``checkpoint`` (a ``checkpoints/step-*`` folder) as a
+    pipeline folder ``out`` (what a finished run writes to ``pipeline/``), to use a run stopped early.
+
+    Raises:
+        ExploreError: no checkpoint there, or EMA weights that do not match the pipeline's parameters.
+    """
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / EMA_FILE).is_file() or not (checkpoint / "pipeline" / "model_index.json").is_file():
+        raise ExploreError(f"{checkpoint}: not a diffusion training checkpoint (no {EMA_FILE} or pipeline/)")
+    pipe = WorldDiffusionPipeline.from_pretrained(checkpoint / "pipeline", use_safetensors=True)
+    shadow = load_file(checkpoint / EMA_FILE)
+    params = dict(nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}).named_parameters())
+    unknown = sorted(set(shadow) - set(params))
+    missing = sorted(name for name in params if name.startswith("unet.") and name not in shadow)
+    if unknown or missing:
+        raise ExploreError(f"{checkpoint / EMA_FILE} does not match the pipeline (unknown {unknown[:3]}, "
+                           f"missing {missing[:3]})")  # fmt: skip
+    with torch.no_grad():
+        for name, tensor in shadow.items():
+            params[name].copy_(tensor)
+    return save_pipeline_atomic(pipe, Path(out))
+
+
 def save_pipeline_atomic(pipe: WorldDiffusionPipeline, folder: Path) -> Path:
     """``pipe.save_pretrained`` into a temporary sibling, then swap it in (the old one removed last)."""
     with atomic_folder(folder) as staging:
@@ -157,8 +180,8 @@ def validate(pipe: WorldDiffusionPipeline, config: DiffusionConfig, out: Path) -
     pipe.unet.train(was_training)
     pipe.text_encoder.train(was_training and config.text.encoder == "learned")
     real = [render(s, config.data.resolution) for s in scenes]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(real + images, columns=len(scenes), scale=2).save(out)
+    with atomic_path(out) as tmp:
+        image_grid(real + images, columns=len(scenes), scale=2).save(tmp)
     checks = [check_scene(detect(image), scene) for image, scene in zip(images, scenes)]
     return {key: round(float(np.mean([c[key] for c in checks])), 4) for key in ("exact", "object", "colour_position")}
 
@@ -315,6 +338,4 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
 
 
 def _log(run_dir: Path, record: dict) -> None:
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with (run_dir / "train_log.jsonl").open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(run_dir / "train_log.jsonl", [record])  # fsync-ed; a line cut by a kill is truncated first
