@@ -11,6 +11,7 @@ from the Q-Former / LM path; if not, from the vision encoder (the reason for the
 pretraining stage, :mod:`explore.train.objects`).
 
     python benchmarks/vision_probe.py --model embedded --scenes 2000
+    python benchmarks/vision_probe.py --vision src/explore/embedded/world-vit --scenes 2000  # the first model's ViT
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import copy
 
 import torch
 from tqdm.auto import tqdm
+from transformers import InstructBlipVisionModel
 
 from explore.models.build import build_model
 from explore.models.loading import load_model
@@ -64,15 +66,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="'embedded', a model folder or a hub id")
     parser.add_argument("--scenes", type=int, default=3000)
+    parser.add_argument("--vision", default=None,
+                        help="probe this vision-encoder folder (InstructBlipVisionModel, e.g. src/explore/embedded/"
+                             "world-vit: the first embedded model's ViT) instead of --model's; --model's processor "
+                             "prepares the images")  # fmt: skip
     parser.add_argument("--preset", default="shapes-small", help="preset of the randomly initialised control")
     args = parser.parse_args()
     model, processor = load_model(args.model)
     trained = model.vision_model.eval()
+    if args.vision is not None:
+        trained = InstructBlipVisionModel.from_pretrained(args.vision, use_safetensors=True).eval()
     random = copy.deepcopy(trained)
     random.load_state_dict(build_model(args.preset, processor.tokenizer, seed=0).vision_model.state_dict())
     layers = list(range(trained.config.num_hidden_layers + 1))
     scenes = [split_scene("train", i) for i in range(args.scenes)]
-    print(f"{args.model}: linear probes on the token under each object's centre ({args.scenes} scenes)")
+    print(f"{args.vision or args.model}: linear probes on the token under each object's centre ({args.scenes} scenes)")
     print(f"{'ViT':<8} {'layer':>5}  " + "  ".join(f"{k:>8}" for k in ATTRIBUTES))
     for name, vision in (("random", random), ("trained", trained)):
         feats, labels = object_tokens(vision, processor, scenes, layers)
