@@ -38,13 +38,13 @@ def optimizer_step(
     optimizer skips its step then). Returns the gradient norm before clipping (NaN when not clipped).
     Raises ExploreError(``nonfinite_message``) when that norm is not finite, before any weight changes.
     """
+    if average_grads and accelerator is None:
+        raise ValueError("average_grads=True needs an accelerator to reduce the gradients over")
     if accelerator is not None:
         accelerator.backward(loss)
     else:
         loss.backward()
     if average_grads:
-        if accelerator is None:
-            raise ValueError("average_grads=True needs an accelerator to reduce the gradients over")
         for p in params:
             if p.grad is not None:
                 p.grad = accelerator.reduce(p.grad, reduction="mean")
