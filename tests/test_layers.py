@@ -21,7 +21,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 LAYERS: list[tuple[str, ...]] = [
     # what every layer uses: errors, atomic writes and run folders, the shipped folders, the config base,
     # and the one record type every layer passes around (an Example and how its image is decoded)
-    ("explore", "explore.errors", "explore.atomic", "explore.runs", "explore.runinfo", "explore.packaged",
+    ("explore", "explore.errors", "explore.runs", "explore.packaged",
      "explore.config", "explore.data.example", "explore.data.images"),
     ("explore.world",),
     ("explore.data",),

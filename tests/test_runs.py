@@ -13,6 +13,7 @@ from explore.runs import (
     HEADER,
     DiskError,
     JsonlLog,
+    append_jsonl,
     atomic_folder,
     atomic_path,
     check_header,
@@ -144,3 +145,15 @@ def test_atomic_folder_cleans_up_after_a_killed_swap(tmp_path):
         assert (folder / "weights").read_text() == "v1"  # put back before anything else happens
         raise RuntimeError("stop")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def test_append_jsonl_truncates_a_cut_line_without_reading_the_log(tmp_path):
+    path = tmp_path / "train_log.jsonl"
+    append_jsonl(path, [{"step": 1}])
+    with open(path, "ab") as f:
+        f.write(b'{"step": 2, "lo')
+    append_jsonl(path, [{"step": 2}, {"step": 3}])
+    assert path.read_bytes() == b'{"step": 1}\n{"step": 2}\n{"step": 3}\n'
+    path.write_bytes(b'{"step": 1, "cut with no newline at all')
+    append_jsonl(path, [{"step": 1}])
+    assert read_jsonl(path) == [{"step": 1}]

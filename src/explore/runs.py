@@ -189,29 +189,59 @@ class JsonlLog:
     def append(self, records: Iterable[dict]) -> None:
         """Append ``records`` (JSON-ready dicts) durably."""
         records = list(records)
-        if not records:
-            return
-        data = "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
-        new = not self.path.exists()
-        try:
-            with open(self.path, "ab") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as error:
-            if error.errno in DISK_ERRORS:
-                self._drop_partial()
-                raise disk_error(self.path, error, kept=f"the {len(self.records)} records before are kept") from error
-            raise
-        if new:
-            fsync_folder(self.path.parent)
+        _append_lines(self.path, records, kept=f"the {len(self.records)} records before are kept")
         self.records.extend(records)
 
-    def _drop_partial(self) -> None:
-        try:
-            read_jsonl(self.path, repair=True)
-        except OSError:
-            pass
+
+def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Append ``records`` to a JSON-lines log durably without reading it (a training log): a last line cut
+    off by a kill is truncated first, so the new records start on a line of their own."""
+    path = Path(path)
+    _truncate_cut_line(path)
+    _append_lines(path, list(records), kept="the lines before are kept")
+
+
+def _append_lines(path: Path, records: list[dict], *, kept: str) -> None:
+    if not records:
+        return
+    data = "".join(json.dumps(record) + "\n" for record in records).encode("utf-8")
+    new = not path.exists()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as error:
+        if error.errno in DISK_ERRORS:
+            _truncate_cut_line(path)  # a full disk may have taken part of the lines
+            raise disk_error(path, error, kept=kept) from error
+        raise
+    if new:
+        fsync_folder(path.parent)
+
+
+def _truncate_cut_line(path: Path) -> None:
+    """Truncate the bytes after the last newline of ``path`` (a line cut off by a kill), if any."""
+    try:
+        with open(path, "rb+") as f:
+            end = f.seek(0, os.SEEK_END)
+            position = end
+            while position > 0:
+                start = max(0, position - 65536)
+                f.seek(start)
+                block = f.read(position - start)
+                newline = block.rfind(b"\n")
+                if newline >= 0:
+                    position = start + newline + 1
+                    break
+                position = start
+            if position < end:
+                f.truncate(position)
+                f.flush()
+                os.fsync(f.fileno())
+    except FileNotFoundError:
+        return
 
 
 def read_jsonl(path: str | os.PathLike, *, repair: bool = False) -> list[dict]:

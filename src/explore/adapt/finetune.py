@@ -46,7 +46,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 from explore.adapt.config import FinetuneConfig
 from explore.adapt.distill import answer_logits, distillation_loss, same_answer_tokens
 from explore.adapt.targets import COMPONENT_PREFIXES, adapter_targets
-from explore.atomic import atomic_folder
+from explore.runs import atomic_folder
 from explore.data.example import Example
 from explore.errors import ConfigError, ExploreError
 from explore.models.collate import collate

@@ -69,12 +69,10 @@ def finetune_command(
     """Win quality back after compression: LoRA / DoRA / IA3 / QLoRA adapters or full tuning of chosen
     components on the shapes world, optionally distilled from the original model. With checkpoint_every
     in the config, a killed run continues where it stopped with --resume latest."""
-    import json
-
     from explore.adapt.config import load_finetune_config
     from explore.adapt.finetune import finetune, merge_adapter, save_adapter
     from explore.models.loading import load_model, save_model
-    from explore.runinfo import write_run_info
+    from explore.runs import write_json, write_run_info
     from explore.train.checkpoint import find_checkpoint
 
     cfg = load_finetune_config(config)
@@ -106,7 +104,7 @@ def finetune_command(
                             "resumed_from": resume})  # fmt: skip
     summary = result.summary()
     log = {**summary, "losses": [round(loss, 5) for loss in result.losses]}
-    (output / "finetune_log.json").write_text(json.dumps(log, indent=2))
+    write_json(output / "finetune_log.json", log)
     typer.echo(
         f"{cfg.method} on {'+'.join(cfg.components)}: loss {summary['loss_start']} → {summary['loss_end']} "
         f"in {summary['steps']} steps ({summary['trainable_parameters']:,} trainable parameters, "

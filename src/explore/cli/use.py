@@ -11,6 +11,7 @@ from rich.console import Console
 
 from explore.cli.app import ModelOption, app, check_split, positive_int
 from explore.errors import ExploreError
+from explore.runs import atomic_path, write_json, write_text
 
 
 @app.command("generate")
@@ -58,8 +59,8 @@ def generate_command(
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
     images = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=n,
                   generator=torch.Generator().manual_seed(seed), layout=layouts or "none").images  # fmt: skip
-    out.parent.mkdir(parents=True, exist_ok=True)
-    image_grid(images, scale=scale).save(out)
+    with atomic_path(out) as tmp:
+        image_grid(images, scale=scale).save(tmp)
     typer.echo(f"wrote {out} ({n} images, layout {layout}, {scheduler} {steps} steps, guidance {guidance}, seed {seed})")
 
 
@@ -71,8 +72,7 @@ def _write_jsonl(rows: list[dict], out: Path | None) -> None:
         for line in lines:
             typer.echo(line)
         return
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text("\n".join(lines) + "\n")
+    write_text(out, "\n".join(lines) + "\n")
     typer.echo(f"wrote {len(rows)} answers to {out}")
 
 
@@ -130,8 +130,6 @@ def score_world_command(
 ) -> None:
     """Score a model on the shapes world: VQA exact match per question type, likelihood-judge
     accuracy per category, and exact scene recovery from captions."""
-    import json
-
     from rich.table import Table
 
     from explore.eval.world import evaluate_world
@@ -149,8 +147,7 @@ def score_world_command(
             table.add_row(task, name, f"{100 * value:.1f}%")
     Console().print(table)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"model": model, "split": split, "n": n, "seed": seed, "scores": scores}, indent=2))
+        write_json(out, {"model": model, "split": split, "n": n, "seed": seed, "scores": scores})
 
 
 def _print_summary(title: str, summary: dict) -> None:

@@ -9,6 +9,7 @@ import typer
 
 from explore.cli.app import check_split, positive_int, world_app
 from explore.errors import ExploreError
+from explore.runs import atomic_path
 
 
 @world_app.command("export")
@@ -56,6 +57,6 @@ def world_show(
     check_split(split)
     if out.suffix.lower() != ".png":
         raise ExploreError(f"--out must be a .png file, got {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    contact_sheet(split_scenes(split, n, seed), columns=columns).save(out)
+    with atomic_path(out) as tmp:
+        contact_sheet(split_scenes(split, n, seed), columns=columns).save(tmp)
     typer.echo(f"wrote {out} ({n} scenes)")

@@ -48,7 +48,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -65,6 +64,7 @@ from explore.models.quantized import (
     precision_spec,
     saved_precision,
 )
+from explore.runs import atomic_folder
 
 __all__ = ["PRECISIONS", "load_at_precision", "quantize", "save_quantized", "saved_precision"]
 
@@ -123,31 +123,20 @@ def save_quantized(
             "load it with load_at_precision"
         )
     dtype = _weights_dtype(model)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
-    try:
+    with atomic_folder(folder) as staging:
         if quantizer is not None and isinstance(model.config.quantization_config, TorchAoConfig):
             original = quantizer.get_state_dict_and_metadata
             quantizer.get_state_dict_and_metadata = _torchao_reloadable(original)  # this save only
             try:
-                staged = save_model(model, processor, staging / folder.name)
+                save_model(model, processor, staging)
             finally:
                 del quantizer.get_state_dict_and_metadata  # back to the class's method
         else:
-            staged = save_model(model, processor, staging / folder.name)
+            save_model(model, processor, staging)
         # transformers records `model.dtype`, the dtype of the first parameter: under fp16 that is
         # `query_tokens`, kept in float32, and a plain from_pretrained would then load it all in float32.
-        config_file = staged / "config.json"
+        config_file = staging / "config.json"
         config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "dtype": dtype}, indent=2) + "\n")
-        if folder.exists():
-            previous = Path(tempfile.mkdtemp(prefix=f".{folder.name}.old-", dir=folder.parent))
-            os.replace(folder, previous / folder.name)
-            os.replace(staged, folder)
-            shutil.rmtree(previous)
-        else:
-            os.replace(staged, folder)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
-from explore.atomic import atomic_folder
+from explore.runs import atomic_folder
 from explore.errors import ConfigError, ExploreError
 from explore.models.presets import list_presets
 from explore.models.tokenizer import clear_call_state, set_special_tokens

@@ -30,7 +30,7 @@ from explore.models.collate import collate
 from explore.models.loading import load_model, save_model, save_processor
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
-from explore.runinfo import write_run_info
+from explore.runs import append_jsonl, write_run_info
 from explore.train.checkpoint import (
     check_run,
     find_checkpoint,
@@ -124,8 +124,7 @@ def training_progress(enabled: bool) -> Progress:
 
 
 def _log(run_dir: Path, record: dict) -> None:
-    with (run_dir / "train_log.jsonl").open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    append_jsonl(run_dir / "train_log.jsonl", [record])  # fsync-ed; a line cut by a kill is truncated first
 
 
 def judge_words() -> list[str]:

@@ -10,6 +10,7 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.progress import track
 
 from explore.data.example import Example
+from explore.runs import write_text
 from explore.world.render import DEFAULT_RESOLUTION, render
 from explore.world.scene import Scene
 from explore.world.splits import split_scene
@@ -29,9 +30,7 @@ VLRB_ID_PREFIX: dict[str, str] = {
 
 
 def _write_jsonl(path: Path, rows: list[dict]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
+    write_text(path, "".join(json.dumps(row, sort_keys=True) + "\n" for row in rows))  # atomic: whole or as before
 
 
 def _example_row(example: Example, image: str) -> dict:
