@@ -6,9 +6,11 @@ from the hub dataset card's ``dataset_info`` (current revision, and old revision
 
 from __future__ import annotations
 
-import numbers
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, ConfigDict, TypeAdapter, ValidationError, with_config
+from typing_extensions import NotRequired, TypedDict  # pydantic validates these on Python < 3.12
 
 from explore.errors import SchemaError
 
@@ -98,47 +100,74 @@ def check_keys(row: Mapping[str, Any], where: str) -> None:
         )
 
 
+def _non_empty(value: str) -> str:
+    if not value:
+        raise ValueError("empty")
+    return value
+
+
+def _two(value: Sequence[str]) -> Sequence[str]:
+    if len(value) != 2:
+        raise ValueError("not two")
+    return value
+
+
+def _ranking(value: Sequence[int]) -> Sequence[int]:
+    if sorted(value) != [0, 1]:
+        raise ValueError("not a ranking of two")
+    return value
+
+
+Strings = list[str] | tuple[str, ...]  # pyarrow gives lists; a writer's caller may pass tuples
+Ints = list[int] | tuple[int, ...]
+
+
+@with_config(ConfigDict(strict=True, extra="ignore"))  # strict: "0" is not an int, True is not an int
+class Row(TypedDict):
+    """The values of one VL-RewardBench row (the image is checked when it is decoded). ``models`` and the
+    text columns may be null; ``meta`` and ``human_error_analysis`` exist only in the old schema."""
+
+    id: Annotated[str, AfterValidator(_non_empty)]
+    query: str
+    response: Annotated[Strings, AfterValidator(_two)]
+    human_ranking: Annotated[Ints, AfterValidator(_ranking)]
+    models: NotRequired[Strings | None]
+    human_error_analysis: NotRequired[Strings | None]
+    judge: NotRequired[str | None]
+    rationale: NotRequired[str | None]
+    query_source: NotRequired[str | None]
+    ground_truth: NotRequired[str | None]
+    meta: NotRequired[str | None]
+
+
+# What each column must hold, for the one-line error (named by pydantic's first problem).
+_RULES = {
+    "id": "must be a non-empty string",
+    "query": "must be a string",
+    "response": "must be a list of 2 strings (the two candidate answers)",
+    "human_ranking": "must be the ints [0, 1] (first answer preferred) or [1, 0]",
+    "models": "must be a list of strings",
+    "human_error_analysis": "must be a list of strings",
+    **{name: "must be a string or null" for name in ("judge", "rationale", "query_source", "ground_truth", "meta")},
+}
+_ROW = TypeAdapter(Row)
+
+
 def check_row(row: Mapping[str, Any], where: str) -> None:
-    """Check the values of one row (not the image), naming the row and column on failure."""
-    if not isinstance(row["id"], str) or not row["id"]:
-        raise SchemaError(f"{where}: column 'id' must be a non-empty string, got {_short(row['id'])}")
-    if not isinstance(row["query"], str):
-        raise SchemaError(f"{where}: column 'query' must be a string, got {_short(row['query'])}")
-    response = row["response"]
-    if not (_is_list(response) and len(response) == 2 and all(isinstance(r, str) for r in response)):
-        raise SchemaError(
-            f"{where}: column 'response' must be a list of 2 strings (the two candidate "
-            f"answers), got {_short(response)}"
-        )
-    ranking = row["human_ranking"]
-    if not (_is_list(ranking) and all(_is_int(r) for r in ranking) and sorted(ranking) == [0, 1]):
-        raise SchemaError(
-            f"{where}: column 'human_ranking' must be the ints [0, 1] (first answer preferred) "
-            f"or [1, 0], got {_short(ranking)}"
-        )
-    # human_error_analysis and meta exist only in the old schema
-    for name in [name for name in ("models", "human_error_analysis") if name in row]:
-        value = row[name]
-        if value is not None and not (_is_list(value) and all(isinstance(v, str) for v in value)):
-            raise SchemaError(f"{where}: column {name!r} must be a list of strings, got {_short(value)}")
-    text_columns = ("judge", "rationale", "query_source", "ground_truth", "meta")
-    for name in [name for name in text_columns if name in row]:
-        value = row[name]
-        if value is not None and not isinstance(value, str):
-            raise SchemaError(f"{where}: column {name!r} must be a string or null, got {_short(value)}")
+    """Check the values of one row (not the image) against :class:`Row`, naming the row and column on failure."""
+    try:
+        _ROW.validate_python(row)
+    except ValidationError as err:
+        loc = err.errors()[0]["loc"]
+        if not loc:
+            raise SchemaError(f"{where}: is {type(row).__name__}, expected a dict of columns") from None
+        column = loc[0]
+        raise SchemaError(f"{where}: column {column!r} {_RULES[column]}, got {_short(row[column])}") from None
 
 
 def row_label(label: str, index: int, row: Any) -> str:
     has_id = isinstance(row, Mapping) and "id" in row and isinstance(row["id"], str)
     return f"{label} row {index} (id {row['id']!r})" if has_id else f"{label} row {index}"
-
-
-def _is_list(value: Any) -> bool:
-    return isinstance(value, (list, tuple))
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _short(value: Any) -> str:
