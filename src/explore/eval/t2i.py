@@ -31,10 +31,13 @@ import numpy as np
 import torch
 from PIL import Image
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from torchmetrics.functional.classification import binary_cohen_kappa
 
 from explore.data.example import Example
 from explore.errors import ExploreError
 from explore.eval.world import normalize_answer
+from explore.models.features import VisionFeatures
+from explore.models.generate import generate_answers
 from explore.runs import (JsonlLog, atomic_path, check_header, config_hash, model_fingerprint, remove_temporaries,
                           write_json)  # fmt: skip
 from explore.world.detect import calibrated_classifier, check_scene, detect, detected_scene
@@ -120,8 +123,6 @@ def t2i_examples(split: str, n: int, seed: int = 0, resolution: int = 32, max_ob
 
 def vlm_answers(vlm, processor, images: list[Image.Image], questions: list[str], batch_size: int = 64) -> list[str]:
     """The VLM's greedy short answer to ``questions[i]`` about ``images[i]``."""
-    from explore.models.generate import generate_answers
-
     answers = []
     for start in range(0, len(questions), batch_size):
         batch = [Example(id=str(i), task="vqa", image=images[i], prompt=questions[i])
@@ -268,11 +269,10 @@ def _ratio(value: float, bound: float) -> float:
 
 
 def cohen_kappa(a: np.ndarray, b: np.ndarray) -> float:
-    """Cohen's kappa of two boolean raters (agreement beyond chance; NaN when chance agreement is 1)."""
-    a, b = np.asarray(a, bool), np.asarray(b, bool)
-    observed = float((a == b).mean())
-    chance = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
-    return (observed - chance) / (1 - chance) if chance < 1 else float("nan")
+    """Cohen's kappa of two boolean raters (agreement beyond chance; NaN when chance agreement is 1),
+    by torchmetrics' ``binary_cohen_kappa``."""
+    first, second = (torch.as_tensor(np.asarray(x, bool), dtype=torch.long) for x in (a, b))
+    return float(binary_cohen_kappa(first, second))
 
 
 def _image_tensor(images: list[Image.Image]) -> torch.Tensor:
@@ -297,8 +297,6 @@ def frechet_distance(features, first: list[Image.Image], second: list[Image.Imag
 
 def frechet_scores(records: list[dict], out_dir: Path, examples: list[Example], vlm) -> dict[str, float]:
     """FD(generated, real renders of the same prompts) and the floor FD(real, real renders of other scenes)."""
-    from explore.diffusion.features import VisionFeatures
-
     by_id = {example.id: example for example in examples}
     generated = [Image.open(out_dir / r["image"]).convert("RGB") for r in records]
     real = [by_id[r["id"]].load_image() for r in records]
