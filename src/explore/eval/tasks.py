@@ -25,6 +25,7 @@ from explore.data.example import Example
 from explore.data.vlrewardbench import HUB_ID, load_vlrewardbench
 from explore.data.vqav2 import load_vqav2
 from explore.errors import ExploreError
+from explore.eval.geneval import DEFAULT_PROMPTS, geneval_examples
 from explore.eval.t2i import DEFAULT_T2I_EXAMPLES, t2i_examples
 from explore.world.examples import world_examples
 from explore.world.export import export_vlrewardbench
@@ -100,8 +101,6 @@ def _world_t2i(options: TaskOptions) -> list[Example]:
 
 def _world_geneval(options: TaskOptions) -> list[Example]:
     """GenEval-shaped prompts (per category, seen and held-out pairs) and full scenes of ``options.split``."""
-    from explore.eval.geneval import DEFAULT_PROMPTS, geneval_examples
-
     return geneval_examples(options.limit or DEFAULT_PROMPTS, seed=options.seed, full_scene_split=options.split)
 
 
