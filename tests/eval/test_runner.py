@@ -145,7 +145,8 @@ def test_local_real_formats(tiny, tmp_path):
 
 
 def test_registry_and_errors():
-    assert set(TASKS) == {"world-vqa", "world-caption", "world-judge", "vl-rewardbench", "vqav2", "coco-captions", "world-t2i"}
+    assert set(TASKS) == {"world-vqa", "world-caption", "world-judge", "vl-rewardbench", "vqav2", "coco-captions", "world-t2i",
+                          "world-geneval"}
     with pytest.raises(ExploreError, match="choose one of: world-vqa"):
         get_task("gqa")
     with pytest.raises(ExploreError, match="needs --images"):
