@@ -1,6 +1,6 @@
 """``explore diffusion train`` killed for real (SIGKILL, in a forked child) at five durable writes the test
 picks among an uninterrupted run's (run info, training log, validation grids, checkpoints, the final
-pipeline) and at two optimizer updates, then continued as a user would (``--resume latest`` when a checkpoint
+pipeline) and at an optimizer update, then continued as a user would (``--resume latest`` when a checkpoint
 exists, else the same command again): the final pipeline's weights are bit-identical to the uninterrupted run's."""
 
 from pathlib import Path
@@ -13,7 +13,8 @@ TINY = Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "tiny.yam
 def config_file(folder: Path, name: str) -> tuple[Path, Path]:
     raw = yaml.safe_load(TINY.read_text())
     raw["output_dir"] = str(folder / name)
-    raw["validation"]["every"] = 2
+    raw["validation"]["every"] = 1000  # only at the end
+    raw["loss"]["perceptual_weight"] = 0.0  # no feature network to load in every run
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path, folder / name
@@ -23,14 +24,14 @@ def weights(run: Path) -> dict[str, bytes]:
     return {str(p.relative_to(run)): p.read_bytes() for p in sorted((run / "pipeline").rglob("*.safetensors"))}
 
 
-def test_diffusion_train_killed_at_seven_points_resumes_to_bit_identical_weights(forked_explore, tmp_path):
+def test_diffusion_train_killed_at_six_points_resumes_to_bit_identical_weights(forked_explore, tmp_path):
     path, run = config_file(tmp_path, "reference")
     reference = forked_explore("diffusion", "train", "--config", str(path))
     assert reference.code == 0, reference.log
     expected = weights(run)
     assert len(expected) >= 2  # the UNet and the text encoder
     assert reference.events["step"] == 4
-    points = [("fsync", k) for k in forked_explore.kill_points(reference.events["fsync"])] + [("step", 2), ("step", 4)]
+    points = [("fsync", k) for k in forked_explore.kill_points(reference.events["fsync"])] + [("step", 3)]
     for event, point in points:
         path, run = config_file(tmp_path, f"killed-at-{event}-{point}")
         killed = forked_explore("diffusion", "train", "--config", str(path), event=event, kill_at=point)
