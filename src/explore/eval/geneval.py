@@ -29,7 +29,6 @@ Real renders of each image's layout are checked the same way; they bound what an
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,7 +38,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from explore.data.example import Example
 from explore.errors import ExploreError
-from explore.runs import read_jsonl, write_json
+from explore.runs import (JsonlLog, atomic_path, check_header, config_hash, model_fingerprint, remove_temporaries,
+                          write_json)  # fmt: skip
 from explore.world.detect import Detection, calibrated_classifier, check_scene, detect, detected_scene
 from explore.world.layout import NUMBER_WORDS, Group, ParsedPrompt, parse_prompt, sample_layout
 from explore.world.render import render
@@ -159,23 +159,23 @@ def evaluate_geneval(pipe, examples: list[Example], out_dir: Path, *, layout: st
         raise ExploreError(f"--layout must be auto or none, got {layout!r}")
     if layout == "auto" and not pipe.grounded:
         raise ExploreError("this diffusion pipeline has no layout input; evaluate it with --layout none")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "images").mkdir(exist_ok=True)
     path = out_dir / "predictions.jsonl"
     header = {"layout": layout, "seed": seed, "steps": steps, "guidance": guidance,
               "scheduler": type(pipe.scheduler).__name__}  # fmt: skip
-    header_path = out_dir / "header.json"
-    if header_path.is_file() and json.loads(header_path.read_text()) != header:
-        raise ExploreError(f"{out_dir} holds a world-geneval run with {header_path.read_text()}; use a new --out")
-    write_json(header_path, header)
-    done = {record["id"] for record in read_jsonl(path, repair=True)} if path.is_file() else set()
+    log = JsonlLog(path)  # a line cut off by a kill is truncated away and redone
+    # another generator, layout, seed or sampler in the same folder is refused, naming the key
+    check_header(out_dir, {"task": "world-geneval", "pipeline": _pipeline_fingerprint(pipe), **header},
+                 has_outputs=bool(log.records))  # fmt: skip
+    (out_dir / "images").mkdir(exist_ok=True)
+    remove_temporaries(out_dir / "images")
+    done = {record["id"] for record in log.records}
     jobs = [(p, i) for p in range(len(examples)) for i in range(IMAGES_PER_PROMPT)
             if f"{examples[p].id}-{i}" not in done]  # fmt: skip
     classifier = calibrated_classifier(pipe.unet.config.sample_size)
     columns = (TextColumn("[bold]world-geneval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())  # fmt: skip
     total = len(examples) * IMAGES_PER_PROMPT
-    with Progress(*columns, disable=not progress) as bar, path.open("a", encoding="utf-8") as sink:
+    with Progress(*columns, disable=not progress) as bar:
         job = bar.add_task("geneval", total=total, completed=total - len(jobs))
         for start in range(0, len(jobs), batch_size):
             batch = jobs[start : start + batch_size]
@@ -183,20 +183,27 @@ def evaluate_geneval(pipe, examples: list[Example], out_dir: Path, *, layout: st
             generators = [torch.Generator().manual_seed(seed * 1_000_003 + p * IMAGES_PER_PROMPT + i) for p, i in batch]
             images = pipe([examples[p].prompt for p, _ in batch], num_inference_steps=steps, guidance_scale=guidance,
                           generator=generators, layout=layouts if layout == "auto" else "none").images  # fmt: skip
+            records = []
             for (p, i), image, scene in zip(batch, images, layouts):
                 example = examples[p]
                 name = f"{example.id}-{i}"
-                image.save(out_dir / "images" / f"{name}.png")
-                record = {"id": name, "prompt": example.prompt, "category": example.category,
-                          "set": example.meta["set"], "layout": scene.to_dict(),
-                          **score_image(image, example, scene, classifier)}  # fmt: skip
-                sink.write(json.dumps(record) + "\n")
-            sink.flush()
+                with atomic_path(out_dir / "images" / f"{name}.png") as tmp:
+                    image.save(tmp)
+                records.append({"id": name, "prompt": example.prompt, "category": example.category,
+                                "set": example.meta["set"], "layout": scene.to_dict(),
+                                **score_image(image, example, scene, classifier)})  # fmt: skip
+            log.append(records)
             bar.update(job, advance=len(batch))
-    summary = summarize_geneval(read_jsonl(path))
+    summary = summarize_geneval(log.records)
     summary.update(task="world-geneval", prompts=len(examples), images=total, **header)
     write_json(out_dir / "summary.json", summary)
     return summary
+
+
+def _pipeline_fingerprint(pipe) -> str:
+    """The generator's identity: a hash of its modules' weights."""
+    return config_hash({name: model_fingerprint(part) for name, part in sorted(pipe.components.items())
+                        if isinstance(part, torch.nn.Module)})  # fmt: skip
 
 
 def summarize_geneval(records: list[dict]) -> dict:
