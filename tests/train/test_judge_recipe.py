@@ -82,3 +82,32 @@ def test_init_from_refuses_a_model_whose_tensors_cannot_grow(tmp_path):
     other = config(tmp_path / "b", **{"model.init_from": str(first), "model.preset": "tiny-llama"})
     with pytest.raises(Exception, match="init_from"):
         loop.build_fresh(other)
+
+
+def test_a_finished_recipe_extended_by_a_stage_resumes_and_equals_the_whole_run(tmp_path):
+    """The embedded model's recipe grew a stage after its first stage had run: `--resume latest` with the
+    longer config runs only the new stage, and ends with the weights of the longer config run at once."""
+    first_stage = yaml.safe_load((ROOT / "configs/pretrain/tiny-t5.yaml").read_text())["stages"][0]
+    added = {"name": "judge", "steps": 3, "batch_size": 4, "warmup_steps": 1,
+             "trainable": ["qformer", "query_tokens", "projection", "lm"], "tasks": {"judge_stepwise": 1.0}}  # fmt: skip
+    short = config(tmp_path / "extended", **{"data.judge_vocabulary": True})
+    loop.pretrain(short, progress=False)
+    longer = config(tmp_path / "extended", **{"data.judge_vocabulary": True, "stages": [first_stage, added]})
+    extended = load_model(loop.pretrain(longer, resume="latest", progress=False))[0].state_dict()
+    whole = config(tmp_path / "whole", **{"data.judge_vocabulary": True, "stages": [first_stage, added]})
+    reference = load_model(loop.pretrain(whole, progress=False))[0].state_dict()
+    assert all(torch.equal(reference[name], extended[name]) for name in reference)
+    changed = config(tmp_path / "extended", **{"data.judge_vocabulary": True,
+                                               "stages": [{**first_stage, "lr": 0.5}, added]})  # fmt: skip
+    with pytest.raises(Exception, match="lr"):
+        loop.pretrain(changed, resume="latest", progress=False)
+
+
+def test_stepwise_judge_targets_check_each_answer_then_give_the_official_verdict():
+    examples = WorldStream({"judge_stepwise": 1.0}, templates=True, resolution=16).batch(0, 20)
+    for example in examples:
+        target = example.answers[0]
+        assert parse_judgment(target) == example.preferred
+        for k, response in enumerate(example.responses):
+            accurate = "yes" if k == example.preferred else "no"
+            assert f"Answer {k + 1}: {response} Accuracy: {accurate}." in target

@@ -32,7 +32,7 @@ def _swapped(example: Example, sample: int, seed: int) -> bool:
 
 @torch.no_grad()
 def judge_generatively(model, processor, examples: list[Example], *, samples: int = 10, seed: int = 0,
-                       max_new_tokens: int = 64) -> list[dict]:  # fmt: skip
+                       max_new_tokens: int = 192) -> list[dict]:  # fmt: skip
     """Judge each example's two responses; one ``{"output", "choice", "samples", "votes"}`` per example.
 
     Each of the ``samples`` judgments shows the responses in its own random order; its parsed

@@ -20,8 +20,9 @@ from explore.config import StrictModel, load_yaml_config
 COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection", "lm")
 # Training tasks (explore.train.stream): vqa, caption, judge (the faithful answer as the target) as in the
 # world; relation (VQA on relation questions only); judge_official (a judge pair in VL-RewardBench's
-# official prompt, the target a reason from the scene graph and the official verdict line).
-TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official")
+# official prompt, the target a reason from the scene graph and the official verdict line); judge_stepwise
+# (the same prompt, the target each answer restated with its accuracy, then the verdict line).
+TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise")
 
 
 class ModelSection(StrictModel):
@@ -117,8 +118,9 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _judge_words_known(self) -> TrainConfig:
-        if not self.data.judge_vocabulary and any((s.tasks or {}).get("judge_official", 0) > 0 for s in self.stages):
-            raise ValueError("a judge_official task needs data.judge_vocabulary: true (the official prompt's words "
+        official = [t for s in self.stages for t in ("judge_official", "judge_stepwise") if (s.tasks or {}).get(t, 0) > 0]
+        if not self.data.judge_vocabulary and official:
+            raise ValueError(f"a {official[0]} task needs data.judge_vocabulary: true (the official prompt's words "
                              "are not in the world vocabulary)")  # fmt: skip
         return self
 

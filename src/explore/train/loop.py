@@ -32,6 +32,7 @@ from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.runs import append_jsonl, write_run_info
 from explore.train.checkpoint import (
+    RUN_FILE,
     check_run,
     find_checkpoint,
     load_optimizer_states,
@@ -62,6 +63,22 @@ def run_identity(config: TrainConfig) -> dict:
     """What a checkpoint must agree with to be resumed: the parts of the config that decide the weights
     (not eval, checkpoint_every or output_dir)."""
     return {"kind": "pretrain", "config": config.model_dump(include={"seed", "model", "data", "stages"})}
+
+
+def resume_identity(config: TrainConfig, checkpoint: Path) -> dict:
+    """The identity a checkpoint is checked against on resume. A recipe may be *extended*: when the
+    checkpoint's config has fewer stages and has finished them, the new config's first stages must equal
+    them and the added stages run after (the weights of finished stages do not depend on later ones)."""
+    identity = run_identity(config)
+    path = checkpoint / RUN_FILE
+    saved = json.loads(path.read_text()) if path.is_file() else {}
+    saved_stages = (saved.get("config") or {}).get("stages")
+    state = read_state(checkpoint) if isinstance(saved_stages, list) else None
+    if state and len(saved_stages) < len(config.stages):
+        finished = state["stage"] == len(saved_stages) - 1 and state["stage_step"] >= saved_stages[-1]["steps"]
+        if finished:
+            identity["config"]["stages"] = identity["config"]["stages"][: len(saved_stages)]
+    return identity
 
 
 def component_parameters(model, component: str) -> list[torch.nn.Parameter]:
@@ -197,7 +214,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
     checkpoint = None
     if resume is not None:
         checkpoint = find_checkpoint(resume, run_dir / "checkpoints")
-        check_run(checkpoint, run_identity(config))
+        check_run(checkpoint, resume_identity(config, checkpoint))
         state = TrainerState(**read_state(checkpoint))
         model, processor = load_model(checkpoint / "model")  # safetensors only, finite weights checked
         restore_rng(checkpoint)
@@ -247,7 +264,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                                            pixels(scenes, processor, resolution).to(accelerator.device), scenes)  # fmt: skip
                 else:
                     examples = stream.batch(start, stage.batch_size)
-                    official = stream.task_of(start) == "judge_official"
+                    official = stream.task_of(start) in ("judge_official", "judge_stepwise")
                     max_length = config.data.judge_max_length if official else config.data.max_length
                     batch = collate(examples, processor, with_labels=True, max_length=max_length,
                                     decoder_only=decoder_only)  # fmt: skip

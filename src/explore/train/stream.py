@@ -28,6 +28,9 @@ class WorldStream:
             examples show the pair in VL-RewardBench's official judge prompt, the faithful answer
             as "Answer 1" or "Answer 2" (the example's own coin flip, so both orders appear), and
             the target is the reason from the scene graph followed by the official verdict line.
+            ``judge_stepwise``: the same prompt; the target restates each answer and its accuracy
+            ("Answer 1: ... Accuracy: no. Answer 2: ... Accuracy: yes.") before the verdict line, so
+            the verdict follows from two checks the model can make one at a time.
         templates: wrap prompts in InstructBLIP's instruction templates.
         resolution: image side in pixels.
         world_seed: base seed of the world splits.
@@ -50,7 +53,7 @@ class WorldStream:
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
 
     def example(self, index: int, task: str) -> Example:
-        world_task = {"relation": "vqa", "judge_official": "judge"}.get(task, task)
+        world_task = {"relation": "vqa", "judge_official": "judge", "judge_stepwise": "judge"}.get(task, task)
         qtypes = {"qtypes": ("relation",)} if task == "relation" else {}
         examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
                                   resolution=self.resolution, templates=self.templates, **qtypes)  # fmt: skip
@@ -60,8 +63,8 @@ class WorldStream:
         (example,) = examples
         if task == "judge":  # learn to produce the faithful response to the judge query
             example.answers = [example.responses[example.preferred]]
-        if task == "judge_official":
-            return official_judge_example(example)
+        if task in ("judge_official", "judge_stepwise"):
+            return official_judge_example(example, stepwise=task == "judge_stepwise")
         return example
 
     def batch(self, start: int, size: int) -> list[Example]:
@@ -74,10 +77,17 @@ class WorldStream:
         return [self.example(i, task) for i in range(start, start + size)]
 
 
-def official_judge_example(example: Example) -> Example:
+def official_judge_example(example: Example, *, stepwise: bool = False) -> Example:
     """A world judge example as a generative judge sees it in VL-RewardBench: the official prompt with
-    the stored response order, and as the target the pair's reason and the official verdict line
-    (e.g. "the circle is red, not blue. Overall Judgment: Answer 2 is better.")."""
+    the stored response order, and as the target either the pair's reason and the official verdict
+    line ("the circle is red, not blue. Overall Judgment: Answer 2 is better.") or, ``stepwise``, each
+    answer restated with its accuracy and then the verdict line ("Answer 1: The circle is blue.
+    Accuracy: no. Answer 2: The circle is red. Accuracy: yes. Overall Judgment: Answer 2 is better.")."""
     first, second = example.responses
-    target = f"{example.meta['reason']} {verdict(example.preferred)}"
+    if stepwise:
+        checks = [f"Answer {k + 1}: {response} Accuracy: {'yes' if k == example.preferred else 'no'}."
+                  for k, response in enumerate(example.responses)]  # fmt: skip
+        target = f"{' '.join(checks)} {verdict(example.preferred)}"
+    else:
+        target = f"{example.meta['reason']} {verdict(example.preferred)}"
     return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
