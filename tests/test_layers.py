@@ -42,8 +42,6 @@ FORBIDDEN = {
 FUNCTION_LEVEL_ALLOWED = {
     ("explore.cli", "explore"): "the CLI imports a command's layer when that command runs, so `explore --help` and "
     "usage errors answer without loading torch / transformers",
-    ("explore.world.export", "explore.data.vlrewardbench"): "TEMPORARY: world writes the VL-RewardBench schema that "
-    "data/ reads (world below data); owned by the issue-14 work on world/; drop this entry when it moves",
 }  # fmt: skip
 
 

@@ -25,7 +25,7 @@ from explore.cli import main
 from explore.train.checkpoint import RUN_FILE, STATE_FILE
 from explore.train.config import TrainConfig
 from explore.train.loop import run_identity
-from explore.world.export import export_vlrewardbench
+from explore.data.world_export import export_vlrewardbench
 from explore.world.render import render
 from explore.world.splits import split_scene
 

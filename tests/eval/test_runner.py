@@ -109,7 +109,7 @@ def test_batch_size_auto_halves_until_a_batch_fits(tiny, tmp_path, monkeypatch):
 
 def test_local_real_formats(tiny, tmp_path):
     """vl-rewardbench, vqav2 and coco-captions from files written here in their real formats."""
-    from explore.world.export import export_vlrewardbench
+    from explore.data.world_export import export_vlrewardbench
     from explore.world.render import render
     from explore.world.splits import split_scene
 

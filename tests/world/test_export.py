@@ -3,7 +3,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from explore.world.export import contact_sheet, export_jsonl
+from explore.data.world_export import contact_sheet, export_jsonl
 from explore.world.render import render
 from explore.world.scene import Scene
 from explore.world.splits import split_scenes
@@ -43,7 +43,7 @@ def test_contact_sheet_has_one_tile_per_scene():
 def test_vlrewardbench_export_reloads_with_categories(tmp_path):
     from explore.data.vlrewardbench import load_vlrewardbench
     from explore.world.examples import world_examples
-    from explore.world.export import export_vlrewardbench
+    from explore.data.world_export import export_vlrewardbench
 
     path = export_vlrewardbench(tmp_path, n=12, seed=0, split="test")
     loaded = load_vlrewardbench(str(path))

@@ -22,7 +22,7 @@ def world_export(
     resolution: Annotated[int, typer.Option(help="Image side in pixels.")] = 64,
 ) -> None:
     """Write shapes-world scenes with their questions, captions and judge pairs."""
-    from explore.world.export import EXPORT_FORMATS, export_jsonl, export_vlrewardbench
+    from explore.data.world_export import EXPORT_FORMATS, export_jsonl, export_vlrewardbench
 
     positive_int("n", n)
     positive_int("resolution", resolution)
@@ -49,7 +49,7 @@ def world_show(
     columns: Annotated[int, typer.Option(help="Scenes per row.")] = 4,
 ) -> None:
     """Write a contact sheet PNG of scenes with their captions."""
-    from explore.world.export import contact_sheet
+    from explore.data.world_export import contact_sheet
     from explore.world.splits import split_scenes
 
     positive_int("n", n)

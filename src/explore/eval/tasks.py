@@ -28,7 +28,7 @@ from explore.errors import ExploreError
 from explore.eval.geneval import DEFAULT_PROMPTS, geneval_examples
 from explore.eval.t2i import DEFAULT_T2I_EXAMPLES, t2i_examples
 from explore.world.examples import world_examples
-from explore.world.export import export_vlrewardbench
+from explore.data.world_export import export_vlrewardbench
 
 DEFAULT_WORLD_EXAMPLES = 500
 

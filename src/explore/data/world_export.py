@@ -10,12 +10,13 @@ from PIL import Image, ImageDraw, ImageFont
 from rich.progress import track
 
 from explore.data.example import Example
+from explore.data.vlrewardbench import write_vlrewardbench_parquet
 from explore.runs import write_text
 from explore.world.render import DEFAULT_RESOLUTION, render
 from explore.world.scene import Scene
 from explore.world.splits import split_scene
-from explore.world.text import caption
 from explore.world.examples import world_examples
+from explore.world.text import caption
 
 EXPORT_FORMATS: tuple[str, ...] = ("jsonl", "vlrewardbench")
 
@@ -96,7 +97,7 @@ def vlrewardbench_rows(n: int, seed: int = 0, split: str = "test", resolution: i
 def export_vlrewardbench(out: Path, n: int, seed: int = 0, split: str = "test",
                          resolution: int = DEFAULT_RESOLUTION) -> Path:  # fmt: skip
     """Write ``n`` judge pairs as ``out/vl_rewardbench.parquet`` in VL-RewardBench's schema."""
-    from explore.data.vlrewardbench import write_vlrewardbench_parquet
+
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
