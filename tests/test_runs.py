@@ -19,6 +19,7 @@ from explore.runs import (
     check_header,
     model_fingerprint,
     read_jsonl,
+    rewind_jsonl,
     write_json,
     write_text,
 )
@@ -157,3 +158,14 @@ def test_append_jsonl_truncates_a_cut_line_without_reading_the_log(tmp_path):
     path.write_bytes(b'{"step": 1, "cut with no newline at all')
     append_jsonl(path, [{"step": 1}])
     assert read_jsonl(path) == [{"step": 1}]
+
+
+def test_rewind_keeps_the_log_up_to_the_checkpoint(tmp_path):
+    path = tmp_path / "train_log.jsonl"
+    append_jsonl(path, [{"step": 1, "loss": 2.0}, {"step": 2, "validation": {}}, {"step": 3, "loss": 1.0}])
+    rewind_jsonl(path, 2)
+    assert read_jsonl(path) == [{"step": 1, "loss": 2.0}, {"step": 2, "validation": {}}]
+    rewind_jsonl(path, 0)  # a fresh start
+    assert read_jsonl(path) == []
+    rewind_jsonl(tmp_path / "absent.jsonl", 5)
+    assert not (tmp_path / "absent.jsonl").exists()

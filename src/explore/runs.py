@@ -201,6 +201,15 @@ def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     _append_lines(path, list(records), kept="the lines before are kept")
 
 
+def rewind_jsonl(path: str | os.PathLike, last_step: int) -> None:
+    """Drop the records of a training log (``{"step": ...}`` lines) after ``last_step``, atomically: a run
+    resumed from the checkpoint of ``last_step`` redoes those steps and logs them again, once."""
+    path = Path(path)
+    if path.is_file():
+        kept = [record for record in read_jsonl(path) if record.get("step", 0) <= last_step]
+        write_text(path, "".join(json.dumps(record) + "\n" for record in kept))
+
+
 def _append_lines(path: Path, records: list[dict], *, kept: str) -> None:
     if not records:
         return

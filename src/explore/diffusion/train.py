@@ -36,7 +36,7 @@ from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
 from explore.errors import ExploreError
-from explore.runs import append_jsonl, atomic_folder, atomic_path, write_run_info
+from explore.runs import append_jsonl, atomic_folder, atomic_path, rewind_jsonl, write_run_info
 from explore.train.checkpoint import (
     check_run,
     find_checkpoint,
@@ -256,6 +256,9 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     if features is not None:
         features = features.to(accelerator.device)
     if accelerator.is_main_process:
+        # steps after the checkpoint (all of them on a fresh start) are redone: their log lines go, so each
+        # step is logged once
+        rewind_jsonl(run_dir / "train_log.jsonl", state.global_step)
         write_run_info(run_dir, config.model_dump())
         counts = {name: sum(p.numel() for p in m.parameters()) for name, m in (("unet", pipe.unet),
                   ("text_encoder", pipe.text_encoder))}  # fmt: skip

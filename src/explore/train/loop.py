@@ -30,7 +30,7 @@ from explore.models.collate import collate
 from explore.models.loading import load_model, save_model, save_processor
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
-from explore.runs import append_jsonl, write_run_info
+from explore.runs import append_jsonl, rewind_jsonl, write_run_info
 from explore.train.checkpoint import (
     RUN_FILE,
     check_run,
@@ -221,6 +221,9 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
     else:
         model, processor = build_fresh(config)
     if accelerator.is_main_process:
+        # steps after the checkpoint (all of them on a fresh start) are redone: their log lines go, so each
+        # step is logged once
+        rewind_jsonl(run_dir / "train_log.jsonl", state.global_step)
         write_run_info(run_dir, config.model_dump())
         counts = count_parameters(model)
         accelerator.print(f"model {config.model.preset}: " + ", ".join(f"{k} {v:,}" for k, v in counts.items()))
