@@ -45,6 +45,8 @@ from explore.errors import ExploreError
 HEADER = "header.json"
 # Errors of the disk, not of explore: the user can fix them (free space, permissions, another folder).
 DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+# A path the user gave that cannot hold what is written there: a file where a folder is needed, or the reverse.
+PATH_ERRORS = {errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.ENAMETOOLONG}
 
 
 class DiskError(ExploreError):
@@ -97,8 +99,25 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def _translate(path: Path, error: OSError) -> OSError | DiskError:
-    return disk_error(path, error) if error.errno in DISK_ERRORS else error
+def _translate(path: Path, error: OSError) -> OSError | ExploreError:
+    if error.errno in DISK_ERRORS:
+        return disk_error(path, error)
+    if error.errno in PATH_ERRORS:
+        return path_error(error, path)
+    return error
+
+
+def path_error(error: OSError, path: Path | None = None) -> ExploreError:
+    """The one-line error for a path that cannot be used as given (a file where a folder is needed, ...)."""
+    problem = _PATH_PROBLEM.get(error.errno, os.strerror(error.errno))
+    target = path if path is not None else error.filename
+    if error.errno in (errno.ENOTDIR, errno.EISDIR) or error.filename is None or str(error.filename) == str(target):
+        return ExploreError(f"cannot write {target}: {problem}; choose another path")
+    return ExploreError(f"cannot write {target}: {error.filename} {problem}; choose another path")
+
+
+_PATH_PROBLEM = {errno.ENOTDIR: "a part of the path is a file, not a folder", errno.EEXIST: "is a file, not a folder",
+                 errno.EISDIR: "it is a folder, not a file", errno.ENAMETOOLONG: "the name is too long"}  # fmt: skip
 
 
 def write_file(path: str | os.PathLike, data: bytes) -> Path:

@@ -17,7 +17,7 @@ from rich.markup import escape
 from typer.exceptions import TyperException
 
 from explore.errors import ExploreError
-from explore.runs import DISK_ERRORS
+from explore.runs import DISK_ERRORS, PATH_ERRORS, path_error
 
 app = typer.Typer(help="explore: compress and evaluate InstructBLIP-style vision-language models.",
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
@@ -102,6 +102,9 @@ def main() -> None:
             where = f"{err.filename}: " if err.filename else ""
             console.print(f"[bold red]error:[/] cannot write {escape(where)}{os.strerror(err.errno)}; free space or "
                           "choose a writable folder", highlight=False, soft_wrap=True)  # fmt: skip
+            sys.exit(2)
+        if isinstance(err, OSError) and err.errno in PATH_ERRORS:  # a file given where a folder is needed, ...
+            console.print(f"[bold red]error:[/] {escape(_one_line(path_error(err)))}", highlight=False, soft_wrap=True)
             sys.exit(2)
         message = f"{type(err).__name__}: {_one_line(err)}" if str(err).strip() else type(err).__name__
         console.print(f"[bold red]error:[/] internal error: {escape(message)}; rerun with --debug for the traceback",
