@@ -341,12 +341,13 @@ def remove_temporaries(folder: str | os.PathLike) -> None:
                 path.unlink(missing_ok=True)
 
 
-def check_header(folder: str | os.PathLike, header: dict, *, has_outputs: bool) -> None:
+def check_header(folder: str | os.PathLike, header: dict, *, has_outputs: bool, option: str = "--out") -> None:
     """Write ``folder/header.json`` on the first run; on a resume raise ExploreError (one line) naming the
     first key whose value differs, with both values. Temporary files of killed writes are removed.
 
     ``has_outputs``: whether the folder already holds this run's outputs; outputs without a header (an older
-    explore, or another program) are refused too, since nothing says what wrote them.
+    explore, or another program) are refused too, since nothing says what wrote them. ``option``: how the
+    user names the folder (``--out``, ``output_dir``), for the message.
     """
     folder = Path(folder)
     path = folder / HEADER
@@ -355,18 +356,18 @@ def check_header(folder: str | os.PathLike, header: dict, *, has_outputs: bool) 
     if not path.is_file():
         if has_outputs:
             raise ExploreError(f"{folder} holds outputs but no {HEADER}, so nothing says which model, task or judge "
-                               "wrote them; use a new --out folder")  # fmt: skip
+                               f"wrote them; use a new {option} folder")  # fmt: skip
         write_json(path, now, sort_keys=True)
         return
     try:
         saved = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
-        raise ExploreError(f"{path}: not JSON ({error.msg}); use a new --out folder") from error
+        raise ExploreError(f"{path}: not JSON ({error.msg}); use a new {option} folder") from error
     for key in sorted(set(saved) | set(now)):
         before, after = saved.get(key, "<absent>"), now.get(key, "<absent>")
         if before != after:
             raise ExploreError(f"{folder} was written with {key} = {before!r}, but this run has {key} = {after!r}; "
-                               "resume with the same settings, or use a new --out folder")  # fmt: skip
+                               f"resume with the same settings, or use a new {option} folder")  # fmt: skip
 
 
 def git_commit() -> str | None:

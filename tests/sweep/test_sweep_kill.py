@@ -75,3 +75,18 @@ def test_sweep_killed_at_five_points_resumes_to_the_uninterrupted_results(forked
         resumed = forked_explore("sweep", "--config", str(config))
         assert resumed.code == 0, resumed.log
         assert outputs(out) == expected, f"killed at fsync {point}"
+
+
+def test_sweep_resumed_with_another_model_or_seed_is_refused(forked_explore, tiny_folder, tmp_path):
+    out = tmp_path / "out"
+    (out / "results.jsonl").parent.mkdir()
+    (out / "results.jsonl").write_text('{"name": "original"}\n')  # from an explore that wrote no header
+    path = sweep_file(tiny_folder, out, tmp_path / "sweep.yaml")
+    r = forked_explore("sweep", "--config", str(path))
+    assert r.code == 2 and r.log.strip() == (f"error: {out} holds outputs but no header.json, so nothing says which "
+                                             "model, task or judge wrote them; use a new output_dir folder")  # fmt: skip
+    (out / "header.json").write_text('{"command": "sweep", "dtype": "float32", "model": "embedded", "seed": 0}')
+    r = forked_explore("sweep", "--config", str(path))
+    assert r.code == 2 and r.log.strip().startswith(f"error: {out} was written with model = 'embedded', but this run "
+                                                    f"has model = '{tiny_folder}'")  # fmt: skip
+    assert (out / "results.jsonl").read_text() == '{"name": "original"}\n'
