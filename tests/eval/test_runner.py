@@ -87,7 +87,7 @@ def test_generative_judge_runs_the_official_protocol(tiny, tmp_path):
     assert summary["counts"]["total"] == 6
 
 
-def test_batch_size_auto_halves_until_a_batch_fits(tiny, tmp_path, monkeypatch):
+def test_batch_size_auto_steps_down_until_a_batch_fits(tiny, tmp_path, monkeypatch):
     """A model that runs out of memory above 3 examples a batch: auto steps down from 256 (accelerate's
     find_executable_batch_size: x0.9 each time, ... 5, 4, 3) to the first size that fits and evaluates with it."""
     model, processor = tiny
