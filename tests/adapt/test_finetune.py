@@ -1,6 +1,7 @@
 """Recovery fine-tuning on tiny T5- and LLaMA-backed InstructBLIPs, the same bodies for every method."""
 
 import copy
+import hashlib
 import json
 import re
 
@@ -18,6 +19,7 @@ from explore.errors import ConfigError, ExploreError
 from explore.models.collate import collate
 from explore.models.generate import generate_answers
 from explore.models.loading import load_model, save_model
+from explore.train.checkpoint import MANIFEST_FILE
 
 FAMILIES = ["t5", "llama"]
 ADAPTER_METHODS = ["lora", "dora", "ia3"]
@@ -380,6 +382,10 @@ def test_a_non_finite_weight_in_a_checkpoint_is_refused(tiny_factory, quick_conf
     name = min(weights)
     weights[name][0] = float("nan")
     save_file(weights, path)
+    # as if the run itself had written the NaN: the manifest agrees, so the NaN check (not the manifest) refuses it
+    manifest = json.loads((path.parent / MANIFEST_FILE).read_text())
+    manifest[path.name] = {"bytes": path.stat().st_size, "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+    (path.parent / MANIFEST_FILE).write_text(json.dumps(manifest))
     with pytest.raises(
         ExploreError, match=f"weight '{re.escape(name)}' contains NaN or Inf; use an earlier checkpoint"
     ):

@@ -23,7 +23,6 @@ for a text-only LM and break BLIP-style models (peft#2528).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -47,6 +46,7 @@ from explore.adapt.config import FinetuneConfig
 from explore.adapt.distill import answer_logits, distillation_loss, same_answer_tokens
 from explore.adapt.targets import COMPONENT_PREFIXES, adapter_targets
 from explore.runs import atomic_folder
+from explore.runs import model_fingerprint as weights_fingerprint
 from explore.data.example import Example
 from explore.errors import ConfigError, ExploreError
 from explore.models.collate import collate
@@ -283,16 +283,10 @@ def model_fingerprint(model: nn.Module, samples: int = 4096) -> dict:
     """A short identity of a model: its architecture and a hash of every tensor's name, shape, dtype and
     the bytes of ``samples`` evenly spaced values (exact, cheap even for billions of weights, and the
     same whatever the thread count; another checkpoint of the same architecture gives another hash)."""
-    digest = hashlib.sha256()
-    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-        flat = tensor.detach().reshape(-1)
-        index = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel()), dtype=torch.float64).long()
-        picked = flat[index.to(flat.device)].cpu()
-        values = picked.float() if picked.is_floating_point() else picked  # bf16 / fp16 → fp32 is exact
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode() + values.numpy().tobytes())
     config = getattr(model, "config", None)
     architecture = _without_paths(config.to_dict()) if config is not None else None
-    return {"architecture": json.loads(json.dumps(architecture, default=str)), "weights": digest.hexdigest()[:16]}
+    return {"architecture": json.loads(json.dumps(architecture, default=str)),
+            "weights": weights_fingerprint(model, samples)}  # fmt: skip
 
 
 def _without_paths(value):
