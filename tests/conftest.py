@@ -144,7 +144,8 @@ for line in sys.stdin:
         os._exit(code)
     _, status = os.waitpid(pid, 0)
     killed = os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
-    sys.stdout.write(json.dumps({"killed": killed, "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None}) + "\n")
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sys.stdout.write(json.dumps({"killed": killed, "code": code}) + "\n")
     sys.stdout.flush()
 """
 

@@ -106,8 +106,8 @@ def test_a_file_where_a_folder_is_needed_and_the_reverse_are_one_line_and_exit_2
     (tmp_path / "notes.txt").write_text("kept\n")
     r = run("world", "export", "--out", str(tmp_path / "notes.txt"), "--n", "1")
     assert r.returncode == 2, r.stderr
-    assert r.stderr == f"error: cannot write {tmp_path / 'notes.txt' / 'images'}: a part of the path is a file, not a " \
-                       "folder; choose another path\n"
+    assert r.stderr == (f"error: cannot write {tmp_path / 'notes.txt' / 'images'}: a part of the path is a file, "
+                        "not a folder; choose another path\n")
     r = run("world", "show", "--out", str(tmp_path / "notes.txt" / "sheet.png"), "--n", "1")
     assert r.returncode == 2, r.stderr
     assert r.stderr == (f"error: cannot write {tmp_path / 'notes.txt' / 'sheet.png'}: {tmp_path / 'notes.txt'} is a "
@@ -115,6 +115,7 @@ def test_a_file_where_a_folder_is_needed_and_the_reverse_are_one_line_and_exit_2
     (tmp_path / "sheet.png").mkdir()
     r = run("world", "show", "--out", str(tmp_path / "sheet.png"), "--n", "1")
     assert r.returncode == 2, r.stderr
-    assert r.stderr == f"error: cannot write {tmp_path / 'sheet.png'}: it is a folder, not a file; choose another path\n"
+    assert r.stderr == (f"error: cannot write {tmp_path / 'sheet.png'}: it is a folder, not a file; "
+                        "choose another path\n")
     assert (tmp_path / "notes.txt").read_text() == "kept\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "sheet.png"]  # no temporary file left

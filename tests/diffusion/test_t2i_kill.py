@@ -48,6 +48,6 @@ def test_t2i_killed_at_five_points_resumes_to_the_uninterrupted_output(forked_ex
     other = forked_explore(*t2i_args(tiny_pipeline_dir, judge_dir, tmp_path / "reference", "--scheduler", "ddim"))
     assert other.code == 2
     (line,) = other.log.strip().splitlines()
-    assert line.startswith(f"error: {tmp_path / 'reference'} was written with scheduler = 'DPMSolverMultistepScheduler', "
-                           "but this run has scheduler = 'DDIMScheduler'")  # fmt: skip
+    assert line.startswith(f"error: {tmp_path / 'reference'} was written with scheduler = "
+                           "'DPMSolverMultistepScheduler', but this run has scheduler = 'DDIMScheduler'")
     assert folder_bytes(tmp_path / "reference") == expected

@@ -13,8 +13,8 @@ from explore.world.vocabulary import vocabulary
 def tiny_model(folder, seed: int):
     words = vocabulary()
     tokenizer, qformer_tokenizer = build_word_tokenizer(words), build_word_tokenizer(words, image_token=False)
-    return save_model(build_model("tiny-t5", tokenizer, seed=seed), build_processor("tiny-t5", tokenizer, qformer_tokenizer),
-                      folder)  # fmt: skip
+    model = build_model("tiny-t5", tokenizer, seed=seed)
+    return save_model(model, build_processor("tiny-t5", tokenizer, qformer_tokenizer), folder)
 
 
 @pytest.fixture(scope="module")

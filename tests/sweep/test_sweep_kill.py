@@ -56,7 +56,8 @@ def outputs(out) -> dict:
              if p.is_file() and p.suffix in (".jsonl", ".json", ".safetensors")
              and p.name not in ("results.jsonl", "run.json") and p.parent.name != "models"}  # fmt: skip
     notes = {p.name: without_timings(json.loads(p.read_text())) for p in sorted((out / "models").glob("*.json"))}
-    results = [without_timings({k: v for k, v in r.items() if k != "model_dir"}) for r in read_jsonl(out / "results.jsonl")]
+    results = [without_timings({k: v for k, v in record.items() if k != "model_dir"})
+               for record in read_jsonl(out / "results.jsonl")]  # fmt: skip
     return {"results": results, "notes": notes, "files": files, "report": (out / "report.md").is_file()}
 
 
@@ -83,8 +84,9 @@ def test_sweep_resumed_with_another_model_or_seed_is_refused(forked_explore, tin
     (out / "results.jsonl").write_text('{"name": "original"}\n')  # from an explore that wrote no header
     path = sweep_file(tiny_folder, out, tmp_path / "sweep.yaml")
     r = forked_explore("sweep", "--config", str(path))
-    assert r.code == 2 and r.log.strip() == (f"error: {out} holds outputs but no header.json, so nothing says which "
-                                             "model, task or judge wrote them; use a new output_dir folder")  # fmt: skip
+    assert r.code == 2
+    assert r.log.strip() == (f"error: {out} holds outputs but no header.json, so nothing says which model, task or "
+                             "judge wrote them; use a new output_dir folder")
     (out / "header.json").write_text('{"command": "sweep", "dtype": "float32", "model": "embedded", "seed": 0}')
     r = forked_explore("sweep", "--config", str(path))
     assert r.code == 2 and r.log.strip().startswith(f"error: {out} was written with model = 'embedded', but this run "

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from explore.cli import main
 from explore.errors import ExploreError
@@ -67,11 +67,12 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, mo
 def _save(root: Path, step: int, layer: torch.nn.Linear, keep: int = 3) -> Path:
     optimizer = torch.optim.AdamW(layer.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    from safetensors.torch import save_file
 
-    return save_checkpoint(root, step, write_weights=lambda folder: save_file(layer.state_dict(), folder / "w.safetensors"),
-                           optimizer=optimizer, scheduler=scheduler, state={"global_step": step},
-                           run={"kind": "test", "config": {}}, keep=keep)  # fmt: skip
+    def write_weights(folder: Path) -> None:
+        save_file(layer.state_dict(), folder / "w.safetensors")
+
+    return save_checkpoint(root, step, write_weights=write_weights, optimizer=optimizer, scheduler=scheduler,
+                           state={"global_step": step}, run={"kind": "test", "config": {}}, keep=keep)  # fmt: skip
 
 
 @pytest.mark.parametrize("damage", ["truncated weights", "flipped byte", "missing optimizer", "state not JSON"])
