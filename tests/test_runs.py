@@ -169,3 +169,15 @@ def test_rewind_keeps_the_log_up_to_the_checkpoint(tmp_path):
     assert read_jsonl(path) == []
     rewind_jsonl(tmp_path / "absent.jsonl", 5)
     assert not (tmp_path / "absent.jsonl").exists()
+
+
+def test_outputs_get_the_usual_permissions_not_those_of_a_temporary_file(tmp_path):
+    mask = os.umask(0o022)
+    try:
+        path = write_text(tmp_path / "summary.json", "{}")
+        with atomic_folder(tmp_path / "model") as staging:
+            (staging / "weights").write_text("w")
+    finally:
+        os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700

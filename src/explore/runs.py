@@ -83,6 +83,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private to its writer
         os.close(fd)
     except OSError as error:
         raise _translate(path, error) from error
@@ -97,6 +98,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise _translate(path, error) from error
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it
+    os.umask(mask)
+    return mask
 
 
 def _translate(path: Path, error: OSError) -> OSError | ExploreError:
@@ -161,6 +168,7 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         folder.parent.mkdir(parents=True, exist_ok=True)
         _recover_folder(folder)
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
+        staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make every saved model private to its writer
     except OSError as error:
         raise _translate(folder, error) from error
     try:
