@@ -28,11 +28,13 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
+from typing import NoReturn
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,9 +55,25 @@ class DiskError(ExploreError):
     """A file could not be written because of the disk: full, read-only or not writable."""
 
 
-def disk_error(path: Path, error: OSError, kept: str | None = None) -> DiskError:
-    """The one-line error for ``error`` while writing ``path``; ``kept`` says what survived."""
-    reason = os.strerror(error.errno) if error.errno else str(error)
+def disk_errno(error: BaseException) -> int | None:
+    """The errno of a full or read-only disk behind ``error``, or None: an OSError's, or the one a library
+    reports only in its message (safetensors: ``SafetensorError: ... No space left on device (os error 28)``)."""
+    for cause in (error, error.__cause__):
+        if isinstance(cause, OSError):
+            if cause.errno in DISK_ERRORS:
+                return cause.errno
+        elif cause is not None:
+            found = re.search(r"\(os error (\d+)\)", str(cause))
+            if found and int(found.group(1)) in DISK_ERRORS:
+                return int(found.group(1))
+    return None
+
+
+def disk_error(path: Path, error: BaseException, kept: str | None = None) -> DiskError:
+    """The one-line error for ``error`` (see :func:`disk_errno`) while writing ``path``; ``kept`` says what
+    survived."""
+    code = disk_errno(error)
+    reason = os.strerror(code) if code else str(error)
     survived = f"; {kept}" if kept else (f"; the previous {path.name} is kept" if path.exists() else "")
     return DiskError(f"cannot write {path}: {reason}{survived}; free space or choose a writable folder")
 
@@ -86,7 +104,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would make every output private to its writer
         os.close(fd)
     except OSError as error:
-        raise _translate(path, error) from error
+        _reraise(path, error)
     tmp = Path(name)
     try:
         yield tmp
@@ -94,8 +112,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_folder(path.parent)
-    except OSError as error:
-        raise _translate(path, error) from error
+    except Exception as error:  # the block's own errors pass unchanged, unless the disk or the path is behind them
+        _reraise(path, error)
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -106,12 +124,14 @@ def _umask() -> int:
     return mask
 
 
-def _translate(path: Path, error: OSError) -> OSError | ExploreError:
-    if error.errno in DISK_ERRORS:
-        return disk_error(path, error)
-    if error.errno in PATH_ERRORS:
-        return path_error(error, path)
-    return error
+def _reraise(path: Path, error: Exception) -> NoReturn:
+    """Raise the one-line error for a full or read-only disk, or a path that cannot hold ``path``, behind
+    ``error``; re-raise ``error`` itself otherwise."""
+    if disk_errno(error) is not None:
+        raise disk_error(path, error) from error
+    if isinstance(error, OSError) and error.errno in PATH_ERRORS:
+        raise path_error(error, path) from error
+    raise error
 
 
 def path_error(error: OSError, path: Path | None = None) -> ExploreError:
@@ -170,7 +190,7 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.tmp-", dir=folder.parent))
         staging.chmod(0o777 & ~_umask())  # mkdtemp's 0700 would make every saved model private to its writer
     except OSError as error:
-        raise _translate(folder, error) from error
+        _reraise(folder, error)
     try:
         yield staging
         fsync_tree(staging)
@@ -183,8 +203,8 @@ def atomic_folder(folder: str | os.PathLike) -> Iterator[Path]:
         else:
             os.replace(staging, folder)
             fsync_folder(folder.parent)
-    except OSError as error:
-        raise _translate(folder, error) from error
+    except Exception as error:  # the block's own errors pass unchanged, unless the disk or the path is behind them
+        _reraise(folder, error)
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)

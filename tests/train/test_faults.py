@@ -115,3 +115,41 @@ def test_a_checkpoint_lists_every_file_in_its_manifest(tmp_path):
     manifest = json.loads((folder / MANIFEST_FILE).read_text())
     files = {p.name for p in folder.iterdir()} - {MANIFEST_FILE, checkpoint.STATE_FILE}
     assert set(manifest) == files and all(entry["bytes"] > 0 for entry in manifest.values())
+
+
+def _tmpfs(folder: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` on ``folder``: a real disk that fills up (needs root; False where refused)."""
+    import subprocess
+
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)], capture_output=True,
+                          check=False)  # fmt: skip
+    return done.returncode == 0
+
+
+@pytest.mark.parametrize("size", ["400k", "550k"])
+def test_a_real_full_disk_is_one_line_and_leaves_only_loadable_checkpoints(tmp_path, monkeypatch, capfd, size):
+    """On a real small disk (a tmpfs) the run fills it wherever it does (a checkpoint, a log line, the model):
+    one line saying so, exit 2, and every checkpoint left is complete and loads."""
+    import subprocess
+
+    data = yaml.safe_load((ROOT / "configs/pretrain/tiny-t5.yaml").read_text())
+    data["eval"]["every"] = 1000
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    disk = tmp_path / "disk"
+    if not _tmpfs(disk, size):
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        code, err = run_cli(monkeypatch, capfd, "pretrain", "--config", str(path), "--output-dir", str(disk / "run"))
+        assert code == 2, err
+        (line,) = err.strip().splitlines()
+        assert line.startswith("error: cannot write ") and "No space left on device" in line, line
+        root = disk / "run" / "checkpoints"
+        left = sorted(p.name for p in root.iterdir()) if root.is_dir() else []
+        assert all(name.startswith("step-") for name in left), left  # nothing half-written
+        for name in left:
+            assert checkpoint.checkpoint_problem(root / name) is None
+            load_model(root / name / "model")
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)

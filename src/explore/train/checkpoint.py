@@ -39,7 +39,7 @@ from safetensors.torch import load_file
 from safetensors.torch import save as save_safetensors
 
 from explore.errors import ExploreError
-from explore.runs import DISK_ERRORS, DiskError, fsync_folder, fsync_tree
+from explore.runs import DiskError, disk_errno, fsync_folder, fsync_tree
 
 STATE_FILE = "trainer_state.json"
 RUN_FILE = "run_config.json"
@@ -99,14 +99,15 @@ def save_checkpoint(
             _discard(final)
         os.replace(tmp, final)
         fsync_folder(root)
-    except OSError as error:
+    except Exception as error:  # safetensors reports a full disk as SafetensorError, not OSError
         shutil.rmtree(tmp, ignore_errors=True)
-        if error.errno not in DISK_ERRORS:
+        code = disk_errno(error)
+        if code is None:
             raise
         previous = complete_checkpoints(root)
         kept = (f"the previous checkpoint {previous[-1]} is kept (--resume latest continues from it)" if previous
                 else "no earlier checkpoint exists")  # fmt: skip
-        raise DiskError(f"cannot write checkpoint {final.name} in {root}: {os.strerror(error.errno)}; {kept}; "
+        raise DiskError(f"cannot write checkpoint {final.name} in {root}: {os.strerror(code)}; {kept}; "
                         "free space or choose a writable output folder") from error  # fmt: skip
     earlier = [p for p in complete_checkpoints(root) if step_of(p) <= step]
     for old in earlier[: max(0, len(earlier) - keep)]:  # (a negative slice end would delete kept ones)
