@@ -119,3 +119,18 @@ def test_a_file_where_a_folder_is_needed_and_the_reverse_are_one_line_and_exit_2
                         "choose another path\n")
     assert (tmp_path / "notes.txt").read_text() == "kept\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "sheet.png"]  # no temporary file left
+
+
+def test_a_real_full_disk_is_one_line_and_exit_2(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=30k", "tmpfs", str(disk)], capture_output=True,
+                             check=False)  # fmt: skip
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    try:  # the PNGs fill it; Pillow's OSError names no file
+        r = run("world", "export", "--out", str(disk / "world"), "--n", "20", "--resolution", "32")
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == "error: while writing: No space left on device; free space or choose a writable folder\n"

@@ -99,9 +99,9 @@ def main() -> None:
         if _state["debug"]:
             raise
         if isinstance(err, OSError) and err.errno in DISK_ERRORS:  # full or read-only disk: the user can fix it
-            where = f"{err.filename}: " if err.filename else ""
-            console.print(f"[bold red]error:[/] cannot write {escape(where)}{os.strerror(err.errno)}; free space or "
-                          "choose a writable folder", highlight=False, soft_wrap=True)  # fmt: skip
+            where = f"cannot write {err.filename}: " if err.filename else "while writing: "  # Pillow names no file
+            console.print(f"[bold red]error:[/] {escape(where)}{os.strerror(err.errno)}; free space or choose a "
+                          "writable folder", highlight=False, soft_wrap=True)  # fmt: skip
             sys.exit(2)
         if isinstance(err, OSError) and err.errno in PATH_ERRORS:  # a file given where a folder is needed, ...
             console.print(f"[bold red]error:[/] {escape(_one_line(path_error(err)))}", highlight=False, soft_wrap=True)
