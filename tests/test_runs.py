@@ -181,3 +181,11 @@ def test_outputs_get_the_usual_permissions_not_those_of_a_temporary_file(tmp_pat
         os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
     assert (tmp_path / "model").stat().st_mode & 0o777 == 0o755  # not mkdtemp's 0700
+
+
+def test_a_header_without_outputs_is_rewritten(tmp_path):
+    check_header(tmp_path, {"judge": "generative"}, has_outputs=False)  # a run that stopped before any output
+    check_header(tmp_path, {"judge": "likelihood"}, has_outputs=False)  # may start again with other settings
+    assert json.loads((tmp_path / HEADER).read_text()) == {"judge": "likelihood"}
+    with pytest.raises(ExploreError, match="judge = 'likelihood', but this run has judge = 'generative'"):
+        check_header(tmp_path, {"judge": "generative"}, has_outputs=True)

@@ -372,17 +372,18 @@ def check_header(folder: str | os.PathLike, header: dict, *, has_outputs: bool, 
     first key whose value differs, with both values. Temporary files of killed writes are removed.
 
     ``has_outputs``: whether the folder already holds this run's outputs; outputs without a header (an older
-    explore, or another program) are refused too, since nothing says what wrote them. ``option``: how the
+    explore, or another program) are refused too, since nothing says what wrote them. Without outputs the
+    header is (re)written: a run that stopped before its first output may be started with other settings. ``option``: how the
     user names the folder (``--out``, ``output_dir``), for the message.
     """
     folder = Path(folder)
     path = folder / HEADER
     remove_temporaries(folder)
     now = json.loads(json.dumps(header, default=str))  # tuples → lists, as they are saved
-    if not path.is_file():
-        if has_outputs:
-            raise ExploreError(f"{folder} holds outputs but no {HEADER}, so nothing says which model, task or judge "
-                               f"wrote them; use a new {option} folder")  # fmt: skip
+    if not path.is_file() and has_outputs:
+        raise ExploreError(f"{folder} holds outputs but no {HEADER}, so nothing says which model, task or judge "
+                           f"wrote them; use a new {option} folder")  # fmt: skip
+    if not has_outputs:  # a first run, or one that stopped before its first output: nothing to mix with
         write_json(path, now, sort_keys=True)
         return
     try:

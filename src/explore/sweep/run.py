@@ -236,7 +236,9 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
         points = [p for p in points if p.name == ORIGINAL or p.name in only]
     results_path = out / RESULTS
     results = JsonlLog(results_path)  # a line cut off by a kill is truncated away and its point re-run
-    check_header(out, run_header(config), has_outputs=bool(results.records), option="output_dir")
+    # finished models count as outputs too: a model of another base under the same recipe key must not be reused
+    outputs = bool(results.records) or any((out / "models").glob("*.json"))
+    check_header(out, run_header(config), has_outputs=outputs, option="output_dir")
     write_run_info(out, config.model_dump())
     done = {record["name"]: record for record in results.records}
     for point in points:
