@@ -74,4 +74,6 @@ def load_yaml_config(model: type[ConfigT], path: str | Path) -> ConfigT:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}: not valid YAML{where}; fix the syntax and retry") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); is it a config file?") from None
     return parse_config(model, data, source=str(path))

@@ -134,3 +134,12 @@ def test_a_real_full_disk_is_one_line_and_exit_2(tmp_path):
         subprocess.run(["umount", str(disk)], check=False)
     assert r.returncode == 2, r.stderr
     assert r.stderr == "error: while writing: No space left on device; free space or choose a writable folder\n"
+
+
+def test_a_config_that_is_not_text_is_one_line_and_exit_2(tmp_path):
+    config = tmp_path / "config.yaml"
+    config.write_bytes(b"\xff\xfe\x00model: tiny")  # e.g. a UTF-16 file or a binary saved under the wrong name
+    r = run("pretrain", "--config", str(config), "--output-dir", str(tmp_path / "run"))
+    assert r.returncode == 2, r.stderr
+    assert r.stderr == f"error: {config}: not UTF-8 text (byte 0); is it a config file?\n"
+    assert not (tmp_path / "run").exists()
