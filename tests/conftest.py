@@ -87,7 +87,8 @@ def explore_cli(monkeypatch, capfd):
 # A process that imports explore, torch and transformers once, then forks one child per `explore` command it
 # is sent (fork costs milliseconds where a fresh interpreter spends seconds importing). A child can be told
 # to SIGKILL itself at the N-th event of a kind: "fsync" (every durable write of explore.runs and of a
-# checkpoint: after the data is written, before it is committed) or "step" (an AdamW update starts). Each
+# checkpoint: after the data is written, before it is committed), "step" (an AdamW update starts) or
+# "append" (a JSON-lines append of explore.runs, killed after half its bytes are written: a cut line). Each
 # child runs `explore.cli.main` with its stdout and stderr in a log file and, when it ends by itself, writes
 # how many events of each kind it saw. Nothing in a child can clean up after a kill.
 _ZYGOTE = r"""
@@ -116,7 +117,7 @@ for line in sys.stdin:
     if pid == 0:
         log = os.open(job["log"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.dup2(log, 1); os.dup2(log, 2)
-        counts = {"fsync": 0, "step": 0}
+        counts = {"fsync": 0, "step": 0, "append": 0}
 
         def event(kind):
             counts[kind] += 1
@@ -129,7 +130,18 @@ for line in sys.stdin:
         def step(self, *args, **kwargs):
             event("step")
             return real_step(self, *args, **kwargs)
-        os.fsync, torch.optim.AdamW.step = fsync, step
+        import explore.runs
+        real_append = explore.runs._append_lines
+        def append(path, records, **kwargs):
+            if job.get("event") == "append" and counts["append"] + 1 == job.get("kill_at"):
+                data = "".join(json.dumps(record) + "\n" for record in records).encode()
+                cut = len(data) // 2
+                cut -= data[cut - 1 : cut] == b"\n"  # always inside a line
+                with open(path, "ab") as f:  # half the lines reach the file, then the kill
+                    f.write(data[:cut])
+            event("append")
+            return real_append(path, records, **kwargs)
+        os.fsync, torch.optim.AdamW.step, explore.runs._append_lines = fsync, step, append
         sys.argv = ["explore", *job["argv"]]
         try:
             main()
@@ -160,7 +172,7 @@ class ForkedRun:
 @pytest.fixture(scope="session")
 def forked_explore(tmp_path_factory):
     """``forked_explore(*args, event=None, kill_at=None)``: run ``explore *args`` in a forked child, SIGKILLed
-    at its ``kill_at``-th ``event`` ("fsync" or "step") if given; returns a :class:`ForkedRun`."""
+    at its ``kill_at``-th ``event`` ("fsync", "step" or "append") if given; returns a :class:`ForkedRun`."""
     import itertools
     import json
     import subprocess

@@ -1,5 +1,6 @@
 """``explore eval`` killed for real (SIGKILL, in a forked child) at points the test picks among the durable
-writes an uninterrupted run makes, then resumed: the folder ends byte for byte as the uninterrupted run's.
+writes an uninterrupted run makes, and in the middle of writing a predictions line, then resumed: the folder
+ends byte for byte as the uninterrupted run's.
 And a resume into a folder written by another model or judge is refused with one line."""
 
 import pytest
@@ -46,6 +47,13 @@ def test_eval_killed_at_five_points_resumes_to_the_uninterrupted_output(forked_e
         resumed = forked_explore(*eval_args(models[0], out))
         assert resumed.code == 0, resumed.log
         assert folder_bytes(out) == expected, f"killed at fsync {point}"
+    for point in (1, reference.events["append"]):  # a line cut by the kill, in the first and the last append
+        out = tmp_path / f"cut-in-append-{point}"
+        killed = forked_explore(*eval_args(models[0], out), event="append", kill_at=point)
+        assert killed.killed and (out / "predictions.jsonl").read_bytes()[-1:] != b"\n", killed.log
+        resumed = forked_explore(*eval_args(models[0], out))
+        assert resumed.code == 0, resumed.log
+        assert folder_bytes(out) == expected, f"cut in append {point}"
 
 
 def test_resume_with_another_model_or_judge_is_refused(forked_explore, models, tmp_path):
