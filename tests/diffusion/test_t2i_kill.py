@@ -1,6 +1,7 @@
 """``explore eval --task world-t2i`` killed for real (SIGKILL, in a forked child) at five durable writes the
-test picks among an uninterrupted run's, then resumed: predictions, images and summary end byte for byte as
-the uninterrupted run's; a resume with another sampler is refused with one line."""
+test picks among an uninterrupted run's, and in the middle of writing a predictions line, then resumed:
+predictions, images and summary end byte for byte as the uninterrupted run's; a resume with another sampler
+is refused with one line."""
 
 from dataclasses import replace
 
@@ -44,6 +45,14 @@ def test_t2i_killed_at_five_points_resumes_to_the_uninterrupted_output(forked_ex
         resumed = forked_explore(*t2i_args(tiny_pipeline_dir, judge_dir, out))
         assert resumed.code == 0, resumed.log
         assert folder_bytes(out) == expected, f"killed at fsync {point}"
+    # the issue's own case: a predictions line cut by the kill was redone forever and never summarised
+    for point in sorted({1, reference.events["append"]}):
+        out = tmp_path / f"cut-in-append-{point}"
+        killed = forked_explore(*t2i_args(tiny_pipeline_dir, judge_dir, out), event="append", kill_at=point)
+        assert killed.killed and (out / "predictions.jsonl").read_bytes()[-1:] != b"\n", killed.log
+        resumed = forked_explore(*t2i_args(tiny_pipeline_dir, judge_dir, out))
+        assert resumed.code == 0, resumed.log
+        assert folder_bytes(out) == expected, f"cut in append {point}"
 
     other = forked_explore(*t2i_args(tiny_pipeline_dir, judge_dir, tmp_path / "reference", "--scheduler", "ddim"))
     assert other.code == 2
