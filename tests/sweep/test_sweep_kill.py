@@ -3,6 +3,7 @@ an uninterrupted run's (model folders, the finished-model marker, predictions, r
 the same results (all but the wall-clock timings), byte-identical predictions, summaries and model weights."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -76,6 +77,18 @@ def test_sweep_killed_at_five_points_resumes_to_the_uninterrupted_results(forked
         resumed = forked_explore("sweep", "--config", str(config))
         assert resumed.code == 0, resumed.log
         assert outputs(out) == expected, f"killed at fsync {point}"
+
+    # the issue's case: a finished-model marker cut by a kill (an explore before the atomic marker could leave
+    # one) raised a JSON error on every rerun; now the model is made again and the sweep ends as the reference
+    out = tmp_path / "cut-marker"
+    shutil.copytree(tmp_path / "reference", out)
+    for marker in (out / "models").glob("*.json"):
+        marker.write_text(marker.read_text()[:20])
+    (out / "results.jsonl").unlink()
+    config = sweep_file(tiny_folder, out, tmp_path / "cut-marker.yaml")
+    resumed = forked_explore("sweep", "--config", str(config))
+    assert resumed.code == 0, resumed.log
+    assert outputs(out) == expected
 
 
 def test_sweep_resumed_with_another_model_or_seed_is_refused(forked_explore, tiny_folder, tmp_path):

@@ -168,6 +168,17 @@ def _recover(model, processor, point: PointSection, config: SweepConfig, teacher
     return (merge_adapter(result.model) if recipe.adapter else result.model).eval(), result.summary()
 
 
+def _finished_model(model_dir: Path, meta_path: Path) -> dict | None:
+    """The notes of a model an earlier run finished, or None: no model, no marker, or a marker that is not
+    JSON (an explore before the atomic marker could leave one cut by a kill; the model is then made again)."""
+    if not ((model_dir / "config.json").is_file() and meta_path.is_file()):
+        return None
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+
+
 def run_point(point: PointSection, config: SweepConfig, original, data: SweepData, out: Path, *,
               progress: bool) -> dict:  # fmt: skip
     """Compress, recover, evaluate and measure one point; return its results record."""
@@ -176,9 +187,9 @@ def run_point(point: PointSection, config: SweepConfig, original, data: SweepDat
     recipe = config.recovery_for(point)
     key = point.model_key(recipe)  # points that differ only in precision share one recovered model
     model_dir, meta_path = out / "models" / key, out / "models" / f"{key}.json"
-    if (model_dir / "config.json").is_file() and meta_path.is_file():  # saved by an earlier point or a killed run
+    meta = _finished_model(model_dir, meta_path)
+    if meta is not None:  # saved by an earlier point or a killed run
         model, processor = load_model(model_dir, device=config.device, dtype=config.dtype)
-        meta = json.loads(meta_path.read_text())
     else:
         model, processor, dropped = compress(*original, point.compress, data.calibration)
         model, recovery = _recover(model, processor, point, config, original, progress)
