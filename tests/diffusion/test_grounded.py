@@ -159,3 +159,22 @@ def test_a_checkpoint_exports_its_ema_weights_as_the_final_pipeline(tmp_path):
         assert torch.equal(p, q), name
     with pytest.raises(ExploreError, match="not a diffusion training checkpoint"):
         export_ema_pipeline(tmp_path, tmp_path / "x")
+
+
+def test_the_given_channel_tells_an_empty_cell_from_a_dropped_map(tmp_path):
+    from explore.diffusion.config import TextSection
+    from explore.diffusion.data import with_given_channel
+    from explore.diffusion.train import drop_conditions
+
+    config = load_diffusion_config(TINY_GROUNDED)
+    config = config.model_copy(update={"model": config.model.model_copy(update={"layout_given_channel": True})})
+    pipe = build_pipeline(config)
+    assert pipe.unet.config.layout_channels == LAYOUT_CHANNELS + 1
+    images = pipe(PROMPT, num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 64, 64, 3)
+    maps = with_given_channel(layout_maps([prompt_layout(PROMPT, 0)] * 64))
+    prompts, dropped = drop_conditions([PROMPT] * 64, maps, TextSection(cond_dropout=0.3, layout_dropout=0.3),
+                                       torch.Generator().manual_seed(0))  # fmt: skip
+    given = dropped[:, LAYOUT_CHANNELS].flatten(1)
+    assert set(given.mean(1).tolist()) == {0.0, 1.0}  # kept maps say "given" in every cell, dropped ones nowhere
+    assert all(g == 0 for g, p in zip(given[:, 0].tolist(), prompts) if p == "")  # no prompt, no map

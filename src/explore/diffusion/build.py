@@ -37,7 +37,7 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int):
             attention_heads=m.attention_heads,
             norm_num_groups=m.norm_num_groups,
             dropout=m.dropout,
-            layout_channels=LAYOUT_CHANNELS if m.layout else 0,
+            layout_channels=(LAYOUT_CHANNELS + m.layout_given_channel) if m.layout else 0,
             pixel_unshuffle=m.pixel_unshuffle,
         )
     levels = range(len(m.block_out_channels))

@@ -27,6 +27,8 @@ class ModelSection(StrictModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
     layout: bool = Field(False, description="grounded: concatenate the per-cell layout map (explore.world.layout, "
                          "17 channels) to the UNet input (efficient UNet only)")  # fmt: skip
+    layout_given_channel: bool = Field(False, description="add a channel of ones to the layout map, so an empty "
+                                       "cell differs from a dropped map (both zeros otherwise)")  # fmt: skip
     pixel_unshuffle: int = Field(1, ge=1, le=4, description="space-to-depth factor: 2 runs a 64 px model at "
                                  "32 x 32 x 12 (efficient UNet only)")  # fmt: skip
     seed: int = Field(0, ge=0, description="seed of the weight initialisation")

@@ -43,9 +43,14 @@ def to_tensor(images) -> torch.Tensor:
     return torch.from_numpy(array).permute(0, 3, 1, 2) / 127.5 - 1
 
 
-def layout_maps(scenes: list[Scene]) -> torch.Tensor:
-    """(B, LAYOUT_CHANNELS, GRID, GRID) float32 layout maps of ``scenes`` (:func:`explore.world.layout.layout_map`)."""
-    return torch.from_numpy(np.stack([layout_map(scene) for scene in scenes]))
+def layout_maps(scenes: list[Scene], given_channel: bool = False) -> torch.Tensor:
+    """(B, LAYOUT_CHANNELS [+ 1], GRID, GRID) float32 layout maps of ``scenes`` (:func:`explore.world.layout.layout_map`)."""
+    return torch.from_numpy(np.stack([layout_map(scene, given_channel) for scene in scenes]))
+
+
+def with_given_channel(maps: torch.Tensor) -> torch.Tensor:
+    """Append the "map given" channel of ones to (B, LAYOUT_CHANNELS, G, G) maps (see ``layout_map``)."""
+    return torch.cat([maps, torch.ones_like(maps[:, :1])], dim=1)
 
 
 def training_batch(

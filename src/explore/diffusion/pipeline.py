@@ -31,7 +31,7 @@ from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
 from explore.models.loading import check_finite
 from explore.packaged import packaged
-from explore.world.layout import layout_map, prompt_layout
+from explore.world.layout import LAYOUT_CHANNELS, layout_map, prompt_layout
 from explore.world.scene import Scene
 
 # diffusers imports a custom component only from a module that is already imported (it will not run
@@ -139,7 +139,9 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         context, mask = self.encode_prompts(([""] * batch if guided else []) + prompts)
         extra_inputs = {}
         if layouts is not None:
-            maps = torch.from_numpy(np.stack([layout_map(scene) for scene in layouts])).to(self.device, context.dtype)
+            given = self.unet.config.layout_channels == LAYOUT_CHANNELS + 1  # the "map given" channel
+            maps = np.stack([layout_map(scene, given) for scene in layouts])
+            maps = torch.from_numpy(maps).to(self.device, context.dtype)
             extra_inputs["layout"] = torch.cat([torch.zeros_like(maps), maps]) if guided else maps
 
         size = self.unet.config.sample_size

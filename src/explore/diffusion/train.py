@@ -30,7 +30,7 @@ from torch import nn
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.config import DiffusionConfig, TextSection
 from explore.diffusion.cache import CacheSpec, TrainingCache, build_cache
-from explore.diffusion.data import layout_maps, training_batch
+from explore.diffusion.data import layout_maps, training_batch, with_given_channel
 from explore.diffusion.features import LpipsDistance, VisionFeatures
 from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
@@ -282,6 +282,8 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                 start = state.data_position + accelerator.process_index * t.batch_size
                 images, prompts, layouts = next_batch(start, t.batch_size)
                 state.data_position += t.batch_size * num_processes
+                if config.model.layout_given_channel:
+                    layouts = with_given_channel(layouts)
                 prompts, layouts = drop_conditions(prompts, layouts, config.text, generator)
                 ids, mask = tokenize_prompts(pipe.tokenizer, prompts, config.text.max_length)
                 device = accelerator.device

@@ -234,9 +234,15 @@ def prompt_layout(prompt: str, seed: int | list[int]) -> Scene:
     return sample_layout(parse_prompt(prompt), seed)
 
 
-def layout_map(scene: Scene) -> np.ndarray:
-    """(LAYOUT_CHANNELS, GRID, GRID) float32 map of ``scene``: per cell occupied, shape, colour, size one-hots."""
-    grid = np.zeros((LAYOUT_CHANNELS, GRID, GRID), dtype=np.float32)
+def layout_map(scene: Scene, given_channel: bool = False) -> np.ndarray:
+    """(LAYOUT_CHANNELS, GRID, GRID) float32 map of ``scene``: per cell occupied, shape, colour, size one-hots.
+
+    ``given_channel`` appends a channel of ones (LAYOUT_CHANNELS + 1 in all): without it an empty cell and
+    a dropped map (all zeros, the free-text and unconditional rows of training) look the same to the UNet.
+    """
+    grid = np.zeros((LAYOUT_CHANNELS + given_channel, GRID, GRID), dtype=np.float32)
+    if given_channel:
+        grid[LAYOUT_CHANNELS] = 1
     shape_at, colour_at, size_at = 1, 1 + len(SHAPES), 1 + len(SHAPES) + len(COLOURS)
     colours = list(COLOURS)
     for obj in scene.objects:
