@@ -53,6 +53,7 @@ def test_real_renders_pass_every_category(classifier):
     for prompt_set in ("seen", "held_out"):
         assert summary[prompt_set]["generated"]["overall"] == 1.0
         assert summary[prompt_set]["generated"]["full_scene_objects"] == 1.0
+        assert summary[prompt_set]["generated"]["full_scene_colour_position"] == 1.0
     assert set(CATEGORIES) <= set(summary["seen"]["generated"])
     assert "single_object" not in summary["held_out"]["generated"]  # no colour stated, no held-out pair
 

@@ -133,7 +133,8 @@ def score_image(image, example: Example, layout: Scene, classifier) -> dict:
         generated = check_scene(detect(image, classifier), scene)
         bound = check_scene(detect(real, classifier), scene)
         return {"passed": bool(generated["exact"]), "object": generated["object"], "real_passed": bool(bound["exact"]),
-                "real_object": bound["object"]}  # fmt: skip
+                "real_object": bound["object"], "colour_position": generated["colour_position"],
+                "real_colour_position": bound["colour_position"]}  # fmt: skip
     parsed = parse_prompt(example.prompt)
     return {"passed": check_prompt(detect(image, classifier), parsed, example.category),
             "real_passed": check_prompt(detect(real, classifier), parsed, example.category)}  # fmt: skip
@@ -227,6 +228,9 @@ def summarize_geneval(records: list[dict]) -> dict:
                 objects = "object" if which == "generated" else "real_object"
                 part[which]["full_scene_objects"] = float(np.mean([r[objects] for r in scenes]))
                 part[which]["full_scene_exact"] = float(np.mean([r[key] for r in scenes]))
+                placed = "colour_position" if which == "generated" else "real_colour_position"
+                if all(placed in r for r in scenes):  # recorded since the first runs
+                    part[which]["full_scene_colour_position"] = float(np.mean([r[placed] for r in scenes]))
         part["images"] = len(rows)
         summary[prompt_set] = part
     return summary
