@@ -129,7 +129,9 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
     settings = [("auto", "ddim", 2.0), ("none", "ddim", 2.0), ("none", "dpm", 3.0), ("auto", "ddpm", 2.0),
                 ("auto", "dpm", 2.0), ("auto", "unipc", 2.0), ("auto", "ddim", 1.5), ("auto", "ddim", 3.0)]  # fmt: skip
     print(f"## world-geneval of {folder}, seen pairs, {prompts} prompts per category x 4 images, 20 steps\n")
-    print("| layout | sampler | guidance | overall | " + " | ".join(CATEGORIES) + " | scene objects | exact | s / image |")
+    names = ["layout", "sampler", "guidance", "overall", *CATEGORIES, "scene objects", "exact", "s / image"]
+    header = " | ".join(names)
+    print(f"| {header} |")
     print("|---|---|---:|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|")
     with tempfile.TemporaryDirectory() as scratch:
         for index, (layout, scheduler, guidance) in enumerate(settings):

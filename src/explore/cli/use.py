@@ -25,7 +25,8 @@ def generate_command(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initial noise and the layouts (same seed, same images).")] = 0,
     scheduler: Annotated[
-        str | None, typer.Option(help="Sampler: ddim (default grounded), dpm (DPM-Solver++, default free text), ddpm, unipc.")
+        str | None,
+        typer.Option(help="Sampler: ddim (default grounded), dpm (DPM-Solver++, default free text), ddpm, unipc."),
     ] = None,
     checkpoint: Annotated[Path | None, typer.Option(help="Pipeline folder (default: the packaged one).")] = None,
     scale: Annotated[int, typer.Option(help="Enlarge each image this many times (nearest) in the PNG.")] = 4,
@@ -61,7 +62,8 @@ def generate_command(
                   generator=torch.Generator().manual_seed(seed), layout=layouts or "none").images  # fmt: skip
     with atomic_path(out) as tmp:
         image_grid(images, scale=scale).save(tmp)
-    typer.echo(f"wrote {out} ({n} images, layout {layout}, {scheduler} {steps} steps, guidance {guidance}, seed {seed})")
+    typer.echo(f"wrote {out} ({n} images, layout {layout}, {scheduler} {steps} steps, guidance {guidance}, "
+               f"seed {seed})")  # fmt: skip
 
 
 def _write_jsonl(rows: list[dict], out: Path | None) -> None:
@@ -230,7 +232,8 @@ def eval_command(
     vlm, processor = load_model(model)
     if spec.kind == "t2i":
         _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps,
-                  guidance=3.0 if guidance is None else guidance, scheduler=scheduler or "dpm", split=split, seed=seed, limit=limit,
+                  guidance=3.0 if guidance is None else guidance, scheduler=scheduler or "dpm", split=split,
+                  seed=seed, limit=limit,
                   batch_size=16 if batch_size == "auto" else int(batch_size), title=f"{model} judging")  # fmt: skip
         return
     if examples is None:
@@ -243,7 +246,7 @@ def eval_command(
 
 def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance: float, scheduler: str, layout: str,
                   batch_size: int) -> None:  # fmt: skip
-    """``explore eval --task world-geneval``: generate 4 images per prompt, check each clause exactly, print the table."""
+    """``explore eval --task world-geneval``: 4 images per prompt, each clause checked exactly, then the table."""
     from explore.diffusion.pipeline import load_pipeline, set_scheduler
     from explore.eval.geneval import evaluate_geneval
 

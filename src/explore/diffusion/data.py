@@ -44,7 +44,7 @@ def to_tensor(images) -> torch.Tensor:
 
 
 def layout_maps(scenes: list[Scene], given_channel: bool = False) -> torch.Tensor:
-    """(B, LAYOUT_CHANNELS [+ 1], GRID, GRID) float32 layout maps of ``scenes`` (:func:`explore.world.layout.layout_map`)."""
+    """(B, LAYOUT_CHANNELS [+ 1], GRID, GRID) float32 maps of ``scenes`` (:func:`explore.world.layout.layout_map`)."""
     return torch.from_numpy(np.stack([layout_map(scene, given_channel) for scene in scenes]))
 
 

@@ -214,7 +214,8 @@ def training_data(config: DiffusionConfig, progress: bool = True):
 
     def render_batch(start: int, size: int):
         images, prompts, scenes = training_batch(start, size, world_seed=d.world_seed, max_objects=d.max_objects,
-                                                 resolution=d.resolution, relation_prompts=d.relation_prompts)  # fmt: skip
+                                                 resolution=d.resolution,
+                                                 relation_prompts=d.relation_prompts)  # fmt: skip
         return images, prompts, layout_maps(scenes)
 
     return render_batch

@@ -144,7 +144,8 @@ class EfficientUNet(ModelMixin, ConfigMixin):
     ):
         super().__init__()
         if pixel_unshuffle < 1 or sample_size % pixel_unshuffle:
-            raise ValueError(f"pixel_unshuffle must be >= 1 and divide sample_size {sample_size}, got {pixel_unshuffle}")
+            raise ValueError(f"pixel_unshuffle must be >= 1 and divide sample_size {sample_size}, "
+                             f"got {pixel_unshuffle}")  # fmt: skip
         if conv_type not in CONV_TYPES:
             raise ValueError(f"unknown conv_type {conv_type!r}; expected one of {CONV_TYPES}")
         bad_levels = [level for level in attention_levels if not 0 <= level < len(block_out_channels)]

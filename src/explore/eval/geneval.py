@@ -29,7 +29,6 @@ Real renders of each image's layout are checked the same way; they bound what an
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -235,5 +234,3 @@ def summarize_geneval(records: list[dict]) -> dict:
         summary[prompt_set] = part
     return summary
 
-
-__all__ = ["CATEGORIES", "check_prompt", "evaluate_geneval", "geneval_examples", "summarize_geneval", "asdict"]

@@ -9,7 +9,7 @@
 | vqav2            | vqa     | local VQAv2 questions + annotations JSON and a COCO image folder     |
 | coco-captions    | caption | local COCO caption JSON and an image folder                          |
 | world-t2i        | t2i     | shapes-world prompts → generated images, exact / VLM-judged / Fréchet (explore.eval.t2i) |
-| world-geneval    | geneval | GenEval's six categories + full scenes on the shapes world, exact (explore.eval.geneval) |
+| world-geneval    | geneval | GenEval's six categories + full scenes, exact checks (explore.eval.geneval) |
 """
 
 from __future__ import annotations
