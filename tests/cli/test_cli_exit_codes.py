@@ -75,9 +75,13 @@ def test_help_and_success_exit_0(tmp_path):
 
 def test_ctrl_c_exits_130(tmp_path):
     out = tmp_path / "w"
+    # A shell started in the background (nohup … &, some CI runners) hands its children SIGINT ignored, and
+    # Python then installs no KeyboardInterrupt handler; restore the default so the child sees Ctrl-C as a
+    # user's terminal would deliver it.
     child = subprocess.Popen([sys.executable, "-m", "explore.cli", "world", "export", "--out", str(out), "--n",
                               "100000", "--resolution", "16"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True, env=ENV)  # fmt: skip
+                             text=True, env=ENV,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while not (out / "images").exists() or len(list((out / "images").iterdir())) < 3:  # inside the command
