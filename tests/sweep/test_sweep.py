@@ -17,16 +17,6 @@ from explore.sweep.run import RESULTS, read_results, run_sweep
 from explore.world.vocabulary import vocabulary
 
 
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    preset = replace(get_preset("tiny-t5"), name="tiny-t5-sweep", vision_layers=2, qformer_layers=2, lm_layers=2,
-                     lm_decoder_layers=2, num_query_tokens=6)  # fmt: skip
-    words = vocabulary()
-    tokenizer, qtok = build_word_tokenizer(words), build_word_tokenizer(words, image_token=False)
-    model, processor = build_model(preset, tokenizer, seed=0), build_processor(preset, tokenizer, qtok)
-    return save_model(model, processor, tmp_path_factory.mktemp("tiny") / "model")
-
-
 def sweep_config(folder, out, **overrides) -> SweepConfig:
     raw = {
         "model": str(folder),

@@ -4,29 +4,12 @@ the same results (all but the wall-clock timings), byte-identical predictions, s
 
 import json
 import shutil
-from dataclasses import replace
 
-import pytest
 import yaml
 
-from explore.models.build import build_model, build_processor
-from explore.models.loading import save_model
-from explore.models.presets import get_preset
-from explore.models.tokenizer import build_word_tokenizer
 from explore.runs import read_jsonl
-from explore.world.vocabulary import vocabulary
 
 TIMINGS = ("seconds", "latency_b1_s", "latency_b2_s")  # wall-clock: differ between any two runs
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory):
-    preset = replace(get_preset("tiny-t5"), name="tiny-t5-sweep", vision_layers=2, qformer_layers=2, lm_layers=2,
-                     lm_decoder_layers=2, num_query_tokens=6)  # fmt: skip
-    words = vocabulary()
-    tokenizer, qtok = build_word_tokenizer(words), build_word_tokenizer(words, image_token=False)
-    return save_model(build_model(preset, tokenizer, seed=0), build_processor(preset, tokenizer, qtok),
-                      tmp_path_factory.mktemp("tiny") / "model")  # fmt: skip
 
 
 def sweep_file(folder, out, path):

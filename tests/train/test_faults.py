@@ -4,7 +4,6 @@ checkpoint on resume. Each ends in one line, and what was saved before stays loa
 import errno
 import json
 import os
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from explore.cli import main
 from explore.errors import ExploreError
 from explore.models.loading import load_model
 from explore.train import checkpoint
@@ -21,17 +19,7 @@ from explore.train.checkpoint import MANIFEST_FILE, find_checkpoint, save_checkp
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def run_cli(monkeypatch, capfd, *args: str) -> tuple[int, str]:
-    monkeypatch.setattr(sys, "argv", ["explore", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code)
-    return code, capfd.readouterr().err
-
-
-def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, capfd):
+def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch, explore_cli):
     data = yaml.safe_load((ROOT / "configs/pretrain/tiny-t5.yaml").read_text())
     data["eval"]["every"] = 1000
     path = tmp_path / "tiny.yaml"
@@ -45,7 +33,7 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, mo
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", disk_fills_at_step_6)
-    code, err = run_cli(monkeypatch, capfd, "pretrain", "--config", str(path), "--output-dir", str(out))
+    code, _, err = explore_cli("pretrain", "--config", str(path), "--output-dir", str(out))
     monkeypatch.setattr(os, "fsync", real_fsync)
     root = out / "checkpoints"
     assert code == 2, err
@@ -58,7 +46,7 @@ def test_full_disk_while_saving_a_checkpoint_keeps_the_previous_one(tmp_path, mo
     assert sorted(p.name for p in root.iterdir()) == ["step-0000003"]  # nothing half-written left
     assert find_checkpoint("latest", root).name == "step-0000003"
     load_model(root / "step-0000003" / "model")  # loadable: safetensors, finite weights
-    code, err = run_cli(monkeypatch, capfd, "pretrain", "--config", str(path), "--output-dir", str(out), "--resume",
+    code, _, err = explore_cli("pretrain", "--config", str(path), "--output-dir", str(out), "--resume",
                         "latest")  # fmt: skip
     assert code == 0, err
     assert (out / "model" / "model.safetensors").is_file()
@@ -128,7 +116,7 @@ def _tmpfs(folder: Path, size: str) -> bool:
 
 
 @pytest.mark.parametrize("size", ["400k", "550k"])
-def test_a_real_full_disk_is_one_line_and_leaves_only_loadable_checkpoints(tmp_path, monkeypatch, capfd, size):
+def test_a_real_full_disk_is_one_line_and_leaves_only_loadable_checkpoints(tmp_path, monkeypatch, explore_cli, size):
     """On a real small disk (a tmpfs) the run fills it wherever it does (a checkpoint, a log line, the model):
     one line saying so, exit 2, and every checkpoint left is complete and loads."""
     import subprocess
@@ -141,7 +129,7 @@ def test_a_real_full_disk_is_one_line_and_leaves_only_loadable_checkpoints(tmp_p
     if not _tmpfs(disk, size):
         pytest.skip("cannot mount a tmpfs here (not root)")
     try:
-        code, err = run_cli(monkeypatch, capfd, "pretrain", "--config", str(path), "--output-dir", str(disk / "run"))
+        code, _, err = explore_cli("pretrain", "--config", str(path), "--output-dir", str(disk / "run"))
         assert code == 2, err
         (line,) = err.strip().splitlines()
         assert line.startswith("error: cannot write ") and "No space left on device" in line, line

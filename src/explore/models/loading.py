@@ -19,6 +19,7 @@ import re
 from pathlib import Path
 
 import torch
+from tokenizers.models import WordLevel
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
 from explore.runs import atomic_folder
@@ -111,7 +112,7 @@ def save_processor(processor: InstructBlipProcessor, folder: str | os.PathLike, 
         if hasattr(tokenizer, "backend_tokenizer"):
             clear_call_state(tokenizer)
     backend = getattr(processor.tokenizer, "backend_tokenizer", None)
-    if backend is not None and type(backend.model).__name__ == "WordLevel":
+    if backend is not None and isinstance(backend.model, WordLevel):
         set_special_tokens(processor.tokenizer, "llama" if decoder_only else "t5")
     processor.save_pretrained(folder)
 

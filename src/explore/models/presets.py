@@ -12,7 +12,7 @@ model family. :func:`explore.models.build.build_config` turns one into an HF ``I
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from explore.errors import ConfigError
@@ -105,19 +105,13 @@ PRESETS: dict[str, Preset] = {
             lm_hidden=160, lm_layers=2, lm_decoder_layers=2, lm_heads=4, lm_mlp=480,
             max_text_positions=128,
         ),
-        # The same model reading VL-RewardBench's official judge prompt (about 300 tokens with its
-        # answers): the Q-Former's text positions go from 128 to 512, as in BERT, so a plain
-        # InstructBlipProcessor call (which does not truncate) never overflows them.
-        Preset(
-            name="shapes-small-judge", lm_family="t5",
-            image_size=64, patch_size=8, vision_hidden=160, vision_layers=3, vision_heads=4, vision_mlp=640,
-            qformer_hidden=160, qformer_layers=2, qformer_heads=4, qformer_mlp=640, cross_attention_frequency=1,
-            num_query_tokens=16,
-            lm_hidden=160, lm_layers=2, lm_decoder_layers=2, lm_heads=4, lm_mlp=480,
-            max_text_positions=512,
-        ),
     )
 }  # fmt: skip
+
+# The same model reading VL-RewardBench's official judge prompt (about 300 tokens with its answers): the
+# Q-Former's text positions go from 128 to 512, as in BERT, so a plain InstructBlipProcessor call (which
+# does not truncate) never overflows them.
+PRESETS["shapes-small-judge"] = replace(PRESETS["shapes-small"], name="shapes-small-judge", max_text_positions=512)
 
 
 def list_presets() -> list[str]:
