@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("explore.train", "explore.eval", "explore.diffusion", "explore.infer"),
     ("explore.compress", "explore.adapt"),
     ("explore.sweep",),
-    ("explore.cli",),
+    ("explore.cli", "explore.__main__"),  # `python -m explore` is the command line
 ]  # fmt: skip
 
 # Neighbours in one layer that must still not import each other: (importer prefix, imported prefix): why.

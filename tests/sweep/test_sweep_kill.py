@@ -38,7 +38,7 @@ def outputs(out) -> dict:
     header and weight file."""
     files = {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*"))
              if p.is_file() and p.suffix in (".jsonl", ".json", ".safetensors")
-             and p.name not in ("results.jsonl", "run.json") and p.parent.name != "models"}  # fmt: skip
+             and p.name not in ("results.jsonl", "run.json", "latency.json") and p.parent.name != "models"}  # fmt: skip
     notes = {p.name: without_timings(json.loads(p.read_text())) for p in sorted((out / "models").glob("*.json"))}
     results = [without_timings({k: v for k, v in record.items() if k != "model_dir"})
                for record in read_jsonl(out / "results.jsonl")]  # fmt: skip

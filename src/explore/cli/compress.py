@@ -89,14 +89,21 @@ def sweep_command(
     report_only: Annotated[
         bool, typer.Option("--report-only", help="Rewrite the report from results.jsonl; run nothing.")
     ] = False,
+    backend: Annotated[
+        str, typer.Option(help="local: the points one after another here; ray: one Ray task per point "
+                          "(pip install 'explore-vlm[ray]').")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="--backend ray: an existing cluster ('auto', or host:port); "
+                                 "default: start a local one.")
+    ] = None,
 ) -> None:
     """Compress × recover × evaluate: one results.jsonl line per point, a Markdown/HTML report with Pareto plots.
 
     A killed sweep resumes where it stopped when run again with the same config.
     """
     from explore.sweep.config import default_config_path, load_sweep_config
-    from explore.sweep.report import write_report
-    from explore.sweep.run import RESULTS, read_results, run_sweep
+    from explore.sweep.run import RESULTS, LocalRunner, run_sweep, write_sweep_report
 
     path = config or default_config_path()
     cfg = load_sweep_config(path)
@@ -107,8 +114,18 @@ def sweep_command(
     if report_only:
         if not (out / RESULTS).is_file():
             raise ExploreError(f"--report-only: no {out / RESULTS}; run the sweep first")
-        report = write_report(cfg, read_results(out / RESULTS), out, [p.name for p in cfg.all_points()], shown)
+        report = write_sweep_report(cfg, out, shown)
     else:
-        run_sweep(cfg, config_path=shown, only=only)
+        if backend == "local":
+            if address is not None:
+                raise ExploreError("--address is for --backend ray (the Ray cluster to run the points on)")
+            runner = LocalRunner()
+        elif backend == "ray":
+            from explore.sweep.ray_backend import RayRunner
+
+            runner = RayRunner(address)
+        else:
+            raise ExploreError(f"unknown --backend {backend!r}; choose local or ray")
+        run_sweep(cfg, config_path=shown, only=only, runner=runner)
         report = out / "report.md"
     typer.echo(f"wrote {out / RESULTS}, {report} and {out / 'report.html'}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -223,13 +224,17 @@ def eval_command(
     options = TaskOptions(data=data, annotations=annotations, images=images, split=split, seed=seed, limit=limit)
     # the user's data is read and checked before the model loads, so a bad file fails fast; shapes-world
     # data is rendered at the model's own resolution, so it waits for the model
+    if spec.kind in ("geneval", "t2i") and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ExploreError(f"{task} runs in one process; launch it without accelerate launch / torchrun "
+                           "(several processes share the VQA, caption and judge tasks)")  # fmt: skip
     if spec.kind == "geneval":
         _eval_geneval(spec, options, model, out, steps=steps, guidance=2.0 if guidance is None else guidance,
                       scheduler=scheduler or "ddim", layout=layout,
                       batch_size=16 if batch_size == "auto" else int(batch_size))  # fmt: skip
         return
+    state = _data_parallel_state()
     examples = None if task.startswith("world-") else spec.load(options)
-    vlm, processor = load_model(model)
+    vlm, processor = load_model(model, device=state.device if state is not None else "cpu")
     if spec.kind == "t2i":
         _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps,
                   guidance=3.0 if guidance is None else guidance, scheduler=scheduler or "dpm", split=split,
@@ -239,9 +244,22 @@ def eval_command(
     if examples is None:
         examples = spec.load(replace(options, resolution=int(processor.image_processor.size["height"])))
     summary = run_task(vlm, processor, spec, examples, out, batch_size=batch_size if batch_size == "auto" else int(batch_size),
-                       judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed)  # fmt: skip
-    _print_summary(f"{model} on {task} ({summary['examples']} examples)", summary)
+                       judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed, state=state)  # fmt: skip
+    if state is not None and not state.is_main_process:
+        return
+    processes = f", {state.num_processes} processes" if state is not None else ""
+    _print_summary(f"{model} on {task} ({summary['examples']} examples{processes})", summary)
     typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}")
+
+
+def _data_parallel_state():
+    """accelerate's ``PartialState`` when this process is one of several (``accelerate launch`` or ``torchrun``
+    with more than one process; gloo on CPU, NCCL on GPUs), else None: a plain single-process run."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    from accelerate import PartialState
+
+    return PartialState()
 
 
 def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance: float, scheduler: str, layout: str,

@@ -15,6 +15,7 @@ warming up; the tracker: 0.5 MB), and a batch of 8 run twice raised it by 7.9 MB
 
 from __future__ import annotations
 
+import statistics
 import weakref
 from pathlib import Path
 
@@ -77,6 +78,45 @@ def latency_per_example(model, processor, examples: list[Example], *, batch_size
 
     timer = benchmark.Timer(stmt="one_pass()", globals={"one_pass": one_pass}, num_threads=torch.get_num_threads())
     return min(timer.blocked_autorange(min_run_time=min_run_time).times) / len(examples)
+
+
+@torch.inference_mode()
+def interleaved_latency(models: dict[str, tuple], examples: list[Example], *, batch_sizes: list[int], rounds: int = 3,
+                        max_new_tokens: int = 10, min_run_time: float = 0.0) -> dict[str, dict[int, float]]:  # fmt: skip
+    """Seconds per example to generate answers for ``examples`` with every model of ``models`` (name → (model,
+    processor)) at every batch size, measured side by side in one pass.
+
+    In each of ``rounds`` rounds every model is timed once per batch size, round-robin, the first model moving
+    by one each round: ``torch.utils.benchmark.Timer.blocked_autorange`` runs one untimed pass over
+    ``examples`` (its block-size estimate, which also warms the model up) and then timed passes until
+    ``min_run_time`` seconds are spent (at least one). A model's value is the median over the rounds of its
+    median pass. A slow spell of a shared machine then falls on every model in turn, not on whichever one
+    happened to be timed during it, so ratios between the models are fair.
+
+    Returns ``{name: {batch_size: seconds per example}}``; raises ValueError for ``rounds`` < 1.
+    """
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    names = list(models)
+    timers = {}
+    for name, (model, processor) in models.items():
+        for batch_size in batch_sizes:
+            batches = [examples[i : i + batch_size] for i in range(0, len(examples), batch_size)]
+
+            def one_pass(model=model, processor=processor, batches=batches) -> None:
+                for batch in batches:
+                    generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
+
+            timers[name, batch_size] = benchmark.Timer(stmt="one_pass()", globals={"one_pass": one_pass},
+                                                       num_threads=torch.get_num_threads())  # fmt: skip
+    medians: dict[tuple[str, int], list[float]] = {key: [] for key in timers}
+    for round_index in range(rounds):
+        start = round_index % len(names)
+        for name in names[start:] + names[:start]:
+            for batch_size in batch_sizes:
+                measurement = timers[name, batch_size].blocked_autorange(min_run_time=min_run_time)
+                medians[name, batch_size].append(measurement.median / len(examples))
+    return {name: {b: statistics.median(medians[name, b]) for b in batch_sizes} for name in names}
 
 
 def weight_bytes(model: torch.nn.Module) -> int:

@@ -6,6 +6,12 @@ are skipped (a line cut off by a kill is truncated and redone). ``header.json`` 
 its weights' fingerprint), task, judge and seed wrote the folder; a resume with any of them changed is
 refused. ``summary.json`` holds the task's scores, computed from all predictions. All writes go through
 :mod:`explore.runs` (fsync-ed appends, atomic summary).
+
+Data parallel (``accelerate launch -m explore eval ...``): given an accelerate ``PartialState`` with several
+processes, the batches (formed over all examples, exactly as one process forms them) are dealt out round-robin,
+each process predicts its own, and the main process gathers them and appends them in batch order; only it
+writes. The predictions and the summary are then the same as one process's (byte for byte when the outputs
+are), and a killed run resumes the same way.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
+from accelerate.utils import broadcast_object_list, gather_object
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from explore.data.example import Example
@@ -97,18 +104,33 @@ def run_task(
     seed: int = 0,
     unparsed: str = "drop",
     progress: bool = True,
+    state=None,
 ) -> dict:
     """Evaluate ``examples`` of ``task``, resuming from ``out_dir`` if it holds earlier predictions.
 
-    Returns the summary (also written to ``out_dir/summary.json``).
+    ``state``: an accelerate ``PartialState`` to share the batches among its processes (see the module
+    docstring); every process passes the same ``examples``. Returns the summary (also written to
+    ``out_dir/summary.json``), in every process.
     """
     if not examples:
         raise ExploreError(f"task {task.name!r} has no examples; check --data / --limit")
+    processes = state.num_processes if state is not None else 1
+    main = state is None or state.is_main_process
     path = out_dir / PREDICTIONS
-    log = JsonlLog(path)  # a line cut off by a kill is truncated away and redone
-    check_header(out_dir, run_header(model, task, judge=judge, judge_samples=judge_samples, seed=seed),
-                 has_outputs=bool(log.records))  # fmt: skip
-    done_ids = {record["id"] for record in log.records}
+    log = None
+    problem = None
+    if main:  # only the main process repairs a cut line and writes the header; the others wait for its verdict
+        try:
+            log = JsonlLog(path)  # a line cut off by a kill is truncated away and redone
+            check_header(out_dir, run_header(model, task, judge=judge, judge_samples=judge_samples, seed=seed),
+                         has_outputs=bool(log.records))  # fmt: skip
+        except ExploreError as error:
+            problem = error
+    if processes > 1:
+        problem = _from_main(problem)
+    if problem is not None:
+        raise problem if main else ExploreError(str(problem))
+    done_ids = {record["id"] for record in (log.records if main else read_predictions(path))}
     unknown = done_ids - {example.id for example in examples}
     if unknown:
         raise ExploreError(f"{path} holds predictions for ids not in this task ({sorted(unknown)[:3]} ...); "
@@ -121,26 +143,43 @@ def run_task(
     length = lambda example: len(tokenizer(example.prompt, add_special_tokens=False)["input_ids"])  # noqa: E731
     if batch_size == "auto":
         batch_size = find_batch_size(lambda size: predictor(sorted(todo, key=length, reverse=True)[:size])) if todo else 1
+        if processes > 1:  # every process must form the same batches: the main process's size
+            batch_size = _from_main(batch_size)
     model.eval()
+    # Batches are formed over all examples, not just those left, so a resumed run pads every example exactly
+    # as an uninterrupted one (same outputs); a batch is appended whole or not at all.
+    batches = [[example for example in batch if example.id not in done_ids]
+               for batch in sorted_batches(examples, int(batch_size), length)]  # fmt: skip
+    batches = [batch for batch in batches if batch]
     started, seen = time.perf_counter(), 0
     columns = (TextColumn(f"[bold]{task.name}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]:.1f} ex/s"), TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
-    with Progress(*columns, disable=not progress) as bar:
+    with Progress(*columns, disable=not (progress and main)) as bar:
         job = bar.add_task(task.name, total=len(examples), completed=len(examples) - len(todo), rate=0.0)
         with torch.inference_mode():
-            # Batches are formed over all examples, not just those left, so a resumed run pads every
-            # example exactly as an uninterrupted one (same outputs); a batch is appended whole or not at all.
-            for batch in sorted_batches(examples, int(batch_size), length):
-                batch = [example for example in batch if example.id not in done_ids]
-                if not batch:
-                    continue
-                outputs = predictor(batch)
-                log.append(score_records(task.kind, batch, outputs))
-                seen += len(batch)
-                bar.update(job, advance=len(batch), rate=seen / (time.perf_counter() - started))
-    records = log.records
-    summary = summarize(task.kind, records, unparsed=unparsed)
-    summary.update(task=task.name, examples=len(records), batch_size=batch_size,
-                   judge=judge if task.kind == "judge" else None)  # fmt: skip
-    write_json(out_dir / SUMMARY, summary)
-    return summary
+            for start in range(0, len(batches), processes):  # one batch per process at a time
+                rank = state.process_index if state is not None else 0
+                mine = batches[start + rank] if start + rank < len(batches) else []
+                records = score_records(task.kind, mine, predictor(mine)) if mine else []
+                gathered = gather_object([records]) if processes > 1 else [records]  # in rank order = batch order
+                for part in gathered:
+                    if main and part:
+                        log.append(part)
+                    seen += len(part)
+                bar.update(job, completed=len(examples) - len(todo) + seen,
+                           rate=seen / (time.perf_counter() - started))  # fmt: skip
+    summary = None
+    if main:
+        records = log.records
+        summary = summarize(task.kind, records, unparsed=unparsed)
+        summary.update(task=task.name, examples=len(records), batch_size=batch_size,
+                       judge=judge if task.kind == "judge" else None)  # fmt: skip
+        write_json(out_dir / SUMMARY, summary)
+    return _from_main(summary) if processes > 1 else summary
+
+
+def _from_main(value):
+    """``value`` as the main process has it, in every process (accelerate's ``broadcast_object_list``)."""
+    holder = [value]
+    broadcast_object_list(holder, from_process=0)
+    return holder[0]

@@ -126,8 +126,15 @@ class CostSection(StrictModel):
     latency_examples: int = Field(32, gt=0, description="examples timed for latency (world VQA questions)")
     batch_size: int = Field(32, gt=0, description="batch size of the batched latency (batch 1 is always timed)")
     flops_examples: int = Field(8, gt=0, description="examples in the FLOP count")
-    min_run_time: float = Field(1.0, gt=0, description="latency: seconds of timed passes per batch size "
-                                "(torch.utils.benchmark's blocked_autorange); the fastest pass is kept")
+    min_run_time: float = Field(1.0, gt=0, description="latency: seconds of timed passes per point, batch size and "
+                                "round (torch.utils.benchmark's blocked_autorange; at least one pass)")
+    rounds: int = Field(3, gt=0, description="latency: rounds of the interleaved pass over all points at the end "
+                        "of the sweep (each round times every point once; the median round is kept)")
+
+
+class ResourcesSection(StrictModel):
+    cpus: int = Field(1, gt=0, description="CPU cores one point asks of a Ray cluster (also its torch threads)")
+    gpus: float = Field(0, ge=0, description="GPUs one point asks of a Ray cluster (device: cuda needs > 0)")
 
 
 class SweepConfig(StrictModel):
@@ -145,6 +152,8 @@ class SweepConfig(StrictModel):
     keep_models: bool = Field(True, description="keep the compressed models after the sweep (else only results)")
     tasks: list[TaskSection] = Field(min_length=1, description="tasks evaluated at every point")
     cost: CostSection = Field(default_factory=CostSection, description="how cost is measured")
+    resources: ResourcesSection = Field(default_factory=ResourcesSection,
+                                        description="what one point asks of a Ray cluster (`--backend ray`)")
     recovery: dict[str, FinetuneConfig] = Field(default_factory=dict, description="named recovery recipes")
     points: list[PointSection] = Field(default_factory=list, description="explicit points")
     grid: GridSection | None = Field(None, description="compression recipes × recovery names")

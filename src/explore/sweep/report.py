@@ -159,13 +159,40 @@ def _command(config_path: str | None, name: str) -> str:
     return f"explore sweep{config} --only {shlex.quote(name)}"
 
 
+def slower_despite_fewer_flops(rows: list[dict]) -> list[dict]:
+    """Compressed points with fewer FLOPs per example than the original that are slower batched."""
+    return [r for r in rows if r["name"] != ORIGINAL and r["flops_ratio"] < 1 and r["speedup_batched"] < 1]
+
+
+def _failed_lines(failures: dict[str, dict]) -> list[str]:
+    if not failures:
+        return []
+    lines = ["## Failed points", "", "These points raised; the others went on. Run the sweep again to retry them "
+             "(tracebacks in `failed.json`).", ""]  # fmt: skip
+    lines += [f"- `{name}`: {failure['error']}" for name, failure in failures.items()]
+    return [*lines, ""]
+
+
 def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order: list[str],
-                 config_path: str | None = None) -> Path:  # fmt: skip
-    """Write report.md, report.html and the plots to ``out``; return the Markdown path."""
-    rows = analyse(config, results, order)
+                 config_path: str | None = None, *, failures: dict[str, dict] | None = None,
+                 latency_method: str | None = None) -> Path:  # fmt: skip
+    """Write report.md, report.html and the plots to ``out``; return the Markdown path.
+
+    ``failures``: points that raised (name → {"error", ...}), listed in their own section; ``latency_method``:
+    how the latency was measured, in words (the sweep's interleaved pass)."""
+    failures = failures or {}
     lines = [f"# Sweep report: {config.model}", ""]
+    if any("latency_b1_s" not in results[name]["cost"] for name in order if name in results):
+        # finished points whose latency pass has not run yet (a sweep killed before its end)
+        lines += ["The points are evaluated but their latency has not been measured yet (it is measured for all "
+                  "points side by side at the end of the sweep); run the sweep again to finish.", ""]  # fmt: skip
+        rows = []
+    else:
+        rows = analyse(config, results, order)
+    if not rows and len(lines) == 2:
+        lines += ["No results yet: the original model has not been evaluated.", ""]
     if not rows:
-        lines.append("No results yet: the original model has not been evaluated.")
+        lines += _failed_lines(failures)
         write_text(out / "report.md", "\n".join(lines) + "\n")
         return out / "report.md"
     plots = plot(rows, config, out)
@@ -178,8 +205,8 @@ def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order
             f"Tasks: {tasks}. Retention is against `original` (judge: share of above-chance accuracy kept). "
             f"Target: every task ≥ {config.target_retention:.0%}; aim: ≥ {config.aim_retention:.0%} with ≤ 25% of the "
             "non-embedding parameters or ≥ 3× lower latency (batch 1 or batched). Cost ratios in brackets are against `original`; "
-            f"latency is the fastest of the passes over {config.cost.latency_examples} questions timed for "
-            f"{config.cost.min_run_time:g} s (torch.utils.benchmark) on this machine's CPU."
+            + (f"{latency_method[0].upper()}{latency_method[1:]}, on this machine ({config.device})."
+               if latency_method else "latency per example on this machine.")
         ),
         "",
         "## Answer",
@@ -210,6 +237,17 @@ def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order
         bold = best is not None and name == best["name"]
         lines.append("| " + " | ".join(f"**{c}**" if bold else c for c in cells) + " |")
     lines += ["", f"Reproduce one point (it evaluates `original` too): `{_command(config_path, '<name>')}`", ""]
+    slower = slower_despite_fewer_flops(rows)
+    if slower:
+        lines += [("Slower batched than `original` despite fewer FLOPs: "
+                   + ", ".join(f"`{r['name']}` ({r['flops_ratio']:.0%} of the FLOPs, {r['speedup_batched']:.2f}×)"
+                               for r in slower)
+                   + ". They were timed beside `original` in the same rounds, so contention on the machine does not "
+                   "explain it; note that FLOPs count one teacher-forced forward pass while latency times "
+                   "generation (up to 10 new tokens per answer)."), ""]  # fmt: skip
+    else:
+        lines += ["Every compressed point with fewer FLOPs than `original` is at least as fast batched.", ""]
+    lines += _failed_lines(failures)
     lines += [*[f"![{p.stem}]({p.name})" for p in plots], ""]
     dropped = [(r["name"], r["dropped"]) for r in rows if r["dropped"]]
     if dropped:

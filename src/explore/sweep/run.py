@@ -10,6 +10,8 @@ Layout of ``output_dir``::
 
     config.yaml, run.json        the resolved config, argv, version, git commit
     results.jsonl                one line per finished point (scores, retention, cost, recovery log)
+    latency.json                 the latency of every finished point, timed side by side in one pass at the end
+    failed.json                  points whose last try raised: the error and its traceback (retried on resume)
     models/<key>/                a compressed, recovered model (a normal HF folder, fp32); points that
                                  differ only in precision share it (key: a hash of the recipes)
     models/<key>.json            its dropped blocks and fine-tuning summary
@@ -25,6 +27,8 @@ import json
 import shutil
 import tempfile
 import time
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,17 +42,19 @@ from explore.compress.queries import prune_queries
 from explore.compress.resolution import change_resolution
 from explore.data.example import Example
 from explore.errors import ExploreError
-from explore.eval.cost import disk_bytes, flops_per_example, latency_per_example, parameter_counts, peak_memory
+from explore.eval.cost import disk_bytes, flops_per_example, interleaved_latency, parameter_counts, peak_memory
 from explore.eval.runner import run_task
 from explore.eval.tasks import TaskOptions, get_task
 from explore.models.collate import collate, to_model
 from explore.models.loading import load_model, save_model
-from explore.runs import JsonlLog, check_header, config_hash, read_jsonl, write_json, write_run_info
+from explore.runs import DiskError, JsonlLog, check_header, config_hash, read_jsonl, write_json, write_run_info
 from explore.sweep.config import ORIGINAL, CompressSection, PointSection, SweepConfig
 from explore.sweep.report import write_report
 from explore.world.examples import world_examples
 
 RESULTS = "results.jsonl"
+LATENCY = "latency.json"
+FAILED = "failed.json"
 
 
 @dataclass
@@ -72,8 +78,21 @@ def primary_score(kind: str, summary: dict) -> float:
 
 
 def read_results(path: Path) -> dict[str, dict]:
-    """Finished points by name (a line cut off by a kill is left out and re-run)."""
-    return {record["name"]: record for record in read_jsonl(path)}
+    """Finished points by name (a line cut off by a kill is left out and re-run), with the latency of the
+    interleaved pass (``latency.json`` next to ``path``) added to each point's ``cost`` where it was timed."""
+    results = {record["name"]: record for record in read_jsonl(path)}
+    latency_path = Path(path).parent / LATENCY
+    if latency_path.is_file():
+        timed = json.loads(latency_path.read_text(encoding="utf-8"))["latency"]
+        for name, record in results.items():
+            record["cost"].update(timed.get(name, {}))
+    return results
+
+
+def read_failures(out: Path) -> dict[str, dict]:
+    """Points whose last try raised, by name: ``{"error": one line, "traceback": text}``."""
+    path = out / FAILED
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def run_header(config: SweepConfig) -> dict:
@@ -131,24 +150,68 @@ def compress(model, processor, recipe: CompressSection, calibration: list[Exampl
 
 
 def measure_cost(model, processor, fp32_model, folder: Path, data: SweepData, config: SweepConfig) -> dict:
-    """Parameters, bytes on disk, FLOPs (counted on the fp32 weights: same arithmetic), latency, memory."""
+    """Parameters, bytes on disk, FLOPs (counted on the fp32 weights: same arithmetic) and memory. Latency is
+    not measured here but for all points side by side at the end of the sweep (:func:`measure_latency`)."""
     cost = config.cost
-    timing = data.timing[: cost.latency_examples]
-
-    def best_latency(batch_size: int) -> float:
-        return latency_per_example(model, processor, timing, batch_size=batch_size, min_run_time=cost.min_run_time)
-
     memory = peak_memory(model, processor, data.timing[: cost.batch_size])
     return {
         **{f"params_{key}": value for key, value in parameter_counts(fp32_model).items()},
         "disk_bytes": disk_bytes(folder),
         "flops_per_example": flops_per_example(fp32_model, processor, data.timing[: cost.flops_examples]),
-        "latency_b1_s": best_latency(1),
-        f"latency_b{cost.batch_size}_s": best_latency(cost.batch_size),
         "weight_bytes": memory["weights"],  # parameters and buffers in memory
         "activation_peak_bytes": memory["peak_generation"],  # tensors alive at once while generating a batch
         "peak_memory_bytes": memory["weights"] + memory["peak_generation"],
     }
+
+
+def latency_method(config: SweepConfig) -> str:
+    """How :func:`measure_latency` times the points, in words (for the report)."""
+    cost = config.cost
+    return (f"latency was measured for all points side by side in one pass at the end of the sweep: "
+            f"{cost.rounds} rounds, each timing every point once per batch size (1 and {cost.batch_size}) "
+            f"round-robin from a start that moves by one point each round; a timing is an untimed warm-up pass "
+            f"over {cost.latency_examples} world VQA questions, then timed passes for {cost.min_run_time:g} s "
+            f"(at least one; torch.utils.benchmark's blocked_autorange), and each point keeps the median over "
+            f"the rounds of its median pass")  # fmt: skip
+
+
+def point_model(point: PointSection, config: SweepConfig, out: Path):
+    """(model, processor) of a finished point, loaded from its saved fp32 model (quantized again if its precision
+    is not fp32, as when it was evaluated)."""
+    model_dir = out / "models" / point.model_key(config.recovery_for(point))
+    if not (model_dir / "config.json").is_file():
+        raise ExploreError(f"{model_dir}: the model of point {point.name!r} is gone (keep_models: false removes the "
+                           "models after a sweep), so its latency cannot be measured beside the others; "
+                           "use a new output_dir")  # fmt: skip
+    if point.compress.precision != "fp32":
+        return load_at_precision(model_dir, point.compress.precision, device=config.device)
+    return load_model(model_dir, device=config.device, dtype=config.dtype)
+
+
+def measure_latency(config: SweepConfig, out: Path, names: list[str]) -> dict:
+    """Time the points ``names`` side by side (:func:`explore.eval.cost.interleaved_latency`); return what
+    ``latency.json`` holds: the points, how they were timed, and ``latency``: name → {latency_b1_s, ...}."""
+    points = {p.name: p for p in config.all_points()}
+    cost = config.cost
+    resolution = None
+    models = {}
+    for name in names:
+        models[name] = point_model(points[name], config, out)
+        models[name][0].requires_grad_(False)
+        if name == ORIGINAL:
+            resolution = int(models[name][1].image_processor.size["height"])
+    timing = world_examples("test", cost.latency_examples, "vqa", seed=config.seed, resolution=resolution)
+    sizes = sorted({1, cost.batch_size})
+    seconds = interleaved_latency(models, timing, batch_sizes=sizes, rounds=cost.rounds, min_run_time=cost.min_run_time)
+    return {"points": names, "settings": latency_settings(config), "method": latency_method(config),
+            "latency": {name: {f"latency_b{b}_s": value for b, value in by_size.items()}
+                        for name, by_size in seconds.items()}}  # fmt: skip
+
+
+def latency_settings(config: SweepConfig) -> dict:
+    """What decides a latency pass besides the points (a pass with other settings is done again)."""
+    return {"cost": config.cost.model_dump(exclude={"flops_examples"}), "device": config.device,
+            "dtype": config.dtype}  # fmt: skip
 
 
 def _recover(model, processor, point: PointSection, config: SweepConfig, teacher, progress: bool):
@@ -228,15 +291,61 @@ def run_point(point: PointSection, config: SweepConfig, original, data: SweepDat
     return record
 
 
+def failure_of(point: PointSection, error: Exception) -> dict:
+    """What ``failed.json`` keeps of a point that raised: the error in one line and its traceback."""
+    message = " ".join(str(error).split()) or type(error).__name__
+    if not isinstance(error, ExploreError):
+        message = f"{type(error).__name__}: {message}"
+    trace = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+    return {"error": message, "traceback": trace}
+
+
+class LocalRunner:
+    """Runs the points one after another in this process (``--backend local``, the default)."""
+
+    def __init__(self, *, progress: bool = True, console: Console | None = None) -> None:
+        self.progress, self.console = progress, console or Console(stderr=True, quiet=not progress)
+
+    def run_points(self, config: SweepConfig, out: Path, todo: list[PointSection]) -> Iterator[tuple]:
+        """Yield ``(point, record, None)`` for each point that finished and ``(point, None, failure)`` for each
+        that raised (:func:`failure_of`); a point that raises does not stop the others."""
+        torch.manual_seed(config.seed)
+        original = load_model(config.model, device=config.device, dtype=config.dtype)
+        data = build_data(config, int(original[1].image_processor.size["height"]))
+        for index, point in enumerate(todo, start=1):
+            self.console.rule(f"[bold]{index}/{len(todo)}[/bold] {point.name}: {point.compress.describe()}, "
+                              f"recovery {point.recover}")  # fmt: skip
+            try:
+                record = run_point(point, config, original, data, out, progress=self.progress)
+            except (DiskError, MemoryError):  # the machine's problem, not the point's: every point would fail
+                raise
+            except Exception as error:  # noqa: BLE001  (recorded in failed.json with its traceback; the rest go on)
+                yield point, None, failure_of(point, error)
+                continue
+            yield point, record, None
+
+    def measure_latency(self, config: SweepConfig, out: Path, names: list[str]) -> dict:
+        """:func:`measure_latency` in this process."""
+        return measure_latency(config, out, names)
+
+
 def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list[str] | None = None,
-              progress: bool = True, console: Console | None = None) -> Path:  # fmt: skip
+              progress: bool = True, console: Console | None = None, runner=None) -> Path:  # fmt: skip
     """Run (or resume) every point of ``config`` (or just the ``only`` ones, plus ``original``).
 
-    Returns the path of ``results.jsonl``; the report is written next to it.
+    ``runner`` runs the points: :class:`LocalRunner` (the default) one after another in this process,
+    :class:`explore.sweep.ray_backend.RayRunner` as tasks on a Ray cluster. Either way each finished point is
+    appended to ``results.jsonl`` here as soon as it is done; a point that raises is written to ``failed.json``
+    and the others go on. When every point is done, the latency of all of them is measured side by side in
+    one pass (``latency.json``; kept while the finished points and the cost settings stay the same).
+
+    Returns the path of ``results.jsonl``; the report is written next to it. Raises ExploreError (after the
+    report) naming the points that failed.
     """
-    if config.device == "cuda" and not torch.cuda.is_available():
+    if config.device == "cuda" and not torch.cuda.is_available() and runner is None:
         raise ExploreError("the sweep config asks for device: cuda, but no CUDA GPU is visible; use device: cpu")
     console = console or Console(stderr=True, quiet=not progress)
+    runner = runner or LocalRunner(progress=progress, console=console)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     points = config.all_points()
@@ -258,19 +367,48 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
                                "or use a new output_dir (old and new numbers must not mix)")  # fmt: skip
     todo = [p for p in points if p.name not in done]
     console.print(f"[bold]sweep[/bold] {len(points)} points ({len(points) - len(todo)} done) → {out}")
+    failures = {name: failure for name, failure in read_failures(out).items()
+                if name not in done and name not in {p.name for p in todo}}  # fmt: skip
     if todo:
-        torch.manual_seed(config.seed)
-        original = load_model(config.model, device=config.device, dtype=config.dtype)
-        resolution = int(original[1].image_processor.size["height"])
-        data = build_data(config, resolution)
-        for index, point in enumerate(todo, start=1):
-            console.rule(f"[bold]{index}/{len(todo)}[/bold] {point.name}: {point.compress.describe()}, "
-                         f"recovery {point.recover}")  # fmt: skip
-            record = run_point(point, config, original, data, out, progress=progress)
+        for point, record, failure in runner.run_points(config, out, todo):
+            if failure is not None:
+                failures[point.name] = failure
+                write_json(out / FAILED, failures)
+                console.print(f"  [bold red]{point.name} failed:[/] {failure['error']}")
+                continue
             results.append([record])
             scores = ", ".join(f"{task} {score:.3f}" for task, score in record["scores"].items())
             console.print(f"  {point.name}: {scores}; {record['seconds']:.0f} s")
+    if (out / FAILED).is_file() or failures:
+        write_json(out / FAILED, failures)
+    finished = {record["name"] for record in results.records}
+    names = [p.name for p in config.all_points() if p.name in finished]
+    if ORIGINAL in finished and not _latency_is_current(out, config, names):
+        console.print(f"[bold]latency[/bold] of {len(names)} points, side by side ({config.cost.rounds} rounds)")
+        write_json(out / LATENCY, runner.measure_latency(config, out, names))
     if not config.keep_models:
         shutil.rmtree(out / "models", ignore_errors=True)
-    write_report(config, read_results(results_path), out, [p.name for p in config.all_points()], config_path)
+    write_sweep_report(config, out, config_path)
+    if failures:
+        raise ExploreError(f"{len(failures)} point(s) failed: "
+                           + "; ".join(f"{name}: {failure['error']}" for name, failure in failures.items())
+                           + f" (tracebacks in {out / FAILED}; the report has the others; run again to retry them)")
     return results_path
+
+
+def write_sweep_report(config: SweepConfig, out: Path, config_path: str | None = None) -> Path:
+    """Write the report of ``out`` from its results, latency pass and failures; return the Markdown path."""
+    return write_report(config, read_results(out / RESULTS), out, [p.name for p in config.all_points()], config_path,
+                        failures=read_failures(out), latency_method=latency_method(config))  # fmt: skip
+
+
+def _latency_is_current(out: Path, config: SweepConfig, names: list[str]) -> bool:
+    """Whether ``latency.json`` already times exactly ``names`` with the config's cost settings."""
+    path = out / LATENCY
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return False
+    return saved.get("points") == names and saved.get("settings") == json.loads(json.dumps(latency_settings(config)))
