@@ -1,5 +1,6 @@
 """The layers import one way: world → data → models → train / eval (diffusion beside eval) → compress /
-adapt → sweep → cli. Every module under ``src/explore`` is parsed with ``ast`` (nothing is imported), and
+adapt → sweep → cli / serve (the web app beside the command line). Every module under ``src/explore`` is parsed
+with ``ast`` (nothing is imported), and
 
 - no module-level import goes against that order (a layer imports itself and the layers below it);
 - evaluation never imports the diffusion package (they are neighbours, not stacked);
@@ -29,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("explore.train", "explore.eval", "explore.diffusion", "explore.infer"),
     ("explore.compress", "explore.adapt"),
     ("explore.sweep",),
-    ("explore.cli", "explore.__main__"),  # `python -m explore` is the command line
+    ("explore.cli", "explore.__main__", "explore.serve"),  # `python -m explore` is the command line; serve: the web app
 ]  # fmt: skip
 
 # Neighbours in one layer that must still not import each other: (importer prefix, imported prefix): why.

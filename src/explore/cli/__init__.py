@@ -6,7 +6,7 @@ torch (each command imports its layer when it runs), so :func:`main` can set the
 """
 
 # isort: off
-from explore.cli import world, train, use, compress  # noqa: F401  (registers the commands)
+from explore.cli import world, train, use, compress, serve  # noqa: F401  (registers the commands)
 from explore.cli.app import app
 from explore.cli.app import main as _run_app
 from explore.cli.env import configure_process
