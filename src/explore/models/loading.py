@@ -24,6 +24,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 
 from explore.runs import atomic_folder
 from explore.errors import ConfigError, ExploreError
+from explore.models.fastv import install_fastv
 from explore.models.presets import list_presets
 from explore.models.tokenizer import clear_call_state, set_special_tokens
 from explore.models.quantized import from_pretrained_at_precision, saved_precision
@@ -82,6 +83,7 @@ def load_model(
             "re-save the model with explore.models.loading.save_model"
         )
     check_finite(model, str(source))
+    install_fastv(model)  # a saved FastV setting (config.explore_fastv) needs its hooks; plain HF ignores it
     return model.to(device).eval(), processor
 
 

@@ -22,6 +22,7 @@ from transformers import (
 )
 
 from explore.errors import ExploreError
+from explore.models.fastv import install_fastv
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,7 @@ def from_pretrained_at_precision(
     if problems:
         raise ExploreError(f"model {source} at {spec.name}: weights could not be loaded ({'; '.join(problems)}); {fix}")
     check_finite_quantized(model, f"{source} at {spec.name}")
+    install_fastv(model)  # a saved FastV setting (config.explore_fastv) needs its hooks; plain HF ignores it
     return model.eval(), InstructBlipProcessor.from_pretrained(source)
 
 
