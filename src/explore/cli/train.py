@@ -49,6 +49,22 @@ def diffusion_train_command(
     typer.echo(f"saved the trained pipeline (EMA weights) to {final}")
 
 
+@diffusion_app.command("autoencoder")
+def diffusion_autoencoder_command(
+    config: Annotated[Path, typer.Option("--config", help="Autoencoder YAML (configs/diffusion/autoencoder.yaml).")],
+    resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoints/step-* folder.")] = None,
+    output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
+) -> None:
+    """Train the world's autoencoder for latent diffusion (diffusers AutoencoderKL, f = 4)."""
+    from explore.diffusion.autoencoder import load_autoencoder_config, train_autoencoder
+
+    cfg = load_autoencoder_config(config)
+    if output_dir is not None:
+        cfg = cfg.model_copy(update={"output_dir": output_dir})
+    final = train_autoencoder(cfg, resume=resume)
+    typer.echo(f"saved the trained autoencoder to {final} (use it with model.autoencoder: {final})")
+
+
 @app.command("finetune")
 def finetune_command(
     config: Annotated[Path, typer.Option("--config", help="Fine-tuning YAML (configs/finetune/*.yaml).")],

@@ -7,28 +7,52 @@ widths, levels and text width, cross-attention at the same levels (``CrossAttnDo
 from __future__ import annotations
 
 import torch
-from diffusers import DDPMScheduler, UNet2DConditionModel
+from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
+from explore.diffusion.autoencoder import load_autoencoder
 from explore.diffusion.config import DiffusionConfig
 from explore.diffusion.pipeline import WorldDiffusionPipeline
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, text_hidden_size, world_tokenizer
 from explore.diffusion.unet import EfficientUNet
+from explore.errors import ExploreError
 from explore.world.layout import LAYOUT_CHANNELS
 
 
 def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler:
-    """The training noise schedule (DDPM, epsilon prediction); samplers are made from its config."""
+    """The training noise schedule (DDPM, epsilon prediction); samplers are made from its config.
+    Pixel space clips the predicted clean image to [-1, 1]; latents are not bounded, so latent models do not."""
     return DDPMScheduler(num_train_timesteps=config.noise.num_train_timesteps, beta_schedule=config.noise.beta_schedule,
-                         prediction_type="epsilon", clip_sample=True)  # fmt: skip
+                         prediction_type="epsilon", clip_sample=config.model.autoencoder is None)  # fmt: skip
 
 
-def build_unet(config: DiffusionConfig, cross_attention_dim: int):
-    """An untrained UNet of ``config.model`` (seeded by ``model.seed``)."""
+def sample_geometry(config: DiffusionConfig, vae: AutoencoderKL | None) -> tuple[int, int]:
+    """(side, channels) of what the UNet denoises: the image, or the autoencoder's latent of it.
+
+    Raises:
+        ExploreError: a latent side the UNet's levels cannot halve evenly.
+    """
+    if vae is None:
+        return config.data.resolution, 3
+    factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    side = config.data.resolution // factor
+    divisor = 2 ** (len(config.model.block_out_channels) - 1) * config.model.pixel_unshuffle
+    if config.data.resolution % factor or side % divisor:
+        raise ExploreError(f"model.autoencoder {config.model.autoencoder} makes {side} x {side} latents of "
+                           f"{config.data.resolution} px images, which {len(config.model.block_out_channels)} UNet "
+                           f"levels cannot halve evenly (need a multiple of {divisor}); use fewer levels")  # fmt: skip
+    return side, vae.config.latent_channels
+
+
+def build_unet(config: DiffusionConfig, cross_attention_dim: int, vae: AutoencoderKL | None = None):
+    """An untrained UNet of ``config.model`` (seeded by ``model.seed``), for images or ``vae``'s latents."""
     m = config.model
+    side, channels = sample_geometry(config, vae)
     torch.manual_seed(m.seed)
     if m.kind == "efficient":
         return EfficientUNet(
-            sample_size=config.data.resolution,
+            sample_size=side,
+            in_channels=channels,
+            out_channels=channels,
             block_out_channels=tuple(m.block_out_channels),
             layers_per_block=m.layers_per_block,
             attention_levels=tuple(m.attention_levels),
@@ -44,7 +68,7 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int):
     down = tuple("CrossAttnDownBlock2D" if i in m.attention_levels else "DownBlock2D" for i in levels)
     up = tuple("CrossAttnUpBlock2D" if i in m.attention_levels else "UpBlock2D" for i in reversed(levels))
     return UNet2DConditionModel(
-        sample_size=config.data.resolution, in_channels=3, out_channels=3, down_block_types=down, up_block_types=up,
+        sample_size=side, in_channels=channels, out_channels=channels, down_block_types=down, up_block_types=up,
         mid_block_type="UNetMidBlock2DCrossAttn", block_out_channels=tuple(m.block_out_channels),
         layers_per_block=m.layers_per_block, cross_attention_dim=cross_attention_dim,
         attention_head_dim=m.block_out_channels[-1] // m.attention_heads, norm_num_groups=m.norm_num_groups,
@@ -65,11 +89,13 @@ def build_text_encoder(config: DiffusionConfig):
 
 
 def build_pipeline(config: DiffusionConfig) -> WorldDiffusionPipeline:
-    """An untrained pipeline (in eval mode): UNet, text encoder, tokenizer and the DDPM training scheduler."""
+    """An untrained pipeline (in eval mode): UNet, text encoder, tokenizer, the DDPM training scheduler and,
+    for latent diffusion, the trained autoencoder ``model.autoencoder`` (frozen)."""
     text_encoder, tokenizer = build_text_encoder(config)
-    unet = build_unet(config, text_hidden_size(text_encoder))
+    vae = load_autoencoder(config.model.autoencoder) if config.model.autoencoder is not None else None
+    unet = build_unet(config, text_hidden_size(text_encoder), vae)
     pipe = WorldDiffusionPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
-                                  scheduler=build_noise_scheduler(config))  # fmt: skip
+                                  scheduler=build_noise_scheduler(config), vae=vae)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     unet.eval()  # like from_pretrained; training switches to train mode itself
     text_encoder.eval()

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explore.diffusion.config import DataSection
 from explore.diffusion.data import layout_maps, training_batch
 from explore.errors import ExploreError
 from explore.runs import write_json
@@ -103,3 +104,21 @@ class TrainingCache:
         images = torch.from_numpy(np.stack([self.images[i] for i in index])).permute(0, 3, 1, 2).float() / 127.5 - 1
         layouts = torch.from_numpy(np.stack([self.layouts[i] for i in index])).float()
         return images, [self.prompts[i] for i in index], layouts
+
+
+def training_data(data: DataSection, progress: bool = True):
+    """``batch(start, size) -> (images, prompts, layout maps)``: from the cache (built or resumed here) when
+    ``data.cache_dir`` is set, else rendered on the fly (the same pairs either way, up to the cache's wrap)."""
+    d = data
+    if d.cache_dir is not None:
+        spec = CacheSpec(size=d.cache_size, world_seed=d.world_seed, max_objects=d.max_objects,
+                         resolution=d.resolution, relation_prompts=d.relation_prompts)  # fmt: skip
+        return TrainingCache(build_cache(d.cache_dir, spec, progress=progress), spec).batch
+
+    def render_batch(start: int, size: int):
+        images, prompts, scenes = training_batch(start, size, world_seed=d.world_seed, max_objects=d.max_objects,
+                                                 resolution=d.resolution,
+                                                 relation_prompts=d.relation_prompts)  # fmt: skip
+        return images, prompts, layout_maps(scenes)
+
+    return render_batch

@@ -31,6 +31,9 @@ class ModelSection(StrictModel):
                                        "cell differs from a dropped map (both zeros otherwise)")  # fmt: skip
     pixel_unshuffle: int = Field(1, ge=1, le=4, description="space-to-depth factor: 2 runs a 64 px model at "
                                  "32 x 32 x 12 (efficient UNet only)")  # fmt: skip
+    autoencoder: str | None = Field(None, description="latent diffusion: a trained AutoencoderKL folder "
+                                    "(explore diffusion autoencoder); the UNet then denoises its scaled latents "
+                                    "and the pipeline decodes them. None: pixel space")  # fmt: skip
     seed: int = Field(0, ge=0, description="seed of the weight initialisation")
 
     @model_validator(mode="after")
@@ -146,6 +149,8 @@ class DiffusionConfig(StrictModel):
             raise ValueError(f"data.resolution {self.data.resolution} must be divisible by {factor} "
                              f"({len(self.model.block_out_channels)} levels, pixel_unshuffle "
                              f"{self.model.pixel_unshuffle})")  # fmt: skip
+        if self.model.autoencoder is not None and self.loss.perceptual_weight > 0:
+            raise ValueError("loss.perceptual_weight must be 0 with model.autoencoder (the loss is on latents)")
         if self.model.kind == "diffusers" and (self.model.layout or self.model.pixel_unshuffle > 1):
             raise ValueError("model.layout and model.pixel_unshuffle need model.kind: efficient")
         bad = [level for level in self.model.attention_levels if not 0 <= level < len(self.model.block_out_channels)]

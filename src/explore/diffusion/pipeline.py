@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -45,12 +46,14 @@ TRAIN_COMMAND = "explore diffusion train --config configs/diffusion/shapes-small
 
 
 class WorldDiffusionPipeline(DiffusionPipeline):
-    """Pixel-space text-to-image diffusion: tokenizer → text encoder → UNet denoising loop.
+    """Text-to-image diffusion: tokenizer → text encoder → UNet denoising loop (→ autoencoder decoder).
 
     Components: ``unet`` (an :class:`~explore.diffusion.unet.EfficientUNet` or a diffusers
     ``UNet2DConditionModel``), ``text_encoder`` (``WorldTextEncoder`` / ``T5TextEncoder``),
     ``tokenizer`` (word-level) and any diffusers ``scheduler`` trained with epsilon prediction.
-    Images are in [-1, 1] inside the loop, [0, 1] / PIL outside.
+    Images are in [-1, 1] inside the loop, [0, 1] / PIL outside. With the optional ``vae`` (a diffusers
+    ``AutoencoderKL``) the loop denoises its latents scaled by ``vae.config.scaling_factor`` and the
+    decoder makes the images, as Stable Diffusion does; without it the loop runs on pixels.
 
     Grounded generation: when the UNet has a layout input (``unet.config.layout_channels`` > 0) each
     image can be conditioned on a layout (a :class:`~explore.world.scene.Scene`, encoded per cell by
@@ -59,11 +62,18 @@ class WorldDiffusionPipeline(DiffusionPipeline):
     path (cross-attention only, the map left at zeros).
     """
 
-    model_cpu_offload_seq = "text_encoder->unet"
+    model_cpu_offload_seq = "text_encoder->unet->vae"
+    _optional_components: ClassVar[list[str]] = ["vae"]
 
-    def __init__(self, unet, text_encoder, tokenizer, scheduler):
+    def __init__(self, unet, text_encoder, tokenizer, scheduler, vae=None):
         super().__init__()
-        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
+        self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
+                              vae=vae)  # fmt: skip
+
+    @property
+    def latent(self) -> bool:
+        """Whether the UNet denoises an autoencoder's latents (``vae`` decodes them) rather than pixels."""
+        return getattr(self, "vae", None) is not None
 
     @property
     def grounded(self) -> bool:
@@ -161,6 +171,8 @@ class WorldDiffusionPipeline(DiffusionPipeline):
                 noise = unconditional + guidance_scale * (conditional - unconditional)
             sample = self.scheduler.step(noise, t, sample, **extra).prev_sample
 
+        if self.latent:  # (B, C, h, w) scaled latents -> (B, 3, H, W) in [-1, 1]
+            sample = self.vae.decode(sample.to(self.vae.dtype) / self.vae.config.scaling_factor).sample
         images = (sample / 2 + 0.5).clamp(0, 1)  # (B, 3, H, W)
         if output_type == "pt":
             result = images
@@ -186,22 +198,32 @@ SAMPLER_SETTINGS: dict[str, dict] = {
 }  # fmt: skip
 
 
-def make_scheduler(name: str, training_config):
+# Latents are not bounded to [-1, 1]: no clipping or thresholding (Stable Diffusion's settings).
+LATENT_SAMPLER_SETTINGS: dict[str, dict] = {
+    "ddpm": {"clip_sample": False},
+    "ddim": {"clip_sample": False, "timestep_spacing": "trailing"},
+    "dpm": {"algorithm_type": "dpmsolver++", "thresholding": False, "timestep_spacing": "trailing"},
+    "unipc": {"predict_x0": True, "thresholding": False, "timestep_spacing": "trailing"},
+}  # fmt: skip
+
+
+def make_scheduler(name: str, training_config, latent: bool = False):
     """Sampler ``name`` (ddpm / ddim / dpm / unipc) on the noise schedule of ``training_config``.
 
     Every training value is passed explicitly (diffusers' ``from_config`` otherwise swaps the values
     that were defaults for the new class's defaults, so a freshly built and a reloaded pipeline would
-    sample differently), then :data:`SAMPLER_SETTINGS` are applied.
+    sample differently), then :data:`SAMPLER_SETTINGS` (pixels) or :data:`LATENT_SAMPLER_SETTINGS` are applied.
     """
     if name not in SCHEDULERS:
         raise ExploreError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
     config = {key: value for key, value in dict(training_config).items() if not key.startswith("_")}
-    return SCHEDULERS[name].from_config({**config, **SAMPLER_SETTINGS[name]})
+    settings = (LATENT_SAMPLER_SETTINGS if latent else SAMPLER_SETTINGS)[name]
+    return SCHEDULERS[name].from_config({**config, **settings})
 
 
 def set_scheduler(pipe: WorldDiffusionPipeline, name: str) -> WorldDiffusionPipeline:
     """Replace the pipeline's scheduler by sampler ``name`` (same noise schedule); see :func:`make_scheduler`."""
-    pipe.scheduler = make_scheduler(name, pipe.scheduler.config)
+    pipe.scheduler = make_scheduler(name, pipe.scheduler.config, latent=pipe.latent)
     return pipe
 
 
@@ -233,6 +255,8 @@ def load_pipeline(checkpoint: str | Path | None = None, device: str = "cpu") -> 
         diffusers_logging.enable_progress_bar()
     check_finite(pipe.unet, str(folder / "unet"))
     check_finite(pipe.text_encoder, str(folder / "text_encoder"))
+    if pipe.latent:
+        check_finite(pipe.vae, str(folder / "vae"))
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

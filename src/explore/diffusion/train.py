@@ -27,10 +27,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from explore.diffusion.autoencoder import encode
 from explore.diffusion.build import build_pipeline
+from explore.diffusion.cache import training_data
 from explore.diffusion.config import DiffusionConfig, TextSection
-from explore.diffusion.cache import CacheSpec, TrainingCache, build_cache
-from explore.diffusion.data import layout_maps, training_batch, with_given_channel
+from explore.diffusion.data import with_given_channel
 from explore.diffusion.features import LpipsDistance, VisionFeatures
 from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
@@ -142,7 +143,7 @@ def export_ema_pipeline(checkpoint: str | Path, out: str | Path) -> Path:
         raise ExploreError(f"{checkpoint}: not a diffusion training checkpoint (no {EMA_FILE} or pipeline/)")
     pipe = WorldDiffusionPipeline.from_pretrained(checkpoint / "pipeline", use_safetensors=True)
     shadow = load_file(checkpoint / EMA_FILE)
-    params = dict(nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}).named_parameters())
+    params = dict(nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}).named_parameters())  # vae: frozen
     unknown = sorted(set(shadow) - set(params))
     missing = sorted(name for name in params if name.startswith("unet.") and name not in shadow)
     if unknown or missing:
@@ -169,7 +170,8 @@ def validate(pipe: WorldDiffusionPipeline, config: DiffusionConfig, out: Path) -
         "val", v.prompts, seed=config.data.world_seed, spec=SceneSpec(max_objects=config.data.max_objects)
     )
     sampler = WorldDiffusionPipeline(unet=pipe.unet, text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer,
-                                     scheduler=make_scheduler(v.scheduler, pipe.scheduler.config))  # fmt: skip
+                                     scheduler=make_scheduler(v.scheduler, pipe.scheduler.config, latent=pipe.latent),
+                                     vae=pipe.vae)  # fmt: skip
     sampler.set_progress_bar_config(disable=True)
     was_training = pipe.unet.training
     pipe.unet.eval()
@@ -203,24 +205,6 @@ def perceptual_features(loss) -> VisionFeatures | LpipsDistance | None:
     return LpipsDistance(loss.perceptual_network.removeprefix("lpips-"))
 
 
-def training_data(config: DiffusionConfig, progress: bool = True):
-    """``batch(start, size) -> (images, prompts, layout maps)``: from the cache (built or resumed here) when
-    ``data.cache_dir`` is set, else rendered on the fly (the same pairs either way, up to the cache's wrap)."""
-    d = config.data
-    if d.cache_dir is not None:
-        spec = CacheSpec(size=d.cache_size, world_seed=d.world_seed, max_objects=d.max_objects,
-                         resolution=d.resolution, relation_prompts=d.relation_prompts)  # fmt: skip
-        return TrainingCache(build_cache(d.cache_dir, spec, progress=progress), spec).batch
-
-    def render_batch(start: int, size: int):
-        images, prompts, scenes = training_batch(start, size, world_seed=d.world_seed, max_objects=d.max_objects,
-                                                 resolution=d.resolution,
-                                                 relation_prompts=d.relation_prompts)  # fmt: skip
-        return images, prompts, layout_maps(scenes)
-
-    return render_batch
-
-
 def drop_conditions(prompts: list[str], layouts: torch.Tensor, text: TextSection,
                     generator: torch.Generator) -> tuple[list[str], torch.Tensor]:  # fmt: skip
     """Classifier-free-guidance dropout: ``text.cond_dropout`` of the rows lose prompt and layout map (the
@@ -241,7 +225,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     t = config.train
     features = perceptual_features(config.loss)  # first: a missing LPIPS trunk fails before any work
     accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision)
-    next_batch = training_data(config, progress=progress)  # builds or resumes the cache first
+    next_batch = training_data(config.data, progress=progress)  # builds or resumes the cache first
     pipe = build_pipeline(config)
     trainable = _trainable(pipe, config)
     params = [p for p in trainable.parameters() if p.requires_grad]
@@ -265,6 +249,8 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                   ("text_encoder", pipe.text_encoder))}  # fmt: skip
         accelerator.print(f"parameters: unet {counts['unet']:,}, text encoder {counts['text_encoder']:,}")
     pipe.text_encoder.to(accelerator.device)
+    if pipe.latent:
+        pipe.vae.to(accelerator.device)
     unet, optimizer, lr_scheduler = accelerator.prepare(pipe.unet, optimizer, lr_scheduler)
     text_encoder = pipe.text_encoder
     if config.text.encoder == "learned":
@@ -282,6 +268,8 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
             for _ in range(t.grad_accum):
                 start = state.data_position + accelerator.process_index * t.batch_size
                 images, prompts, layouts = next_batch(start, t.batch_size)
+                if pipe.latent:
+                    images = encode(pipe.vae, images)  # (B, C, h, w): what the UNet denoises
                 state.data_position += t.batch_size * num_processes
                 if config.model.layout_given_channel:
                     layouts = with_given_channel(layouts)

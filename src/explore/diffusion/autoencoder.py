@@ -1,0 +1,258 @@
+"""The world's autoencoder for latent diffusion: ``explore diffusion autoencoder --config configs/diffusion/<name>.yaml``.
+
+diffusers' ``AutoencoderKL`` (the Stable Diffusion VAE's architecture, small): 64 px images → latents
+(``latent_channels`` × 16 × 16 for f = 4, ``len(block_out_channels) - 1`` halvings), trained on the same
+pre-rendered cache as the UNet with L1 + MSE reconstruction and a tiny KL term (SD uses ~1e-6, so the
+latent space stays close to an autoencoder's while the decoder tolerates sampling noise). No adversarial
+or perceptual term: the world's images are flat colours on a plain background, and what matters is
+measured directly — the exact detector (:mod:`explore.world.detect`) on reconstructions of val scenes.
+
+The finished folder ``<output_dir>/autoencoder`` is a plain diffusers model (``AutoencoderKL.from_pretrained``)
+whose ``scaling_factor`` is set to 1 / std of its latents on the val scenes (as SD's 0.18215), so the UNet
+sees unit-variance latents. Run folder: ``config.yaml`` + ``run.json``, ``train_log.jsonl``,
+``checkpoints/step-*/`` (atomic, ``--resume latest``), ``autoencoder/``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKL
+from diffusers.optimization import get_cosine_schedule_with_warmup
+from PIL import Image
+from pydantic import Field, model_validator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from safetensors.torch import load_file, save_file
+
+from explore.config import StrictModel, load_yaml_config
+from explore.diffusion.cache import training_data
+from explore.diffusion.config import DataSection
+from explore.diffusion.data import to_tensor
+from explore.errors import ExploreError
+from explore.runs import append_jsonl, atomic_folder, rewind_jsonl, write_run_info
+from explore.train.checkpoint import (
+    check_run,
+    find_checkpoint,
+    load_optimizer_states,
+    read_state,
+    restore_rng,
+    save_checkpoint,
+)
+from explore.train.step import optimizer_step
+from explore.world.detect import check_scene, detect
+from explore.world.render import render
+from explore.world.scene import SceneSpec
+from explore.world.splits import split_scenes
+
+GENERATOR_FILE = "generator.safetensors"  # the latent-sampling noise generator, saved with each checkpoint
+
+
+class AutoencoderModelSection(StrictModel):
+    block_out_channels: list[int] = Field([16, 32, 64], min_length=2, description="channels per level; "
+                                          "len - 1 halvings (3 levels: f = 4, 64 px -> 16 x 16)")  # fmt: skip
+    layers_per_block: int = Field(1, ge=1, description="residual blocks per level")
+    latent_channels: int = Field(4, ge=1, description="channels of the latent (SD: 4)")
+    norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups (must divide every width)")
+    mid_block_attention: bool = Field(False, description="self-attention in the middle blocks (SD: on; costly "
+                                      "on a CPU and not needed for the world's flat shapes, measured)")  # fmt: skip
+    seed: int = Field(0, ge=0, description="seed of the weight initialisation")
+
+    @model_validator(mode="after")
+    def _groups_divide(self) -> AutoencoderModelSection:
+        bad = [c for c in self.block_out_channels if c % self.norm_num_groups]
+        if bad:
+            raise ValueError(f"widths {bad} are not divisible by norm_num_groups ({self.norm_num_groups})")
+        return self
+
+
+class AutoencoderTrainSection(StrictModel):
+    steps: int = Field(gt=0, description="optimizer steps")
+    batch_size: int = Field(32, gt=0, description="images per step")
+    lr: float = Field(1e-3, gt=0, description="peak learning rate (AdamW, cosine)")
+    warmup_steps: int = Field(50, ge=0, description="linear warm-up steps")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    kl_weight: float = Field(1e-6, ge=0, description="weight of the KL term (SD: ~1e-6)")
+    seed: int = Field(0, ge=0, description="seed of the latent sampling noise")
+
+
+class AutoencoderConfig(StrictModel):
+    model: AutoencoderModelSection = AutoencoderModelSection()
+    data: DataSection = DataSection(resolution=64)
+    train: AutoencoderTrainSection
+    validation_scenes: int = Field(200, ge=1, description="val scenes reconstructed and checked by the detector")
+    validation_every: int = Field(500, gt=0, description="validate every this many steps (and at the end)")
+    checkpoint_every: int = Field(250, gt=0, description="save a resumable checkpoint every this many steps")
+    output_dir: str = Field("runs/diffusion/autoencoder", description="run folder")
+
+    @model_validator(mode="after")
+    def _resolution_fits(self) -> AutoencoderConfig:
+        factor = 2 ** (len(self.model.block_out_channels) - 1)
+        if self.data.resolution % factor:
+            raise ValueError(f"data.resolution {self.data.resolution} must be divisible by {factor}")
+        return self
+
+
+def load_autoencoder_config(path: str | Path) -> AutoencoderConfig:
+    """Read and validate an autoencoder YAML config (unknown keys are errors)."""
+    return load_yaml_config(AutoencoderConfig, path)
+
+
+def build_autoencoder(model: AutoencoderModelSection, resolution: int) -> AutoencoderKL:
+    """An untrained ``AutoencoderKL`` of ``model`` (seeded by ``model.seed``)."""
+    torch.manual_seed(model.seed)
+    levels = len(model.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels, block_out_channels=tuple(model.block_out_channels),
+        layers_per_block=model.layers_per_block, latent_channels=model.latent_channels,
+        norm_num_groups=model.norm_num_groups, sample_size=resolution, mid_block_add_attention=model.mid_block_attention,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def encode(vae: AutoencoderKL, images: torch.Tensor) -> torch.Tensor:
+    """Scaled latents (B, C, h, w) of ``images`` (B, 3, H, W) in [-1, 1]: the posterior's mean × scaling_factor."""
+    return vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode() * vae.config.scaling_factor
+
+
+@torch.no_grad()
+def decode(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] (clamped) of scaled ``latents``."""
+    return vae.decode(latents.to(vae.dtype) / vae.config.scaling_factor).sample.clamp(-1, 1)
+
+
+def validation_scenes(config: AutoencoderConfig) -> list:
+    return split_scenes("val", config.validation_scenes, seed=config.data.world_seed,
+                        spec=SceneSpec(max_objects=config.data.max_objects))  # fmt: skip
+
+
+@torch.no_grad()
+def reconstruction_scores(vae: AutoencoderKL, scenes: list, resolution: int) -> dict[str, float]:
+    """The detector on reconstructions of ``scenes``: exact scenes, objects found, colour + position, and the
+    mean absolute pixel error (in [-1, 1] units); also the std of the unscaled latents (for ``scaling_factor``)."""
+    real = to_tensor([render(scene, resolution) for scene in scenes])
+    was_training = vae.training
+    vae.eval()
+    latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in real.split(64)])
+    recon = torch.cat([vae.decode(chunk).sample.clamp(-1, 1) for chunk in latents.split(64)])
+    vae.train(was_training)
+    pixels = ((recon.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    checks = [check_scene(detect(Image.fromarray(p)), scene) for p, scene in zip(pixels, scenes)]
+    scores = {key: round(float(np.mean([c[key] for c in checks])), 4) for key in ("exact", "object", "colour_position")}
+    scores["l1"] = round(float((recon - real).abs().mean()), 5)
+    scores["latent_std"] = round(float(latents.std()), 5)
+    return scores
+
+
+def _write_weights(folder: Path, vae: AutoencoderKL, generator: torch.Generator) -> None:
+    vae.save_pretrained(folder / "autoencoder", safe_serialization=True)
+    save_file({"generator": generator.get_state()}, folder / GENERATOR_FILE)
+
+
+def _run_record(config: AutoencoderConfig) -> dict:
+    return {"kind": "diffusion autoencoder",
+            "config": config.model_dump(exclude={"output_dir": True, "validation_scenes": True,
+                                                 "validation_every": True, "checkpoint_every": True,
+                                                 "data": {"cache_dir"}})}  # fmt: skip
+
+
+def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, progress: bool = True) -> Path:
+    """Train ``config`` to completion; returns ``<output_dir>/autoencoder`` (scaling_factor set).
+
+    Raises:
+        ExploreError: a non-finite loss or gradient (the last good checkpoint is kept), or a resume problem.
+    """
+    run_dir = Path(config.output_dir)
+    t = config.train
+    next_batch = training_data(config.data, progress=progress)
+    vae = build_autoencoder(config.model, config.data.resolution)
+    params = list(vae.parameters())
+    optimizer = torch.optim.AdamW(params, lr=t.lr)
+    lr_scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps, t.steps)
+    generator = torch.Generator().manual_seed(t.seed)
+    state = {"global_step": 0, "data_position": 0}
+    if resume is not None:
+        checkpoint = find_checkpoint(resume, run_dir / "checkpoints")
+        check_run(checkpoint, _run_record(config))
+        vae.load_state_dict(AutoencoderKL.from_pretrained(checkpoint / "autoencoder").state_dict(), strict=True)
+        load_optimizer_states(checkpoint, optimizer, lr_scheduler)
+        restore_rng(checkpoint)
+        state = read_state(checkpoint)
+        generator.set_state(load_file(checkpoint / GENERATOR_FILE)["generator"])
+        print(f"resumed from {checkpoint} (step {state['global_step']})", flush=True)
+    rewind_jsonl(run_dir / "train_log.jsonl", state["global_step"])
+    write_run_info(run_dir, config.model_dump())
+    print(f"parameters: autoencoder {sum(p.numel() for p in params):,}", flush=True)
+    scenes = validation_scenes(config)
+    interactive = progress and sys.stderr.isatty()
+    columns = (TextColumn("[bold]autoencoder"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())  # fmt: skip
+    vae.train()
+    started, done_here = time.perf_counter(), 0
+    with Progress(*columns, disable=not interactive) as bar:
+        job = bar.add_task("train", total=t.steps, completed=state["global_step"], loss=float("nan"))
+        while state["global_step"] < t.steps:
+            images, _, _ = next_batch(state["data_position"], t.batch_size)  # (B, 3, R, R) in [-1, 1]
+            state["data_position"] += t.batch_size
+            posterior = vae.encode(images).latent_dist
+            noise = torch.randn(posterior.mean.shape, generator=generator)
+            recon = vae.decode(posterior.mean + posterior.std * noise).sample
+            l1 = (recon - images).abs().mean()
+            loss = l1 + (recon - images).pow(2).mean() + t.kl_weight * posterior.kl().mean()
+            if not torch.isfinite(loss):
+                raise ExploreError(f"non-finite loss at step {state['global_step'] + 1}; the last good checkpoint "
+                                   f"is kept in {run_dir / 'checkpoints'}; lower train.lr")  # fmt: skip
+            grad_norm = optimizer_step(loss, optimizer, lr_scheduler, params, max_norm=t.grad_clip,
+                                       nonfinite_message=f"non-finite gradient norm at step {state['global_step'] + 1}"
+                                       "; the last good checkpoint is kept; lower train.lr")  # fmt: skip
+            state["global_step"] += 1
+            done_here += 1
+            step = state["global_step"]
+            bar.update(job, advance=1, loss=loss.item())
+            last = step == t.steps
+            if step % 10 == 0 or step == 1 or last:
+                record = {"step": step, "loss": round(loss.item(), 5), "l1": round(l1.item(), 5),
+                          "lr": lr_scheduler.get_last_lr()[0], "grad_norm": round(grad_norm, 4),
+                          "steps_per_s": round(done_here / (time.perf_counter() - started), 3)}  # fmt: skip
+                append_jsonl(run_dir / "train_log.jsonl", [record])
+                if progress and not interactive and (step % 50 == 0 or step == 1):
+                    print(json.dumps(record), flush=True)
+            if step % config.validation_every == 0 or last:
+                scores = reconstruction_scores(vae, scenes, config.data.resolution)
+                append_jsonl(run_dir / "train_log.jsonl", [{"step": step, "validation": scores}])
+                if progress:
+                    print(f"step {step} validation (reconstructions of {len(scenes)} val scenes): {scores}", flush=True)
+            if step % config.checkpoint_every == 0 or last:
+                save_checkpoint(run_dir / "checkpoints", step,
+                                write_weights=lambda folder: _write_weights(folder, vae, generator),
+                                optimizer=optimizer, scheduler=lr_scheduler, state=state,
+                                run=_run_record(config))  # fmt: skip
+    scores = reconstruction_scores(vae, scenes, config.data.resolution)
+    vae.register_to_config(scaling_factor=round(1.0 / scores["latent_std"], 5))
+    vae.eval()
+    final = run_dir / "autoencoder"
+    with atomic_folder(final) as staging:
+        vae.save_pretrained(staging, safe_serialization=True)
+    return final
+
+
+def load_autoencoder(folder: str | Path) -> AutoencoderKL:
+    """A trained autoencoder folder (frozen, eval mode).
+
+    Raises:
+        ExploreError: no such folder or not a diffusers AutoencoderKL folder.
+    """
+    folder = Path(folder)
+    config = folder / "config.json"
+    if not config.is_file() or json.loads(config.read_text()).get("_class_name") != "AutoencoderKL":
+        raise ExploreError(
+            f"model.autoencoder {folder}: not an AutoencoderKL folder (no config.json naming it); "
+            "train one with `explore diffusion autoencoder --config configs/diffusion/autoencoder.yaml`"
+        )
+    vae = AutoencoderKL.from_pretrained(folder, use_safetensors=True)
+    return vae.requires_grad_(False).eval()

@@ -1,0 +1,136 @@
+"""Latent diffusion: the world's autoencoder trains and resumes exactly; a UNet on its latents trains,
+saves and reloads through plain diffusers with the same images; bad settings are one-line errors."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from diffusers import AutoencoderKL
+from safetensors.torch import load_file
+
+from explore.diffusion.autoencoder import (
+    AutoencoderConfig,
+    AutoencoderTrainSection,
+    decode,
+    encode,
+    load_autoencoder,
+    train_autoencoder,
+)
+from explore.diffusion.build import build_pipeline
+from explore.diffusion.config import DataSection
+from explore.diffusion.pipeline import WorldDiffusionPipeline, load_pipeline, set_scheduler
+from explore.diffusion.train import train_diffusion
+from explore.errors import ConfigError, ExploreError
+
+
+def _ae_config(out: Path, steps: int = 4) -> AutoencoderConfig:
+    return AutoencoderConfig(
+        model={"block_out_channels": [16, 16, 16], "latent_channels": 4, "norm_num_groups": 8},
+        data=DataSection(resolution=32, max_objects=2),
+        train=AutoencoderTrainSection(steps=steps, batch_size=4, warmup_steps=1),
+        validation_scenes=4, validation_every=2, checkpoint_every=2, output_dir=str(out),
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_autoencoder(tmp_path_factory) -> Path:
+    return train_autoencoder(_ae_config(tmp_path_factory.mktemp("ae") / "run"), progress=False)
+
+
+def test_autoencoder_folder_is_plain_diffusers_with_its_scaling_factor(tiny_autoencoder):
+    vae = AutoencoderKL.from_pretrained(tiny_autoencoder)
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    latents = encode(vae, images)
+    assert latents.shape == (2, 4, 8, 8)  # f = 4: two halvings
+    log = [json.loads(line) for line in (tiny_autoencoder.parent / "train_log.jsonl").read_text().splitlines()]
+    std = [r["validation"]["latent_std"] for r in log if "validation" in r][-1]
+    assert vae.config.scaling_factor == pytest.approx(1 / std, rel=1e-4)
+    assert decode(vae, latents).shape == (2, 3, 32, 32)
+
+
+def test_autoencoder_resume_continues_exactly(tmp_path):
+    straight = train_autoencoder(_ae_config(tmp_path / "a"), progress=False)
+    stopped = _ae_config(tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_after_checkpoint(stopped)
+    resumed = train_autoencoder(stopped, resume="latest", progress=False)
+    a = load_file(straight / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _interrupt_after_checkpoint(config: AutoencoderConfig) -> None:
+    """Run ``config`` and stop it (KeyboardInterrupt) right after its first checkpoint is saved."""
+    import explore.diffusion.autoencoder as module
+
+    original = module.save_checkpoint
+
+    def save_then_stop(*args, **kwargs):
+        original(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    module.save_checkpoint = save_then_stop
+    try:
+        train_autoencoder(config, progress=False)
+    finally:
+        module.save_checkpoint = original
+
+
+def _latent_config(tiny_config, autoencoder: Path, out: Path):
+    model = tiny_config.model.model_copy(update={"autoencoder": str(autoencoder)})
+    loss = tiny_config.loss.model_copy(update={"perceptual_weight": 0.0})
+    return tiny_config.model_copy(update={"model": model, "loss": loss, "output_dir": str(out)})
+
+
+def test_latent_pipeline_trains_and_reloads_through_plain_diffusers(tiny_config, tiny_autoencoder, tmp_path):
+    config = _latent_config(tiny_config, tiny_autoencoder, tmp_path / "run")
+    final = train_diffusion(config, progress=False)
+    index = json.loads((final / "model_index.json").read_text())
+    assert index["vae"] == ["diffusers", "AutoencoderKL"]
+    ours = load_pipeline(final)
+    assert ours.latent and ours.unet.config.in_channels == 4 and ours.unet.config.sample_size == 8
+    assert ours.scheduler.config.clip_sample is False  # latents are not bounded to [-1, 1]
+    plain = WorldDiffusionPipeline.from_pretrained(final)  # diffusers' own loading, none of explore's checks
+    for pipe in (ours, plain):
+        set_scheduler(pipe, "ddim")
+        pipe.set_progress_bar_config(disable=True)
+
+    def run(pipe):
+        return pipe(["a red circle"], num_inference_steps=3, guidance_scale=2.0, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+
+    images = run(ours)
+    assert images.shape == (1, 32, 32, 3)  # decoded to the training resolution
+    assert np.array_equal(images, run(plain))
+
+
+def test_pixel_pipeline_has_no_autoencoder(tiny_config):
+    pipe = build_pipeline(tiny_config)
+    assert not pipe.latent and pipe.vae is None and pipe.unet.config.in_channels == 3
+
+
+def test_missing_autoencoder_folder_is_one_line(tiny_config, tmp_path):
+    config = _latent_config(tiny_config, tmp_path / "nope", tmp_path / "run")
+    with pytest.raises(ExploreError, match="not an AutoencoderKL folder.*explore diffusion autoencoder"):
+        build_pipeline(config)
+    with pytest.raises(ExploreError, match="not an AutoencoderKL folder"):
+        load_autoencoder(tmp_path)
+
+
+def test_perceptual_loss_with_an_autoencoder_is_refused(tiny_config, tiny_autoencoder):
+    data = tiny_config.model_dump()
+    data["model"]["autoencoder"] = str(tiny_autoencoder)
+    data["loss"]["perceptual_weight"] = 0.1
+    with pytest.raises(ValueError, match="perceptual_weight must be 0 with model.autoencoder"):
+        type(tiny_config).model_validate(data)
+
+
+def test_unknown_autoencoder_config_key_is_refused(tmp_path):
+    from explore.diffusion.autoencoder import load_autoencoder_config
+
+    path = tmp_path / "ae.yaml"
+    path.write_text("train: {steps: 2}\nmodel: {latent_chanels: 4}\n")
+    with pytest.raises(ConfigError, match="latent_chanels"):
+        load_autoencoder_config(path)
