@@ -10,7 +10,9 @@ After compression, a short fine-tune wins quality back. ``method`` chooses how:
   this is InstructBLIP's own instruction tuning (arXiv 2305.06500).
 
 With ``distill_weight`` w > 0 the loss is ``(1 - w) * CE + w * T² * KL(teacher ‖ student)`` on
-the answer tokens (Hinton et al., arXiv 1503.02531), the teacher being the uncompressed model.
+the answer tokens (Hinton et al., arXiv 1503.02531), the teacher being the uncompressed model;
+``distill_hidden_weight`` h and ``distill_attention_weight`` a add ``h * hidden + a * attention``, the
+layer-wise transfer of TinyBERT / MiniLM (see :mod:`explore.adapt.layerwise`).
 """
 
 from __future__ import annotations
@@ -60,6 +62,11 @@ class FinetuneConfig(StrictModel):
     seed: int = Field(0, ge=0, description="seed of the adapter initialisation and of dropout")
     distill_weight: float = Field(0.0, ge=0, le=1, description="w of the KL term: (1-w)·CE + w·T²·KL; 0 = no teacher")
     distill_temperature: float = Field(2.0, gt=0, description="softmax temperature T of teacher and student in the KL")
+    distill_hidden_weight: float = Field(0.0, ge=0, description="weight of the LM hidden-state transfer added to the "
+                                         "loss (normalised MSE at text positions, TinyBERT's layer map); 0 = off")
+    distill_attention_weight: float = Field(0.0, ge=0, description="weight of the LM attention transfer added to the "
+                                            "loss (KL of head-averaged attention rows, MiniLM-style); 0 = off; "
+                                            "runs both models with eager attention while training")
     # Left out of model_dump (exclude=True): it does not change the trained weights, so recipe
     # fingerprints (the sweep's resume check, a checkpoint's config check) stay the same whatever it is.
     checkpoint_every: int = Field(0, ge=0, exclude=True, description="save a resumable checkpoint every this many "
@@ -88,6 +95,11 @@ class FinetuneConfig(StrictModel):
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
         return self
+
+    @property
+    def needs_teacher(self) -> bool:
+        """True when any distillation term (logit KL, hidden states, attention) is on."""
+        return self.distill_weight > 0 or self.distill_hidden_weight > 0 or self.distill_attention_weight > 0
 
     @property
     def adapter(self) -> bool:
