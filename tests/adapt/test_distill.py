@@ -98,3 +98,28 @@ def test_teacher_with_another_tokenizer_is_refused(tiny_factory, fixed_data, qui
     with pytest.raises(ExploreError, match="share one LM tokenizer"):
         finetune(student, processor, quick_config("lora", distill_weight=0.5), teacher=copy.deepcopy(student),
                  teacher_processor=other, data=fixed_data, progress=False)  # fmt: skip
+
+
+def test_kept_teacher_answers_train_exactly_as_computed_ones(tiny_factory, quick_config):
+    """A sweep distils several students from one teacher on one data stream: the teacher's answer logits kept
+    from the first fine-tune (at the teacher's resolution) give the second student (another resolution) the very
+    weights and losses it gets when its teacher runs again."""
+    from explore.adapt.distill import TeacherAnswers
+    from explore.compress.resolution import change_resolution
+
+    teacher, teacher_processor = tiny_factory("t5")
+    config = quick_config("full", steps=3, distill_weight=0.5, tasks={"vqa": 1, "caption": 1})
+
+    def distil(student, student_processor, kept):
+        result = finetune(student, student_processor, config, teacher=teacher, teacher_processor=teacher_processor,
+                          progress=False, teacher_answers=kept)  # fmt: skip
+        return result.losses, result.distill_losses, {k: v.clone() for k, v in result.model.state_dict().items()}
+
+    kept = TeacherAnswers()
+    distil(*prune_queries(*tiny_factory("t5"), 2), kept)  # the first student fills it (same resolution as the teacher)
+    assert kept.hits == 0 and len(kept.by_position) == 3
+    fresh = distil(*change_resolution(*tiny_factory("t5"), 24), None)
+    reused = distil(*change_resolution(*tiny_factory("t5"), 24), kept)
+    assert kept.hits == 3  # every batch read, none computed
+    assert fresh[0] == reused[0] and fresh[1] == reused[1]
+    assert all(torch.equal(fresh[2][name], reused[2][name]) for name in fresh[2])

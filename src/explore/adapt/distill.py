@@ -72,3 +72,30 @@ def same_answer_tokens(student_labels: Tensor, teacher_labels: Tensor) -> bool:
         if not torch.equal(student_row[student_row != IGNORE_INDEX], teacher_row[teacher_row != IGNORE_INDEX]):
             return False
     return True
+
+
+class TeacherAnswers:
+    """The teacher's answer logits (N, V) and labels by data position, kept between fine-tunes that share one
+    teacher and one data stream (a sweep's points with the same recovery recipe), so the teacher's forward pass
+    runs once per batch instead of once per batch and point. The logits are kept as computed (float32 on the
+    CPU), so a fine-tune that reads them trains exactly as one that computes them. At most ``max_bytes`` are
+    kept; later batches are computed as usual."""
+
+    def __init__(self, max_bytes: int = 2 * 2**30) -> None:
+        self.by_position: dict[int, tuple[Tensor, Tensor]] = {}
+        self.bytes, self.max_bytes = 0, max_bytes
+        self.hits = 0  # batches read instead of computed
+
+    def get(self, position: int) -> tuple[Tensor, Tensor] | None:
+        """(answer logits, labels) of the batch at ``position``, or None when not kept."""
+        found = self.by_position.get(position)
+        self.hits += found is not None
+        return found
+
+    def put(self, position: int, answers: Tensor, labels: Tensor) -> None:
+        """Keep the batch at ``position`` unless that would pass ``max_bytes``."""
+        size = answers.numel() * answers.element_size() + labels.numel() * labels.element_size()
+        if position not in self.by_position and self.bytes + size <= self.max_bytes:
+            self.by_position[position] = (answers.detach().to("cpu", copy=True), labels.detach().to("cpu", copy=True))
+            self.bytes += size
+

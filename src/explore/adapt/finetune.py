@@ -43,7 +43,7 @@ from torch import nn
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, get_scheduler
 
 from explore.adapt.config import FinetuneConfig
-from explore.adapt.distill import answer_logits, distillation_loss, same_answer_tokens
+from explore.adapt.distill import TeacherAnswers, answer_logits, distillation_loss, same_answer_tokens
 from explore.adapt.targets import COMPONENT_PREFIXES, adapter_targets
 from explore.runs import atomic_folder
 from explore.runs import model_fingerprint as weights_fingerprint
@@ -204,6 +204,7 @@ def finetune(
     progress: bool = True,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: str | None = None,
+    teacher_answers: TeacherAnswers | None = None,
 ) -> FinetuneResult:
     """Fine-tune ``model`` with ``config`` on the shapes world (or ``data``) and return the result.
 
@@ -223,6 +224,9 @@ def finetune(
         resume: ``"latest"`` (the newest complete checkpoint in ``checkpoint_dir``) or a checkpoint
             folder. ``model`` must be the same base model as in the interrupted run; the adapter (or
             the tuned weights), optimizer, scheduler, RNG and data position come from the checkpoint.
+        teacher_answers: the teacher's answer logits by data position, shared with other fine-tunes of the
+            same ``config`` and ``teacher`` on the same data (the caller's promise): read where present,
+            filled where not, so the teacher runs once per batch for all of them (same result).
 
     Returns:
         A :class:`FinetuneResult` whose ``model`` is a PeftModel (adapter methods) or ``model`` (full),
@@ -276,7 +280,8 @@ def finetune(
     with torch.random.fork_rng(devices=devices):  # adapter init and dropout draw from the global RNG
         torch.manual_seed(config.seed)
         trained = prepare_model(model, config)
-        return _train(trained, processor, config, teacher, teacher_processor, data, progress, checkpoints)
+        return _train(trained, processor, config, teacher, teacher_processor, data, progress, checkpoints,
+                      teacher_answers)  # fmt: skip
 
 
 def model_fingerprint(model: nn.Module, samples: int = 4096) -> dict:
@@ -327,7 +332,8 @@ def _load_trainable(model: nn.Module, checkpoint: Path) -> None:
 
 def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneConfig,
            teacher: InstructBlipForConditionalGeneration | None, teacher_processor: InstructBlipProcessor,
-           data: BatchSource | None, progress: bool, checkpoints: _Checkpoints) -> FinetuneResult:  # fmt: skip
+           data: BatchSource | None, progress: bool, checkpoints: _Checkpoints,
+           teacher_answers_cache: TeacherAnswers | None = None) -> FinetuneResult:  # fmt: skip
     base = _base(model)
     device = base.device
     pixel_dtype = _pixel_dtype(model)
@@ -374,18 +380,26 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
             loss = output.loss
             result.task_losses.append(loss.item())
             if teacher is not None:
-                teacher_examples = teacher_stream.batch(position, config.batch_size) if teacher_stream else examples
-                teacher_batch = _inputs(teacher_examples, teacher_processor, config, teacher_decoder_only,
-                                        _base(teacher).device, _pixel_dtype(teacher))  # fmt: skip
-                if not same_answer_tokens(batch["labels"].cpu(), teacher_batch["labels"].cpu()):
+                kept_answers = teacher_answers_cache.get(position) if teacher_answers_cache is not None else None
+                if kept_answers is None:
+                    teacher_examples = teacher_stream.batch(position, config.batch_size) if teacher_stream else examples
+                    teacher_batch = _inputs(teacher_examples, teacher_processor, config, teacher_decoder_only,
+                                            _base(teacher).device, _pixel_dtype(teacher))  # fmt: skip
+                    teacher_labels = teacher_batch["labels"].cpu()
+                else:
+                    teacher_answers, teacher_labels = kept_answers
+                if not same_answer_tokens(batch["labels"].cpu(), teacher_labels):
                     raise ExploreError(f"distillation: at step {step} the teacher's answer tokens differ from the "
                                        "student's; both need the same LM tokenizer")  # fmt: skip
-                with torch.no_grad():
-                    teacher_logits = teacher(**teacher_batch).logits
+                if kept_answers is None:
+                    with torch.no_grad():
+                        teacher_logits = teacher(**teacher_batch).logits
+                    teacher_answers = answer_logits(
+                        teacher_logits, teacher_batch["labels"], decoder_only=teacher_decoder_only
+                    )
+                    if teacher_answers_cache is not None:
+                        teacher_answers_cache.put(position, teacher_answers, teacher_labels)
                 student_answers = answer_logits(output.logits, batch["labels"], decoder_only=decoder_only)
-                teacher_answers = answer_logits(
-                    teacher_logits, teacher_batch["labels"], decoder_only=teacher_decoder_only
-                )
                 weight, temperature = config.distill_weight, config.distill_temperature
                 teacher_answers = teacher_answers.to(student_answers.device)
                 loss, kl = distillation_loss(

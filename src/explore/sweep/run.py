@@ -29,12 +29,13 @@ import tempfile
 import time
 import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
+from explore.adapt.distill import TeacherAnswers
 from explore.adapt.finetune import finetune, load_adapter, merge_adapter, save_adapter
 from explore.compress.depth import block_count, drop_layers, drop_least_influential
 from explore.compress.precision import load_at_precision, save_quantized
@@ -64,6 +65,9 @@ class SweepData:
     tasks: dict[str, list[Example]]  # task name → evaluation examples (images decoded)
     timing: list[Example]  # world VQA questions for latency and memory
     calibration: list[Example]  # validation-split examples for block influence
+    # recovery name → the original's answer logits by data position, computed by the first point that distils
+    # with that recipe and read by the others (the teacher and the data stream are the same for all of them)
+    teacher_answers: dict[str, TeacherAnswers] = field(default_factory=dict)
 
 
 def primary_score(kind: str, summary: dict) -> float:
@@ -214,7 +218,8 @@ def latency_settings(config: SweepConfig) -> dict:
             "dtype": config.dtype}  # fmt: skip
 
 
-def _recover(model, processor, point: PointSection, config: SweepConfig, teacher, progress: bool):
+def _recover(model, processor, point: PointSection, config: SweepConfig, teacher, progress: bool,
+             teacher_answers: dict[str, TeacherAnswers]):  # fmt: skip
     """Fine-tune ``model`` with the point's recovery recipe, merge any adapter back in, and
     return (model, the fine-tune's summary or None)."""
     recipe = config.recovery_for(point)
@@ -222,7 +227,8 @@ def _recover(model, processor, point: PointSection, config: SweepConfig, teacher
         return model, None
     distill = recipe.distill_weight > 0
     result = finetune(model, processor, recipe, teacher=teacher[0] if distill else None,
-                      teacher_processor=teacher[1] if distill else None, progress=progress)  # fmt: skip
+                      teacher_processor=teacher[1] if distill else None, progress=progress,
+                      teacher_answers=teacher_answers.setdefault(point.recover, TeacherAnswers()) if distill else None)  # fmt: skip
     if recipe.method == "qlora":
         # the adapter was trained over a 4-bit copy; merge it into the full-precision weights instead
         with tempfile.TemporaryDirectory() as folder:
@@ -255,7 +261,7 @@ def run_point(point: PointSection, config: SweepConfig, original, data: SweepDat
         model, processor = load_model(model_dir, device=config.device, dtype=config.dtype)
     else:
         model, processor, dropped = compress(*original, point.compress, data.calibration)
-        model, recovery = _recover(model, processor, point, config, original, progress)
+        model, recovery = _recover(model, processor, point, config, original, progress, data.teacher_answers)
         meta = {"dropped": dropped, "recovery": recovery}
         save_model(model, processor, model_dir)
         write_json(meta_path, meta)  # written last and atomically: its presence marks a finished model
