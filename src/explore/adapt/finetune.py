@@ -30,7 +30,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -44,6 +44,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 
 from explore.adapt.config import FinetuneConfig
 from explore.adapt.distill import TeacherAnswers, answer_logits, distillation_loss, same_answer_tokens
+from explore.adapt.layerwise import eager_attention, forward_options, layerwise_loss
 from explore.adapt.targets import COMPONENT_PREFIXES, adapter_targets
 from explore.runs import atomic_folder
 from explore.runs import model_fingerprint as weights_fingerprint
@@ -95,6 +96,7 @@ class FinetuneResult:
     losses: list[float] = field(default_factory=list)  # training loss per step (the CE / KL mix with a teacher)
     task_losses: list[float] = field(default_factory=list)  # cross-entropy on the answers, per step
     distill_losses: list[float] = field(default_factory=list)  # KL(teacher ‖ student) per step; empty without one
+    layerwise_losses: list[float] = field(default_factory=list)  # weighted hidden + attention transfer per step
     trainable_parameters: int = 0  # parameters the optimizer updated
     total_parameters: int = 0  # all parameters of the (wrapped) model, adapters included
     seconds: float = 0.0  # wall time of the training loop
@@ -116,6 +118,8 @@ class FinetuneResult:
             "task_loss_end": mean(self.task_losses[-window:]),
             "distill_loss_start": mean(self.distill_losses[:window]),
             "distill_loss_end": mean(self.distill_losses[-window:]),
+            "layerwise_loss_start": mean(self.layerwise_losses[:window]),
+            "layerwise_loss_end": mean(self.layerwise_losses[-window:]),
             "trainable_parameters": self.trainable_parameters,
             "total_parameters": self.total_parameters,
             "seconds": round(self.seconds, 2),
@@ -243,12 +247,14 @@ def finetune(
     if model.dtype == torch.float16:
         raise ExploreError("finetune does not scale the loss, so float16 training would underflow; "
                            "load the model in float32 or bfloat16")  # fmt: skip
-    distilling = config.distill_weight > 0
+    distilling = config.needs_teacher
     if distilling and teacher is None:
-        raise ConfigError(f"distill_weight is {config.distill_weight} but no teacher was given; pass the original "
-                          "model as teacher (CLI: --distill-from) or set distill_weight: 0")  # fmt: skip
+        raise ConfigError(f"distill_weight is {config.distill_weight} (hidden {config.distill_hidden_weight}, attention "
+                          f"{config.distill_attention_weight}) but no teacher was given; pass the original model as "
+                          "teacher (CLI: --distill-from) or set the distill weights to 0")  # fmt: skip
     if teacher is not None and not distilling:
-        raise ConfigError("a teacher was given but distill_weight is 0; set distill_weight > 0 to distil from it")
+        raise ConfigError("a teacher was given but every distill weight is 0; set distill_weight (or "
+                          "distill_hidden_weight / distill_attention_weight) > 0 to distil from it")  # fmt: skip
     if teacher is model:
         raise ExploreError("the teacher is the student itself; finetune changes the student, so pass a copy "
                            "(copy.deepcopy) of the original model as teacher")  # fmt: skip
@@ -367,20 +373,26 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
         position, done = state["position"], state["step"]
         result.losses, result.task_losses = state["losses"], state["task_losses"]
         result.distill_losses = state["distill_losses"]
+        result.layerwise_losses = state.get("layerwise_losses", [])  # absent in checkpoints from before it existed
         restore_rng(checkpoints.resume_from)  # last: nothing may draw from the RNG between here and step done + 1
     model.train()
     started = time.perf_counter()
-    with training_progress(interactive) as bar:
+    layerwise = teacher is not None and (config.distill_hidden_weight > 0 or config.distill_attention_weight > 0)
+    options = forward_options(hidden=layerwise and config.distill_hidden_weight > 0,
+                              attention=layerwise and config.distill_attention_weight > 0)  # fmt: skip
+    eager = eager_attention(_base(model), teacher) if options.get("output_attentions") else nullcontext()
+    with training_progress(interactive) as bar, eager:
         task = bar.add_task(f"{config.method} {'+'.join(config.components)}", total=config.steps, completed=done,
                             loss=float("nan"), rate=0.0)  # fmt: skip
         for step in range(done + 1, config.steps + 1):
             examples = stream.batch(position, config.batch_size)
             batch = _inputs(examples, processor, config, decoder_only, device, pixel_dtype)
-            output = model(**batch)
+            output = model(**batch, **options)
             loss = output.loss
             result.task_losses.append(loss.item())
             if teacher is not None:
-                kept_answers = teacher_answers_cache.get(position) if teacher_answers_cache is not None else None
+                cached = teacher_answers_cache is not None and not layerwise  # layer-wise terms need the teacher's run
+                kept_answers = teacher_answers_cache.get(position) if cached else None
                 if kept_answers is None:
                     teacher_examples = teacher_stream.batch(position, config.batch_size) if teacher_stream else examples
                     teacher_batch = _inputs(teacher_examples, teacher_processor, config, teacher_decoder_only,
@@ -393,11 +405,12 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
                                        "student's; both need the same LM tokenizer")  # fmt: skip
                 if kept_answers is None:
                     with torch.no_grad():
-                        teacher_logits = teacher(**teacher_batch).logits
+                        teacher_output = teacher(**teacher_batch, **options)
+                        teacher_logits = teacher_output.logits
                     teacher_answers = answer_logits(
                         teacher_logits, teacher_batch["labels"], decoder_only=teacher_decoder_only
                     )
-                    if teacher_answers_cache is not None:
+                    if cached:
                         teacher_answers_cache.put(position, teacher_answers, teacher_labels)
                 student_answers = answer_logits(output.logits, batch["labels"], decoder_only=decoder_only)
                 weight, temperature = config.distill_weight, config.distill_temperature
@@ -406,6 +419,12 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
                     loss, student_answers, teacher_answers, weight=weight, temperature=temperature
                 )
                 result.distill_losses.append(kl.item())
+                if layerwise:
+                    transfer = layerwise_loss(output, batch, _base(model), teacher_output, teacher_batch, teacher,
+                                              hidden_weight=config.distill_hidden_weight,
+                                              attention_weight=config.distill_attention_weight)  # fmt: skip
+                    loss = loss + transfer
+                    result.layerwise_losses.append(transfer.item())
             kept = f"; the last good checkpoint is kept in {checkpoints.root}" if checkpoints.every else ""
             if not torch.isfinite(loss):
                 raise ExploreError(f"non-finite loss {loss.item()} at fine-tuning step {step} ({config.method})"
@@ -417,7 +436,8 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
             result.losses.append(loss.item())
             if checkpoints.every and (step % checkpoints.every == 0 or step == config.steps):
                 state = {"step": step, "position": position, "losses": result.losses,
-                         "task_losses": result.task_losses, "distill_losses": result.distill_losses}  # fmt: skip
+                         "task_losses": result.task_losses, "distill_losses": result.distill_losses,
+                         "layerwise_losses": result.layerwise_losses}  # fmt: skip
                 save_checkpoint(checkpoints.root, step, write_weights=partial(_write_trainable, model),
                                 optimizer=optimizer, scheduler=scheduler, state=state, run=checkpoints.run)  # fmt: skip
             rate = (step - done) * config.batch_size / (time.perf_counter() - started)
