@@ -247,9 +247,9 @@ def eval_command(
                        judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed, state=state)  # fmt: skip
     if state is not None and not state.is_main_process:
         return
-    processes = f", {state.num_processes} processes" if state is not None else ""
-    _print_summary(f"{model} on {task} ({summary['examples']} examples{processes})", summary)
-    typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}")
+    _print_summary(f"{model} on {task} ({summary['examples']} examples)", summary)
+    shared = f" ({state.num_processes} processes)" if state is not None else ""
+    typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}{shared}")
 
 
 def _data_parallel_state():
@@ -257,9 +257,10 @@ def _data_parallel_state():
     with more than one process; gloo on CPU, NCCL on GPUs), else None: a plain single-process run."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return None
+    import torch
     from accelerate import PartialState
 
-    return PartialState()
+    return PartialState(cpu=not torch.cuda.is_available())  # without a GPU accelerate needs telling (else: 1 process)
 
 
 def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance: float, scheduler: str, layout: str,
