@@ -118,3 +118,40 @@ def test_layerwise_weights_need_a_teacher(tiny_factory, fixed_data, quick_config
     assert config.needs_teacher
     with pytest.raises(ConfigError, match="no teacher was given"):
         finetune(model, processor, config, data=fixed_data, progress=False)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_student_with_fastv_is_compared_at_its_kept_text_positions(fixed_examples, family):
+    """FastV drops image tokens inside the student's LM: its later layers read fewer tokens, and the text
+    positions among the kept ones line up with the teacher's. T5 with FastV after its last encoder block has
+    the teacher's encoder states exactly (only the decoder's cross-attention reads fewer tokens)."""
+    from explore.compress.fastv import prune_image_tokens
+    from explore.models.fastv import kept_positions
+
+    teacher, processor = make_deep(family)
+    student = prune_image_tokens(teacher, 0.5, 1 if family == "t5" else 0)
+    decoder_only = family == "llama"
+    batch = collate(fixed_examples, processor, with_labels=True, max_length=32, decoder_only=decoder_only)
+    if decoder_only:
+        batch.pop("labels")  # a LLaMA forward under FastV has fewer positions than labels
+        batch["labels"] = None
+    options = forward_options(hidden=True, attention=True)
+    with torch.no_grad(), eager_attention(student, teacher):
+        mine, theirs = student(**batch, **options), teacher(**batch, **options)
+    kept = kept_positions(student)
+    assert kept is not None and kept.shape[1] < batch["input_ids"].shape[1]
+    image_token = teacher.config.image_token_id
+    if not decoder_only:
+        student_streams = lm_streams(mine, batch, decoder_only=False, image_token_id=image_token, kept=kept)
+        teacher_streams = lm_streams(theirs, batch, decoder_only=False, image_token_id=image_token)
+        assert hidden_state_loss(student_streams[:1], teacher_streams[:1]).item() == pytest.approx(0.0, abs=1e-10)
+        assert hidden_state_loss(student_streams[1:], teacher_streams[1:]).item() > 0
+    else:
+        student_streams = lm_streams(mine, {**batch, "labels": None}, decoder_only=True, image_token_id=image_token,
+                                     kept=kept)  # fmt: skip
+        teacher_streams = lm_streams(theirs, batch, decoder_only=True, image_token_id=image_token)
+        assert 0 < hidden_state_loss(student_streams, teacher_streams).item() < float("inf")
+    assert torch.isfinite(attention_loss(student_streams, teacher_streams))
+    with pytest.raises(ExploreError, match="pass the FastV kept positions"):
+        hidden_state_loss(lm_streams(mine, batch, decoder_only=decoder_only, image_token_id=image_token),
+                          teacher_streams)  # fmt: skip

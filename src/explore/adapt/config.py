@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from explore.adapt.targets import ADAPTER_COMPONENTS
 from explore.config import StrictModel, load_yaml_config
@@ -95,6 +95,16 @@ class FinetuneConfig(StrictModel):
         if self.warmup_steps >= self.steps:
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
         return self
+
+    @model_serializer(mode="wrap")
+    def _without_unused_layerwise(self, handler: SerializerFunctionWrapHandler) -> dict:
+        """Leave the layer-wise weights out while they are 0, so that recipes and checkpoints written before
+        they existed keep their hashes (a sweep or a fine-tune from then still resumes)."""
+        values = handler(self)
+        for name in ("distill_hidden_weight", "distill_attention_weight"):
+            if values.get(name) == 0:
+                del values[name]
+        return values
 
     @property
     def needs_teacher(self) -> bool:

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from explore.errors import ExploreError
 from explore.models.collate import IGNORE_INDEX
+from explore.models.fastv import kept_positions
 
 
 def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -35,11 +36,13 @@ def layer_map(student_layers: int, teacher_layers: int) -> list[int]:
     return [(i + 1) * teacher_layers // student_layers - 1 for i in range(student_layers)]
 
 
-def lm_streams(output, batch: dict, *, decoder_only: bool, image_token_id: int) -> list[dict]:
+def lm_streams(output, batch: dict, *, decoder_only: bool, image_token_id: int, kept: Tensor | None = None) -> list[dict]:
     """The LM stacks of an InstructBLIP output run with ``output_hidden_states`` (and ``output_attentions``).
 
     Each stream: ``hidden`` (the layers' outputs, embeddings left out, or None), ``attentions`` (or None), ``text``
-    (B, T) True at the text positions compared, ``image`` (B, T) True at image tokens (or None).
+    (B, T) True at the text positions compared, ``image`` (B, T) True at image tokens (or None), ``kept`` (B, T')
+    the positions FastV kept after its layer (:func:`explore.models.fastv.kept_positions`; None without FastV):
+    layers that read T' tokens are compared at the kept text positions (FastV drops image tokens only).
     """
     lm = output.language_model_outputs
     valid = batch["attention_mask"].bool()
@@ -50,20 +53,31 @@ def lm_streams(output, batch: dict, *, decoder_only: bool, image_token_id: int) 
 
     if decoder_only:
         return [{"hidden": layers(lm.hidden_states), "attentions": lm.attentions, "text": valid & ~image,
-                 "image": image}]  # fmt: skip
+                 "image": image, "kept": kept}]  # fmt: skip
     answers = batch["labels"] != IGNORE_INDEX
     return [
         {"hidden": layers(lm.encoder_hidden_states), "attentions": lm.encoder_attentions, "text": valid & ~image,
-         "image": image},
+         "image": image, "kept": kept},
         {"hidden": layers(lm.decoder_hidden_states), "attentions": lm.decoder_attentions, "text": answers,
-         "image": None},
+         "image": None, "kept": None},
     ]  # fmt: skip
+
+
+def _masks(stream: dict, length: int) -> tuple[Tensor, Tensor | None]:
+    """(text, image) masks of ``stream`` for a layer that reads ``length`` tokens (all, or the FastV-kept ones)."""
+    text, image, kept = stream["text"], stream["image"], stream["kept"]
+    if length == text.shape[1]:
+        return text, image
+    if kept is not None and length == kept.shape[1]:
+        return text.gather(1, kept), None if image is None else image.gather(1, kept)
+    raise ExploreError(f"layer-wise distillation: a layer reads {length} tokens, the input has {text.shape[1]}; "
+                       "pass the FastV kept positions (kept=) for a student with FastV")  # fmt: skip
 
 
 def _check_same_text(student: Tensor, teacher: Tensor) -> None:
     if not torch.equal(student.sum(dim=1).cpu(), teacher.sum(dim=1).cpu()):
         raise ExploreError("layer-wise distillation: the student's and the teacher's text positions differ; both need "
-                           "the same prompts and answers, tokenized alike (and FastV off in the student)")  # fmt: skip
+                           "the same prompts and answers, tokenized alike")  # fmt: skip
 
 
 def hidden_state_loss(student: list[dict], teacher: list[dict]) -> Tensor:
@@ -74,13 +88,16 @@ def hidden_state_loss(student: list[dict], teacher: list[dict]) -> Tensor:
             raise ExploreError("hidden-state transfer needs hidden states: run both models with output_hidden_states=True")
         _check_same_text(s["text"], t["text"])
         for i, j in enumerate(layer_map(len(s["hidden"]), len(t["hidden"]))):
-            mine, target = s["hidden"][i][s["text"]].float(), t["hidden"][j][t["text"]].float().to(s["hidden"][i].device)
+            mine_states, target_states = s["hidden"][i], t["hidden"][j]
+            mine = mine_states[_masks(s, mine_states.shape[1])[0]].float()
+            target = target_states[_masks(t, target_states.shape[1])[0]].float().to(mine.device)
             losses.append((mine - target).pow(2).sum() / target.pow(2).sum().clamp(min=1e-12))
     return torch.stack(losses).mean()
 
 
-def _text_attention(attention: Tensor, text: Tensor, image: Tensor | None) -> list[Tensor]:
+def _text_attention(attention: Tensor, stream: dict) -> list[Tensor]:
     """Per row: (text queries, 1 + text keys) attention with all image keys summed into the first column."""
+    text, image = _masks(stream, attention.shape[-1])
     probs = attention.float().mean(dim=1)  # (B, T, T), mean over heads
     rows = []
     for b in range(probs.shape[0]):
@@ -101,8 +118,8 @@ def attention_loss(student: list[dict], teacher: list[dict]) -> Tensor:
         _check_same_text(s["text"], t["text"])
         for i, j in enumerate(layer_map(len(s["attentions"]), len(t["attentions"]))):
             per_query = []  # rows differ in their text length, so the KL is taken row by row
-            for mine, target in zip(_text_attention(s["attentions"][i], s["text"], s["image"]),
-                                    _text_attention(t["attentions"][j], t["text"], t["image"]), strict=True):  # fmt: skip
+            for mine, target in zip(_text_attention(s["attentions"][i], s), _text_attention(t["attentions"][j], t),
+                                    strict=True):  # fmt: skip
                 log_mine = (mine / mine.sum(-1, keepdim=True)).clamp(min=1e-12).log()
                 target = target.to(mine.device)
                 log_target = (target / target.sum(-1, keepdim=True)).clamp(min=1e-12).log()
@@ -129,7 +146,7 @@ def layerwise_loss(student_output, student_batch: dict, student_model, teacher_o
     def streams(output, batch, model):
         config = model.config
         return lm_streams(output, batch, decoder_only=bool(config.use_decoder_only_language_model),
-                          image_token_id=int(config.image_token_id))  # fmt: skip
+                          image_token_id=int(config.image_token_id), kept=kept_positions(model))  # fmt: skip
 
     student = streams(student_output, student_batch, student_model)
     teacher = streams(teacher_output, teacher_batch, teacher_model)

@@ -19,8 +19,8 @@ Where the tokens are dropped:
   gathered to match. The prefill's logits then cover only the kept positions, so a LLaMA forward with
   ``labels`` (training, teacher forcing) is refused: apply FastV after fine-tuning.
 
-Scores: the attention probabilities of layer k are recomputed in a hook from its own q / k projections
-(SDPA does not return them), averaged over heads and (non-padding) query positions: the attention each
+Scores: the attention probabilities of layer k are recomputed in a hook from the query / key projections that
+layer computed (hooks keep them; SDPA does not return the probabilities), averaged over heads and (non-padding) query positions: the attention each
 image token receives, as FastV ranks them. Each row of a batch keeps its own top tokens, the same count in every row.
 """
 
@@ -94,6 +94,7 @@ class _FastV:
         self.image_mask: Tensor | None = None  # (B, T) True at image tokens, from the last LM input with images
         self.valid: Tensor | None = None  # (B, T) False at padding, from the stack's 2-D attention mask (None: none)
         self.keep: Tensor | None = None  # (B, T') positions kept after layer k, ascending, for that input
+        self.projected: dict[str, Tensor] = {}  # layer k's query / key projections of the current prefill
         self.handles: list = []
 
     # -- where the LM input is embedded: remember where the image tokens are -------------------------------
@@ -113,12 +114,22 @@ class _FastV:
         return -1 if self.image_mask is None else self.image_mask.shape[1]
 
     # -- layer k's attention: rank the image tokens --------------------------------------------------------
+    def on_query(self, module, args, output):
+        self.projected["query"] = output.detach()  # kept, not recomputed: the ranking costs only the scores
+
+    def on_key(self, module, args, output):
+        self.projected["key"] = output.detach()
+
     def on_attention(self, module, args, kwargs, output):
         hidden = args[0] if args else kwargs["hidden_states"]
         if hidden.shape[1] != self._full_length():
             return  # a decoding step (or a call without image tokens): nothing to rank
+        query, key = self.projected.pop("query"), self.projected.pop("key")  # (B, T, H · d), this call's
         with torch.no_grad():
-            probs = self._llama_probs(module, hidden, kwargs) if self.decoder_only else self._t5_probs(module, hidden, kwargs, output)
+            if self.decoder_only:
+                probs = self._llama_probs(module, query, key, kwargs)
+            else:
+                probs = self._t5_probs(module, query, key, kwargs, output)
             probs = probs.mean(dim=1)  # (B, Tq, Tk), mean over heads
             valid = self.valid if self.valid is not None and self.valid.shape == probs.shape[:2] else None
             if valid is None:
@@ -138,23 +149,23 @@ class _FastV:
         self.keep = positions[keep_mask].view(image.shape[0], -1)  # (B, T'), ascending per row
 
     @staticmethod
-    def _t5_probs(module, hidden: Tensor, kwargs: dict, output) -> Tensor:
-        batch, length, _ = hidden.shape
-        query = module.q(hidden).view(batch, length, -1, module.key_value_proj_dim).transpose(1, 2)  # (B, H, T, d)
-        key = module.k(hidden).view(batch, length, -1, module.key_value_proj_dim).transpose(1, 2)
+    def _t5_probs(module, query: Tensor, key: Tensor, kwargs: dict, output) -> Tensor:
+        batch, length, _ = query.shape
+        query = query.view(batch, length, -1, module.key_value_proj_dim).transpose(1, 2)  # (B, H, T, d)
+        key = key.view(batch, length, -1, module.key_value_proj_dim).transpose(1, 2)
         scores = query @ key.transpose(-1, -2) * module.scaling + output[1]  # + relative-position bias (1|B, H, T, T)
         return _softmax(scores, kwargs.get("mask"))
 
     @staticmethod
-    def _llama_probs(module, hidden: Tensor, kwargs: dict) -> Tensor:
-        batch, length, _ = hidden.shape
-        query = module.q_proj(hidden).view(batch, length, -1, module.head_dim).transpose(1, 2)  # (B, H, T, d)
-        key = module.k_proj(hidden).view(batch, length, -1, module.head_dim).transpose(1, 2)  # (B, Hkv, T, d)
+    def _llama_probs(module, query: Tensor, key: Tensor, kwargs: dict) -> Tensor:
+        batch, length, _ = query.shape
+        query = query.view(batch, length, -1, module.head_dim).transpose(1, 2)  # (B, H, T, d)
+        key = key.view(batch, length, -1, module.head_dim).transpose(1, 2)  # (B, Hkv, T, d)
         cos, sin = kwargs["position_embeddings"]
         query, key = apply_rotary_pos_emb(query, key, cos, sin)
         key = key.repeat_interleave(query.shape[1] // key.shape[1], dim=1)
         scores = query @ key.transpose(-1, -2) * module.scaling
-        causal = torch.ones(length, length, dtype=torch.bool, device=hidden.device).tril()
+        causal = torch.ones(length, length, dtype=torch.bool, device=query.device).tril()
         scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
         return _softmax(scores, kwargs.get("attention_mask"))
 
@@ -264,6 +275,8 @@ def install_fastv(model: InstructBlipForConditionalGeneration) -> InstructBlipFo
     attention = blocks[k].self_attn if decoder_only else blocks[k].layer[0].SelfAttention
     handles = [
         model.language_model.get_input_embeddings().register_forward_hook(fastv.on_embed),
+        (attention.q_proj if decoder_only else attention.q).register_forward_hook(fastv.on_query),
+        (attention.k_proj if decoder_only else attention.k).register_forward_hook(fastv.on_key),
         attention.register_forward_hook(fastv.on_attention, with_kwargs=True),
         blocks[k].register_forward_hook(fastv.on_block_output, with_kwargs=True),
         model.register_forward_pre_hook(fastv.before_model, with_kwargs=True),

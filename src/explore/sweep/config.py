@@ -49,9 +49,24 @@ class DepthSection(StrictModel):
     )
 
 
+class WidthSection(StrictModel):
+    component: Literal["vision", "qformer", "lm"] = Field(
+        description="whose layers to narrow (lm: T5 encoder and decoder together, or the LLaMA decoder)"
+    )
+    ffn_keep: float = Field(1.0, gt=0, le=1, description="fraction of FFN channels kept per layer (by importance)")
+    heads_keep: float = Field(1.0, gt=0, le=1, description="fraction of attention heads kept per layer (lm only)")
+
+
+class FastVSection(StrictModel):
+    ratio: float = Field(gt=0, lt=1, description="fraction of the image tokens dropped inside the LM")
+    layer: int = Field(ge=0, description="LM layer after which they are dropped (T5: encoder block)")
+
+
 class CompressSection(StrictModel):
     queries: QueriesSection | None = Field(None, description="fewer query tokens")
     depth: list[DepthSection] = Field(default_factory=list, description="blocks to drop, per component")
+    width: list[WidthSection] = Field(default_factory=list, description="heads / FFN channels to prune, per component")
+    fastv: FastVSection | None = Field(None, description="FastV: image tokens dropped inside the LM (applied last)")
     resolution: int | None = Field(None, gt=0, description="input image side in pixels (a multiple of the patch)")
     precision: str = Field("fp32", description=f"weights: {', '.join(PRECISIONS)}")
 
@@ -70,6 +85,12 @@ class CompressSection(StrictModel):
         for depth in self.depth:
             drop = depth.drop if isinstance(depth.drop, int) else f"[{','.join(map(str, depth.drop))}]"
             parts.append(f"{depth.component}-{drop}")
+        for width in self.width:
+            kept = [f"{name}{round(keep * 100)}%" for name, keep in (("ffn", width.ffn_keep), ("heads", width.heads_keep))
+                    if keep != 1]  # fmt: skip
+            parts.append(f"{width.component}-{'-'.join(kept) or 'full'}")
+        if self.fastv:
+            parts.append(f"fastv{round(self.fastv.ratio * 100)}%@{self.fastv.layer}")
         if self.resolution:
             parts.append(f"{self.resolution}px")
         if self.precision != "fp32":
@@ -89,15 +110,21 @@ class PointSection(StrictModel):
             raise ValueError(f"point name {value!r} must be letters, digits, '-', '_', '+' or '.'")
         return value
 
+    def _recipe(self, **exclude) -> dict:
+        """The compression recipe as hashed: width / fastv left out while unused, so that the hashes of points
+        written before those operators existed stay the same (their sweeps resume)."""
+        unused = {name for name in ("width", "fastv") if not getattr(self.compress, name)}
+        return self.compress.model_dump(exclude=unused | set(exclude))
+
     def model_key(self, recovery: FinetuneConfig | None) -> str:
         """A hash of what decides the fp32 model before precision (shared by precision variants)."""
-        spec = {"compress": self.compress.model_dump(exclude={"precision"}),
+        spec = {"compress": self._recipe(precision=True),
                 "recover": recovery.model_dump() if recovery else None}  # fmt: skip
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
     def fingerprint(self, recovery: FinetuneConfig | None) -> str:
         """A hash of everything that decides this point's model (to refuse resuming a changed point)."""
-        spec = {"compress": self.compress.model_dump(), "recover": recovery.model_dump() if recovery else None}
+        spec = {"compress": self._recipe(), "recover": recovery.model_dump() if recovery else None}
         return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -38,9 +38,11 @@ from rich.console import Console
 from explore.adapt.distill import TeacherAnswers
 from explore.adapt.finetune import finetune, load_adapter, merge_adapter, save_adapter
 from explore.compress.depth import block_count, drop_layers, drop_least_influential
+from explore.compress.fastv import prune_image_tokens
 from explore.compress.precision import load_at_precision, save_quantized
 from explore.compress.queries import prune_queries
 from explore.compress.resolution import change_resolution
+from explore.compress.width import prune_width
 from explore.data.example import Example
 from explore.errors import ExploreError
 from explore.eval.cost import disk_bytes, flops_per_example, interleaved_latency, parameter_counts, peak_memory
@@ -124,17 +126,24 @@ def build_data(config: SweepConfig, resolution: int) -> SweepData:
 
 
 def compress(model, processor, recipe: CompressSection, calibration: list[Example]):
-    """Apply ``recipe`` (queries → resolution → depth; precision comes later) to copies of the model.
+    """Apply ``recipe`` (queries → resolution → depth → width → FastV; precision comes later) to copies of the model.
 
     Returns (model, processor, dropped) where ``dropped`` maps each component to the removed block
-    positions (chosen by block influence on ``calibration`` or given in the recipe).
+    positions (chosen by block influence on ``calibration`` or given in the recipe), and ``"<component> width"``
+    to its new sizes (FFN channels / heads kept per layer, chosen by importance on ``calibration``).
     """
     model, processor = copy.deepcopy(model), copy.deepcopy(processor)  # recovery trains in place
     if recipe.queries:
         model, processor = prune_queries(model, processor, recipe.queries.keep, recipe.queries.strategy)
     if recipe.resolution:
         model, processor = change_resolution(model, processor, recipe.resolution)
-    dropped: dict[str, list[int]] = {}
+    dropped: dict[str, list[int] | dict[str, int]] = {}
+
+    def calibration_batch(model, processor) -> dict:
+        batch = collate(calibration, processor, with_labels=True, max_length=64,
+                        decoder_only=bool(model.config.use_decoder_only_language_model))  # fmt: skip
+        return to_model(batch, model)
+
     for depth in recipe.depth:
         if isinstance(depth.drop, list):
             model, dropped[depth.component] = drop_layers(model, depth.component, depth.drop), sorted(depth.drop)
@@ -146,10 +155,15 @@ def compress(model, processor, recipe: CompressSection, calibration: list[Exampl
             positions = list(range(n - depth.drop, n))
             model, dropped[depth.component] = drop_layers(model, depth.component, positions), positions
         else:
-            batch = collate(calibration, processor, with_labels=True, max_length=64,
-                            decoder_only=bool(model.config.use_decoder_only_language_model))  # fmt: skip
-            model, dropped[depth.component] = drop_least_influential(model, to_model(batch, model), depth.component,
-                                                                     depth.drop)  # fmt: skip
+            model, dropped[depth.component] = drop_least_influential(model, calibration_batch(model, processor),
+                                                                     depth.component, depth.drop)  # fmt: skip
+    for width in recipe.width:
+        model, dropped[f"{width.component} width"] = prune_width(
+            model, calibration_batch(model, processor), width.component, ffn_keep=width.ffn_keep,
+            heads_keep=width.heads_keep,
+        )  # fmt: skip
+    if recipe.fastv:  # last: its hooks sit on the blocks the other operators leave
+        model = prune_image_tokens(model, recipe.fastv.ratio, recipe.fastv.layer)
     return model.eval(), processor, dropped
 
 
@@ -225,7 +239,7 @@ def _recover(model, processor, point: PointSection, config: SweepConfig, teacher
     recipe = config.recovery_for(point)
     if recipe is None:
         return model, None
-    distill = recipe.distill_weight > 0
+    distill = recipe.needs_teacher  # logit KL, hidden-state or attention transfer
     result = finetune(model, processor, recipe, teacher=teacher[0] if distill else None,
                       teacher_processor=teacher[1] if distill else None, progress=progress,
                       teacher_answers=teacher_answers.setdefault(point.recover, TeacherAnswers()) if distill else None)  # fmt: skip
