@@ -121,6 +121,8 @@ def test_user_mistakes_are_one_line_in_the_page(client, tmp_path):
         ask(client, question="  ")
     with pytest.raises(AppError, match="no image: upload one"):
         ask(client, source="upload")
+    assert client.predict("upload", None, "test", 0, 0, api_name="/preview") == (None, "upload an image (PNG, JPEG, "
+                                                                                  "...; at most 10mb)")  # fmt: skip
     with pytest.raises(AppError, match="model folder .* does not exist"):
         ask(client, compressed=str(tmp_path / "missing"))
     with pytest.raises(AppError, match="not in the list of choices"):  # Gradio checks its dropdowns itself

@@ -108,6 +108,8 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
 
     @_page_errors
     def preview(source, upload, split, index, seed):
+        if source == UPLOAD and not upload:  # "upload" chosen, nothing uploaded yet: not a mistake
+            return None, f"upload an image (PNG, JPEG, ...; at most {MAX_FILE_SIZE})"
         image, line = picked_image(source, upload, split, index, seed)
         return _show(image), line
 
@@ -152,6 +154,7 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
 
     @_page_errors
     def generate(prompt, n, seed, steps, guidance, sampler, layout, pipeline_folder, vlm, progress=gr.Progress()):
+        guidance = guidance or None  # 0 (or an empty box): the pipeline's default
         made = generate_tab.generate(cache, prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
                                      layout=layout, pipeline=pipeline_folder, judge_model=vlm,
                                      progress=progress)  # fmt: skip
@@ -246,7 +249,8 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
                         with gr.Row():
                             steps = gr.Slider(1, generate_tab.MAX_STEPS, value=20, step=1, label="steps",
                                               elem_id="generate-steps")  # fmt: skip
-                            guidance = gr.Number(None, minimum=1, label="guidance (empty: 2 with a layout, 3 without)")
+                            guidance = gr.Number(0, minimum=0, label="guidance (1 = off; 0: the default, 2 with a "
+                                                 "layout, 3 without)")  # fmt: skip
                         with gr.Row():
                             sampler = gr.Dropdown([generate_tab.DEFAULT, "ddim", "dpm", "ddpm", "unipc"],
                                                   value=generate_tab.DEFAULT, label="sampler")  # fmt: skip
