@@ -59,7 +59,7 @@ def test_ask_a_world_scene_side_by_side_with_a_sweep_point(client, tiny_sweep):
     assert rows["original"][2] == "orange"  # the truth of test scene 0
     image = render(split_scene("test", 0, 0), 64)
     assert rows["compressed"][2] == direct_answer(sweep_model, image, TRIANGLE)
-    assert rows["compressed"][1] == sweep_model
+    assert rows["compressed"][1] == "q8 (sweep point)" and rows["original"][1] == "embedded"
     for row in rows.values():
         assert row[3] > 0 and row[4] > 0  # latency (ms), load time (s)
     assert "orange triangle" in line  # the scene's caption, as truth

@@ -1,5 +1,6 @@
 """`explore serve` in a real browser: Debian's headless Chromium, driven by Selenium through chromium-driver,
-opens the page, uploads an image, asks a question and reads the answer, then generates images and sees them.
+opens the page, loads a sweep point as the compressed model, uploads an image, asks a question and reads both
+answers, then generates images and sees them.
 Screenshots are kept in the test's temporary folder (ask.png, generate.png).
 
 The browser may reach this machine only: every host name but 127.0.0.1 resolves to nothing.
@@ -49,13 +50,28 @@ def cells(driver, element_id: str) -> list[str]:
     return [cell.text.strip() for cell in driver.find_elements(By.CSS_SELECTOR, f"#{element_id} [role=gridcell]")]
 
 
-def test_upload_ask_and_generate_in_chromium(browser, served, tmp_path):
+def tab(driver, name: str) -> None:
+    driver.find_element(By.XPATH, f"//button[@role='tab'][normalize-space()='{name}']").click()
+
+
+def test_upload_ask_and_generate_in_chromium(browser, served, tiny_sweep, tmp_path):
     url, _ = served
     picture = tmp_path / "four-shapes.png"  # test scene 0: four objects (README: `explore ask` says 4)
     render(split_scene("test", 0, 0), 64).save(picture)
 
     browser.get(url)
     wait_for(browser, lambda d: d.find_elements(By.ID, "ask-button"), "the page did not load")
+    # a sweep point becomes the compressed model of the Ask tab
+    tab(browser, "Sweep")
+    folder = browser.find_element(By.CSS_SELECTOR, "#sweep-folder textarea, #sweep-folder input")
+    folder.clear()
+    folder.send_keys(str(tiny_sweep))
+    browser.find_element(By.ID, "sweep-open").click()
+    wait_for(browser, lambda d: "q8" in cells(d, "sweep-table"), "the sweep table did not appear")
+    browser.find_element(By.ID, "sweep-load").click()
+    compressed = browser.find_element(By.CSS_SELECTOR, "#ask-compressed textarea, #ask-compressed input")
+    wait_for(browser, lambda d: compressed.is_displayed() and str(tiny_sweep.name) in compressed.get_attribute("value"),
+             "loading the point did not fill the Ask tab")  # fmt: skip
     browser.find_element(By.CSS_SELECTOR, '#ask-source label[data-testid="upload-radio-label"]').click()
     browser.find_element(By.CSS_SELECTOR, "#ask-upload input[type=file]").send_keys(str(picture))
     wait_for(browser, lambda d: "uploaded four-shapes.png: 64×64 px" in d.find_element(By.ID, "ask-truth").text,
@@ -65,12 +81,15 @@ def test_upload_ask_and_generate_in_chromium(browser, served, tmp_path):
     question.send_keys("How many objects are there?")
     browser.find_element(By.ID, "ask-button").click()
     wait_for(browser, lambda d: "embedded" in cells(d, "ask-answers"), "no answer appeared")
-    row = cells(browser, "ask-answers")
-    assert row[:3] == ["original", "embedded", "4"], row
-    assert float(row[3]) > 0  # latency (ms)
+    wait_for(browser, lambda d: "compressed" in cells(d, "ask-answers"), "no answer of the compressed model")
+    table = cells(browser, "ask-answers")
+    original, other = table[:5], table[5:]
+    assert original[:3] == ["original", "embedded", "4"], table
+    assert other[:2] == ["compressed", "q8 (sweep point)"] and other[2], table
+    assert float(original[3]) > 0 and float(other[3]) > 0  # latency (ms)
     browser.save_screenshot(str(tmp_path / "ask.png"))
 
-    browser.find_element(By.XPATH, "//button[@role='tab'][normalize-space()='Generate']").click()
+    tab(browser, "Generate")
     steps = browser.find_element(By.CSS_SELECTOR, "#generate-steps input[type=number]")
     steps.clear()
     steps.send_keys("2")

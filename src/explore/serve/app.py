@@ -92,6 +92,14 @@ def picked_image(source: str, upload: str | None, split: str, index: float, seed
     return render_scene(scene, resolution), f"scene {int(index)} of {split}: *{scene_text(scene)}*"
 
 
+def _model_label(name: str) -> str:
+    """How the answers table names a model: a sweep point by its name, a folder by its last part."""
+    point = sweep_tab.point_name(name) if name != "embedded" and Path(name).expanduser().is_dir() else None
+    if point is not None:
+        return f"{point} (sweep point)"
+    return Path(name).name if Path(name).expanduser().is_dir() else name
+
+
 def _show(image: Image.Image) -> Image.Image:
     return enlarged(image) if max(image.size) < 256 else image
 
@@ -122,7 +130,8 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
             resolution = ask_tab.model_resolution(cache, original_model)
         image, line = picked_image(source, upload, split, index, seed, resolution)
         answers = ask_tab.answer(cache, image, task, question, original_model, compressed, progress=progress)
-        rows = [[a.role, a.model, a.answer, round(a.latency_ms, 1), round(a.load_seconds, 2)] for a in answers]
+        rows = [[a.role, _model_label(a.model), a.answer, round(a.latency_ms, 1), round(a.load_seconds, 2)]
+                for a in answers]  # fmt: skip
         return rows, _show(image), line
 
     @_page_errors
@@ -212,7 +221,8 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
                                                     elem_id="ask-compressed")  # fmt: skip
                         ask_button = gr.Button("Ask", variant="primary", elem_id="ask-button")
                         answers = gr.Dataframe(headers=["model", "name", "answer", "latency (ms)", "load, once (s)"],
-                                               interactive=False, wrap=True, elem_id="ask-answers")  # fmt: skip
+                                               column_widths=["14%", "26%", "30%", "15%", "15%"], interactive=False,
+                                               wrap=True, elem_id="ask-answers")  # fmt: skip
             with gr.Tab("Judge", id="judge"):
                 with gr.Row():
                     with gr.Column():

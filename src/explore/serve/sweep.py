@@ -133,3 +133,20 @@ def point_model(view: SweepView, name: str) -> Path:
         raise ExploreError(f"the model of point {name!r} is not in {view.folder} (swept with keep_models: false, or "
                            "deleted); rerun the point with `explore sweep --only` to get it")  # fmt: skip
     return view.models[name]
+
+
+def point_name(model_folder: str | Path) -> str | None:
+    """The sweep point(s) whose model is ``model_folder`` (a ``models/<key>`` or ``points/<name>/model-<precision>``
+    folder inside a sweep's output_dir), as "a" or "a / b"; None when it is no sweep's model."""
+    folder = Path(str(model_folder).strip()).expanduser().resolve()
+    if folder.parent.name == "models":
+        sweep = folder.parent.parent
+    elif folder.parent.parent.name == "points":
+        sweep = folder.parent.parent.parent
+    else:
+        return None
+    if not (sweep / RESULTS).is_file():
+        return None
+    names = [name for name, record in read_results(sweep / RESULTS).items()
+             if point_model_folder(sweep, record.get("model_dir")) == folder]  # fmt: skip
+    return " / ".join(names) or None
