@@ -29,6 +29,9 @@ def raw_config(folder, out) -> dict:
         "points": [
             {"name": "q3", "compress": {"queries": {"keep": 3, "strategy": "merge"}}},
             {"name": "q3+lora", "compress": {"queries": {"keep": 3, "strategy": "merge"}}, "recover": "lora"},
+            # the same model as q3+lora in int8: on Ray it waits for q3+lora to make the model, then loads it
+            {"name": "q3-int8+lora", "compress": {"queries": {"keep": 3, "strategy": "merge"}, "precision": "int8"},
+             "recover": "lora"},
             # the tiny model has 2 decoder blocks: this point raises when it runs (the config itself is valid)
             {"name": "too-deep", "compress": {"depth": [{"component": "lm_decoder", "drop": 2, "by": "last"}]}},
         ],
@@ -85,7 +88,7 @@ def wait_until_idle(seconds: float = 120) -> None:
 def test_ray_sweep_gives_the_local_rows_and_records_the_failing_point(ray_address, tiny_folder, tmp_path, local_rows):
     from explore.sweep.ray_backend import RayRunner
 
-    assert set(local_rows) == {"original", "q3", "q3+lora"}
+    assert set(local_rows) == {"original", "q3", "q3+lora", "q3-int8+lora"}
     out = tmp_path / "ray"
     with pytest.raises(ExploreError, match=r"1 point\(s\) failed: too-deep: cannot drop 2 of the 2 lm_decoder"):
         run_sweep(SweepConfig.model_validate(raw_config(tiny_folder, out)), runner=RayRunner(ray_address),
@@ -97,7 +100,8 @@ def test_ray_sweep_gives_the_local_rows_and_records_the_failing_point(ray_addres
     assert "## Failed points" in report and "`too-deep`: cannot drop 2" in report and "| q3+lora |" in report
     assert "side by side in one pass" in report
     latency = json.loads((out / LATENCY).read_text())
-    assert latency["points"] == ["original", "q3", "q3+lora"]
+    assert latency["points"] == ["original", "q3", "q3+lora", "q3-int8+lora"]
+    assert len(list((out / "models").glob("*.json"))) == 3  # q3+lora and q3-int8+lora share one
     assert all(value["latency_b1_s"] > 0 and value["latency_b2_s"] > 0 for value in latency["latency"].values())
 
 

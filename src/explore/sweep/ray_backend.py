@@ -106,11 +106,19 @@ class RayRunner:
         self._connect()
         task = ray.remote(_point_task).options(**options)
         raw = config.model_dump()
-        pending = {task.remote(raw, point.name): point for point in todo}
+        # points that share a model (they differ only in precision) wait for the first of them, which makes it:
+        # run side by side, each would compress and fine-tune the same model
+        groups: dict[str, list[PointSection]] = {}
+        for point in todo:
+            groups.setdefault(point.model_key(config.recovery_for(point)), []).append(point)
+        pending = {task.remote(raw, group[0].name): group[0] for group in groups.values()}
+        waiting = {key: group[1:] for key, group in groups.items()}  # model key → the points after the first
         try:
             while pending:
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
                 point = pending.pop(ref)
+                later = waiting.pop(point.model_key(config.recovery_for(point)), [])
+                pending.update({task.remote(raw, other.name): other for other in later})
                 try:
                     result = ray.get(ref)
                 except ray.exceptions.RayError as error:  # the worker died (out of memory, killed): not the code's
