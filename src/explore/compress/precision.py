@@ -13,6 +13,10 @@ int8      int8 per output row + float32 scale, weight-only;  CPU / CUDA  torchao
           activations stay float32                                       via ``TorchAoConfig``
 int8-bnb  LLM.int8() (arXiv 2208.07339), float16 activations CUDA only   bitsandbytes ``load_in_8bit``
 nf4       4-bit NormalFloat, bfloat16 compute                CUDA only   bitsandbytes ``load_in_4bit``
+w4a16     4-bit integer weights in groups of 32 (RTN),       CPU / CUDA  compressed-tensors, see
+          saved as a compressed-tensors checkpoint                       :mod:`explore.compress.ptq`
+w8a8      int8 weights per row, int8 activations per token   CPU / CUDA  compressed-tensors (activations
+          (dynamic; fake-quantized in memory)                            only in memory, see there)
 ========  =================================================  ==========  ==============================
 
 Only ``nn.Linear`` weights are quantized, and not the LM's output head or embeddings (HF's default
@@ -55,6 +59,7 @@ import torch
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, TorchAoConfig
 
 from explore.errors import ExploreError
+from explore.compress.ptq import PTQ_SCHEMES, quantize_rtn, save_ptq
 from explore.models.loading import _resolve, save_model
 from explore.models.quantized import (
     PRECISIONS,
@@ -83,7 +88,11 @@ def load_at_precision(
             do not match the config, or a NaN / Inf weight.
     """
     check_device(precision_spec(precision), device)  # refuse before looking at the folder
-    return from_pretrained_at_precision(_resolve(source), precision, device=device)
+    source = _resolve(source)
+    if precision in PTQ_SCHEMES and saved_precision(source) is None:  # compressed-tensors: quantized after loading
+        model, processor = from_pretrained_at_precision(source, "fp32", device=device)
+        return quantize_rtn(model, precision), processor
+    return from_pretrained_at_precision(source, precision, device=device)
 
 
 def quantize(
@@ -114,6 +123,8 @@ def save_quantized(
     Raises ExploreError if the backend cannot write safetensors (explore never writes pickles).
     """
     folder = Path(folder)
+    if getattr(model, "_explore_ptq", None) is not None:  # w4a16 / w8a8 from explore.compress.ptq
+        return save_ptq(model, processor, folder)
     quantizer = getattr(model, "hf_quantizer", None)
     if quantizer is not None and not quantizer.is_serializable():
         precision = precision_of(model.config.quantization_config) or "these quantized"

@@ -46,6 +46,9 @@ _TABLE: dict[str, Precision] = {
         # LLM.int8() kernels take float16 activations; under float16 HF keeps T5's `wo` in float32.
         Precision("int8-bnb", torch.float16, "bitsandbytes", cuda_only=True, pip="pip install 'explore-vlm[gpu]'"),
         Precision("nf4", torch.bfloat16, "bitsandbytes", cuda_only=True, pip="pip install 'explore-vlm[gpu]'"),
+        # compressed-tensors checkpoints (explore.compress.ptq): quantized in memory and saved, not while loading
+        Precision("w4a16", torch.float32, "compressed-tensors", cuda_only=False, pip="pip install 'explore-vlm[ptq]'"),
+        Precision("w8a8", torch.float32, "compressed-tensors", cuda_only=False, pip="pip install 'explore-vlm[ptq]'"),
     )
 }
 PRECISIONS: tuple[str, ...] = tuple(_TABLE)
@@ -71,6 +74,9 @@ def from_pretrained_at_precision(
             f"model {source} is saved quantized as {saved!r}; load it at {saved!r}, or quantize its unquantized "
             f"original to {spec.name!r}"
         )
+    if spec.backend == "compressed-tensors" and saved is None:
+        raise ExploreError(f"{spec.name} weights are made by explore.compress.ptq (quantize_rtn, save_ptq), not while "
+                           "loading; use explore.compress.precision.load_at_precision, which quantizes after loading")  # fmt: skip
     kwargs = {} if saved is not None else {"quantization_config": _quantization_config(spec)}
     fix = "if it was saved quantized, save it again with explore.compress.precision.save_quantized"
     try:
@@ -112,7 +118,7 @@ def check_device(spec: Precision, device: str | torch.device) -> torch.device:
         raise ExploreError(f"device {str(device)!r} asked for, but no CUDA GPU is visible; use device='cpu'")
     if device.type not in ("cpu", "cuda"):
         raise ExploreError(f"device {str(device)!r} is not supported for precisions; use 'cpu' or 'cuda'")
-    if spec.backend != "torch" and importlib.util.find_spec(spec.backend) is None:
+    if spec.backend != "torch" and importlib.util.find_spec(spec.backend.replace("-", "_")) is None:
         raise ExploreError(f"{spec.name} needs the {spec.backend} package, which is not installed: {spec.pip}")
     return device
 
@@ -137,6 +143,8 @@ def precision_of(quantization_config) -> str | None:
     if method == "torchao":
         quant_type = config.get("quant_type", {}).get("default", {}).get("_type")
         return "int8" if quant_type == "Int8WeightOnlyConfig" else None
+    if method == "compressed-tensors":  # explore.compress.ptq's formats
+        return {"pack-quantized": "w4a16", "int-quantized": "w8a8"}.get(config.get("format"))
     if method == "bitsandbytes":
         if config.get("load_in_8bit"):
             return "int8-bnb"
