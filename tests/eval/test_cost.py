@@ -110,3 +110,26 @@ def test_peak_memory_grows_with_batch_and_weights_shrink_with_int8(tiny):
     small, _ = quantize(model, processor, "int8")
     assert weight_bytes(small) < 0.6 * weight_bytes(model)  # width 16: embeddings and LM head stay float32
     assert small.get_memory_footprint() == model.get_memory_footprint()  # why weight_bytes exists
+
+
+def test_interleaved_latency_times_every_model_in_each_round_round_robin(monkeypatch):
+    """Three stand-in models whose generation sleeps 10, 20 and 40 ms a batch, and a slow spell (+300 ms a batch)
+    during the second round only: each model is timed once per round, the first model moving by one each round,
+    and the median over 3 rounds leaves the spell out of every model's value."""
+    from explore.eval.cost import interleaved_latency
+
+    examples = world_examples("test", 2, "vqa", resolution=16)
+    delay = {"a": 0.01, "b": 0.02, "c": 0.04}
+    log = []
+
+    def sleepy_generate(model, processor, batch, max_new_tokens):
+        log.append(model)
+        time.sleep(delay[model] + (0.3 if 6 < len(log) <= 12 else 0.0))  # the second round: 3 models × 2 passes
+        return ["yes"] * len(batch)
+
+    monkeypatch.setattr(cost_module, "generate_answers", sleepy_generate)
+    seconds = interleaved_latency({name: (name, None) for name in "abc"}, examples, batch_sizes=[2], rounds=3)
+    # per round and model one batch of 2 twice: the untimed pass (warm-up, block-size estimate), the timed one
+    assert log == ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a", "c", "c", "a", "a", "b", "b"]
+    for name in "abc":  # seconds per example; the spell would add 150 ms, the margin allows 75 ms of load
+        assert delay[name] / 2 <= seconds[name][2] < delay[name] / 2 + 0.075

@@ -85,8 +85,11 @@ class RayRunner:
 
     def _connect(self) -> None:
         if not self.ray.is_initialized():
+            # a local instance: no dashboard, and workers at the driver's priority (Ray's default niceness of 15
+            # lets any other busy process on a shared machine starve the points)
+            local = {"include_dashboard": False, "_system_config": {"worker_niceness": 0}} if self.address is None else {}
             try:
-                self.ray.init(address=self.address, logging_level="ERROR", log_to_driver=False)
+                self.ray.init(address=self.address, logging_level="ERROR", log_to_driver=False, **local)
             except ConnectionError as error:
                 raise ExploreError(f"--address {self.address}: cannot reach a Ray cluster there ({error}); "
                                    "start one with `ray start --head` or leave --address out") from None  # fmt: skip

@@ -362,10 +362,10 @@ def run_sweep(config: SweepConfig, *, config_path: str | None = None, only: list
     Returns the path of ``results.jsonl``; the report is written next to it. Raises ExploreError (after the
     report) naming the points that failed.
     """
-    if config.device == "cuda" and not torch.cuda.is_available() and runner is None:
-        raise ExploreError("the sweep config asks for device: cuda, but no CUDA GPU is visible; use device: cpu")
     console = console or Console(stderr=True, quiet=not progress)
     runner = runner or LocalRunner(progress=progress, console=console)
+    if config.device == "cuda" and not torch.cuda.is_available() and isinstance(runner, LocalRunner):
+        raise ExploreError("the sweep config asks for device: cuda, but no CUDA GPU is visible; use device: cpu")
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     points = config.all_points()
