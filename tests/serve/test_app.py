@@ -5,6 +5,7 @@ import io
 import json
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import numpy as np
 import pytest
@@ -20,6 +21,8 @@ from explore.infer import CAPTION_PROMPT
 from explore.models.generate import generate_answers
 from explore.models.loading import load_model
 from explore.errors import ExploreError
+from explore.serve import ask as ask_tab
+from explore.serve import generate as generate_tab
 from explore.serve.inputs import MAX_FILE_BYTES, enlarged, world_scene
 from explore.serve.models import ModelCache
 from explore.world.render import render
@@ -217,3 +220,25 @@ def test_the_served_cache_holds_each_model_once(served, client):
 def test_explore_serve_with_a_bad_model_is_one_line(explore_cli, tmp_path):
     code, out, err = explore_cli("serve", "--model", str(tmp_path / "missing"))
     assert code == 2 and err.count("\n") == 1 and "does not exist" in err
+
+
+class RecordedProgress(gr.Progress):
+    """Gradio's progress object, recording what the handler reports (it is falsy, like the real one)."""
+
+    def __init__(self):
+        super().__init__()
+        self.descriptions = []
+
+    def __call__(self, progress, desc=None, *args, **kwargs):
+        self.descriptions.append(desc)
+
+
+def test_long_work_reports_progress():
+    cache, progress = ModelCache(), RecordedProgress()
+    generate_tab.generate(cache, "a red circle", n=1, steps=2, progress=progress)
+    assert progress.descriptions == ["loading the diffusion pipeline", "sampling 1 image(s), 2 steps",
+                                     "finding objects", "loading the VLM judge embedded",
+                                     "asking the prompt's questions"]  # fmt: skip
+    progress = RecordedProgress()
+    ask_tab.answer(cache, render(split_scene("test", 0, 0), 64), "question", TRIANGLE, "embedded", progress=progress)
+    assert progress.descriptions == ["original: loading embedded", "original: answering"]

@@ -162,7 +162,8 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
         return summary, samples_rows, verdicts.official_prompt
 
     @_page_errors
-    def generate(prompt, n, seed, steps, guidance, sampler, layout, pipeline_folder, vlm, progress=gr.Progress()):
+    def generate(prompt, n, seed, steps, guidance, sampler, layout, pipeline_folder, vlm,
+                 progress=gr.Progress(track_tqdm=True)):  # track_tqdm: the denoising loop's steps
         guidance = guidance or None  # 0 (or an empty box): the pipeline's default
         made = generate_tab.generate(cache, prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
                                      layout=layout, pipeline=pipeline_folder, judge_model=vlm,

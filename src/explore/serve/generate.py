@@ -107,7 +107,7 @@ def generate(cache: ModelCache, prompt: str, *, n: int = 4, seed: int = 0, steps
     if not 1 <= int(steps) <= MAX_STEPS:
         raise ExploreError(f"steps must be between 1 and {MAX_STEPS}, got {steps}")
     n, steps, seed = int(n), int(steps), int(seed)
-    report = progress or (lambda *args, **kwargs: None)
+    report = progress if progress is not None else (lambda *args, **kwargs: None)  # gr.Progress can be falsy
     report(0.0, desc="loading the diffusion pipeline")
     pipe = cache.pipeline(pipeline)
     settings = resolve_settings(pipe.grounded, layout, sampler, guidance)
