@@ -242,8 +242,7 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
                         judge_button = gr.Button("Judge", variant="primary", elem_id="judge-button")
                         verdicts = gr.Dataframe(headers=["judge", "verdict", "answer 1", "answer 2", ""],
                                                 interactive=False, wrap=True, elem_id="judge-verdicts")  # fmt: skip
-                with gr.Accordion("the official prompt (VL-RewardBench) and the generative judge's samples",
-                                  open=False):  # fmt: skip
+                with gr.Accordion("the official prompt (VL-RewardBench) and the generative judge's samples"):
                     prompt_box = gr.Textbox(label="official judge prompt, answer 1 first (each sample draws its "
                                             "own order, as the official code does)", lines=12, interactive=False,
                                             elem_id="judge-prompt")  # fmt: skip
@@ -272,10 +271,10 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
                         generate_button = gr.Button("Generate", variant="primary", elem_id="generate-button")
                         generate_summary = gr.Markdown(elem_id="generate-summary")
                     with gr.Column(scale=2):
-                        gallery = gr.Gallery(label="images", columns=4, format="png", elem_id="generate-images")
-                        layout_gallery = gr.Gallery(label="layouts", columns=4, format="png",
+                        gallery = gr.Gallery(label="images", columns=4, height=300, format="png", elem_id="generate-images")
+                        layout_gallery = gr.Gallery(label="layouts", columns=4, height=300, format="png",
                                                     elem_id="generate-layouts")  # fmt: skip
-                        detection_gallery = gr.Gallery(label="objects the detector found", columns=4, format="png",
+                        detection_gallery = gr.Gallery(label="objects the detector found", columns=4, height=300, format="png",
                                                        elem_id="generate-detections")  # fmt: skip
                 questions = gr.Dataframe(headers=["image", "type", "question", "prompt says", "VLM", "detector",
                                                   "VLM right"], interactive=False, wrap=True,
@@ -288,7 +287,7 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
                 sweep_answer = gr.Markdown(elem_id="sweep-answer")
                 sweep_notes = gr.Markdown()
                 sweep_table = gr.Dataframe(interactive=False, wrap=True, elem_id="sweep-table")
-                plots = gr.Gallery(label="Pareto plots", columns=2, elem_id="sweep-plots")
+                plots = gr.Gallery(label="Pareto plots", columns=2, height=460, object_fit="contain", elem_id="sweep-plots")
                 with gr.Row():
                     point = gr.Dropdown([], label="point", elem_id="sweep-point", allow_custom_value=True)
                     load_button = gr.Button("Load into Ask (as the compressed model)", elem_id="sweep-load")

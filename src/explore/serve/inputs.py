@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 from explore.data.images import load_image
 from explore.errors import ExploreError, ImageError
@@ -82,14 +82,16 @@ def draw_detections(image: Image.Image, detections: list[Detection], side: int =
     shown = enlarged(image, side).convert("RGB")
     width, height = shown.size
     draw = ImageDraw.Draw(shown)
+    font = ImageFont.load_default(size=12)
     scale = width / image.size[0]
     for found in detections:
         x, y = found.x * width, found.y * height
         radius = max(4.0, (found.area / 3.14159) ** 0.5 * scale)
         draw.ellipse((x - radius, y - radius, x + radius, y + radius), outline=(0, 0, 0), width=2)
         label = f"{found.size} {found.colour} {found.shape}"
-        top = y + radius + 2 if y + radius + 14 < height else y - radius - 14
-        left = min(max(0.0, x - 3 * len(label)), width - 6 * len(label))
-        draw.rectangle((left, top, left + 6 * len(label), top + 11), fill=(255, 255, 255))
-        draw.text((left + 1, top), label, fill=(0, 0, 0))
+        text_width = draw.textlength(label, font=font)
+        top = y + radius + 2 if y + radius + 16 < height else y - radius - 16
+        left = min(max(0.0, x - text_width / 2), width - text_width - 2)
+        draw.rectangle((left, top, left + text_width + 2, top + 14), fill=(255, 255, 255))
+        draw.text((left + 1, top), label, fill=(0, 0, 0), font=font)
     return shown
