@@ -1,6 +1,7 @@
 """The frontier operators in a sweep (width pruning, FastV, layer-wise distillation) on a tiny T5-backed model,
 the packaged frontier config, and the recipe hashes of points written before those operators existed."""
 
+import json
 from pathlib import Path
 
 from explore.models.loading import load_model
@@ -70,3 +71,23 @@ def test_frontier_config_is_valid():
     assert len({p.name for p in points}) == len(points) > 5
     assert any(p.compress.width for p in points) and any(p.compress.fastv for p in points)
     assert any(config.recovery_for(p) and config.recovery_for(p).distill_hidden_weight > 0 for p in points)
+
+
+def test_cli_compress_with_width_fastv_and_w4a16(tmp_path, tiny_folder, explore_cli):
+    from transformers import InstructBlipForConditionalGeneration
+
+    out = tmp_path / "small"
+    code, stdout, err = explore_cli("compress", "--model", str(tiny_folder), "--out", str(out), "--width",
+                                  "lm:ffn=0.5,heads=0.5", "--width", "qformer:ffn=0.5", "--fastv", "0.5@1",
+                                  "--precision", "w4a16")  # fmt: skip
+    assert code == 0 and "lm-ffn50%-heads50% · qformer-ffn50% · fastv50%@1 · w4a16" in stdout, err
+    model = InstructBlipForConditionalGeneration.from_pretrained(out)  # plain transformers
+    assert model.config.text_config.d_ff == 16 and model.config.text_config.num_heads == 1
+    assert model.config.qformer_config.intermediate_size == 16
+    assert model.config.explore_fastv == {"ratio": 0.5, "layer": 1}
+    assert json.loads((out / "config.json").read_text())["quantization_config"]["format"] == "pack-quantized"
+    loaded, _ = load_model(out)
+    assert hasattr(loaded, "_explore_fastv")
+    for bad in (["--width", "lm:ffn=half"], ["--width", "lm:depth=0.5"], ["--fastv", "0.5"]):
+        code, _, err = explore_cli("compress", "--model", str(tiny_folder), "--out", str(tmp_path / "x"), *bad)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and not (tmp_path / "x").exists(), (bad, err)

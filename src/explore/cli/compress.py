@@ -27,7 +27,17 @@ def compress_command(
     resolution: Annotated[
         int | None, typer.Option(help="Input image side in pixels (a multiple of the patch).")
     ] = None,
-    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16, int8 (CPU/GPU), int8-bnb or nf4 (GPU).")] = "fp32",
+    width: Annotated[
+        list[str] | None,
+        typer.Option(help="COMPONENT:ffn=F,heads=H keeps fractions F of the FFN channels and H of the heads of every "
+                     "layer, by importance; components: vision, qformer (ffn only), lm. Repeatable."),
+    ] = None,
+    fastv: Annotated[
+        str | None, typer.Option(help="RATIO@LAYER: FastV drops RATIO of the image tokens after LM layer LAYER "
+                                 "(explore's load_model restores it; plain from_pretrained ignores it).")
+    ] = None,
+    precision: Annotated[str, typer.Option(help="fp32, bf16, fp16, int8 (CPU/GPU), int8-bnb or nf4 (GPU), w4a16 or "
+                                           "w8a8 (compressed-tensors).")] = "fp32",
     seed: Annotated[int, typer.Option(help="World seed of the calibration questions for block influence.")] = 0,
 ) -> None:
     """Compress a model once (the operators of `explore sweep`) and save it as a normal HF model folder."""
@@ -50,8 +60,27 @@ def compress_command(
                                "e.g. vision=1 or lm_decoder:0,1")  # fmt: skip
         positions = [int(number) for number in numbers]
         depth.append({"component": component, "drop": positions if by_position else positions[0]})
+    widths = []
+    for item in width or []:
+        component, _, settings = item.partition(":")
+        keeps = dict(setting.partition("=")[::2] for setting in settings.split(",") if setting)
+        try:
+            fractions = {f"{name}_keep": float(value) for name, value in keeps.items() if name in ("ffn", "heads")}
+        except ValueError:
+            fractions = {}
+        if not component or not fractions or len(fractions) != len(keeps):
+            raise ExploreError(f"--width {item!r}: expected COMPONENT:ffn=F,heads=H with fractions, e.g. lm:ffn=0.5 "
+                               "or lm:ffn=0.5,heads=0.5")  # fmt: skip
+        widths.append({"component": component, **fractions})
+    fastv_section = None
+    if fastv is not None:
+        ratio, at, layer = fastv.partition("@")
+        try:
+            fastv_section = {"ratio": float(ratio), "layer": int(layer)}
+        except ValueError:
+            raise ExploreError(f"--fastv {fastv!r}: expected RATIO@LAYER, e.g. 0.5@0") from None
     raw = {"queries": {"keep": queries, "strategy": query_strategy} if queries else None, "depth": depth,
-           "resolution": resolution, "precision": precision}  # fmt: skip
+           "width": widths, "fastv": fastv_section, "resolution": resolution, "precision": precision}  # fmt: skip
     try:
         recipe = CompressSection.model_validate(raw)
     except ValidationError as error:

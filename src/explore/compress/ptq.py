@@ -64,7 +64,7 @@ def _linear_names(model: InstructBlipForConditionalGeneration) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear) and module is not head]
 
 
-GROUP_SIZES: tuple[int, ...] = (128, 64, 32, 16)  # W4A16 group sizes tried, widest first (compressed-tensors: 128)
+GROUP_SIZES: tuple[int, ...] = (128, 64, 32, 16, 8)  # W4A16 group sizes tried, widest first (compressed-tensors: 128)
 
 
 def quantize_rtn(
@@ -74,7 +74,7 @@ def quantize_rtn(
     round-to-nearest, fake-quantized in memory (it runs like the saved model served with the same scheme).
 
     ``group_size``: W4A16 weights share one scale per ``group_size`` input features; it must divide every layer's
-    input width. Default: the widest of 128, 64, 32, 16 that does (compressed-tensors' preset is 128; the
+    input width. Default: the widest of 128, 64, 32, 16, 8 that does (compressed-tensors' preset is 128; the
     embedded model's 160-wide layers take 32, the tiny test models 16). Raises ExploreError for an unknown
     scheme, a group size that does not divide a layer, or a missing compressed-tensors.
     """
