@@ -4,13 +4,10 @@ import socket
 
 import pytest
 
+from explore.serve.app import build_app, launch  # needs the serve extra (gradio), which `make install` installs
+from explore.serve.models import ModelCache
 from explore.sweep.config import SweepConfig
 from explore.sweep.run import run_sweep
-
-gradio = pytest.importorskip("gradio", reason="explore serve needs the serve extra: pip install -e '.[serve]'")
-
-from explore.serve.app import build_app, launch  # noqa: E402
-from explore.serve.models import ModelCache  # noqa: E402
 
 
 def free_port() -> int:

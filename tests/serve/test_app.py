@@ -16,11 +16,11 @@ from PIL import Image
 
 from explore.data.example import Example
 from explore.diffusion.pipeline import load_pipeline, set_scheduler
+from explore.errors import ExploreError
 from explore.eval.likelihood import answer_logprobs
 from explore.infer import CAPTION_PROMPT
 from explore.models.generate import generate_answers
 from explore.models.loading import load_model
-from explore.errors import ExploreError
 from explore.serve import ask as ask_tab
 from explore.serve import generate as generate_tab
 from explore.serve.inputs import MAX_FILE_BYTES, enlarged, world_scene
@@ -71,7 +71,7 @@ def test_ask_a_world_scene_side_by_side_with_a_sweep_point(client, tiny_sweep):
 
 def test_ask_an_uploaded_image_and_caption_it(client, tmp_path):
     png = world_png(tmp_path)
-    table, preview, line = ask(client, source="upload", upload=png)
+    table, _, line = ask(client, source="upload", upload=png)
     assert [row[:3] for row in table["data"]] == [["original", "embedded", "orange"]]
     assert "scene-0.png" in line and "64×64" in line
     table, _, _ = ask(client, source="upload", upload=png, task="caption")
@@ -124,8 +124,8 @@ def test_user_mistakes_are_one_line_in_the_page(client, tmp_path):
         ask(client, question="  ")
     with pytest.raises(AppError, match="no image: upload one"):
         ask(client, source="upload")
-    assert client.predict("upload", None, "test", 0, 0, api_name="/preview") == (None, "upload an image (PNG, JPEG, "
-                                                                                  "...; at most 10mb)")  # fmt: skip
+    waiting = (None, "upload an image (PNG, JPEG, ...; at most 10mb)")  # "upload" chosen, nothing uploaded yet
+    assert client.predict("upload", None, "test", 0, 0, api_name="/preview") == waiting
     with pytest.raises(AppError, match="model folder .* does not exist"):
         ask(client, compressed=str(tmp_path / "missing"))
     with pytest.raises(AppError, match="not in the list of choices"):  # Gradio checks its dropdowns itself
@@ -200,7 +200,7 @@ def test_sweep_tab_reads_the_folder(client, tiny_sweep, tmp_path):
 
 
 def test_models_load_once(monkeypatch):
-    import explore.serve.models as models
+    from explore.serve import models
 
     calls = []
     monkeypatch.setattr(models, "load_model", lambda name, device: calls.append(name) or object())
@@ -218,7 +218,7 @@ def test_the_served_cache_holds_each_model_once(served, client):
 
 
 def test_explore_serve_with_a_bad_model_is_one_line(explore_cli, tmp_path):
-    code, out, err = explore_cli("serve", "--model", str(tmp_path / "missing"))
+    code, _, err = explore_cli("serve", "--model", str(tmp_path / "missing"))
     assert code == 2 and err.count("\n") == 1 and "does not exist" in err
 
 

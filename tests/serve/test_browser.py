@@ -11,14 +11,13 @@ import shutil
 
 import pytest
 from PIL import Image
+from selenium import webdriver  # the test extra
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from explore.world.render import render
 from explore.world.splits import split_scene
-
-webdriver = pytest.importorskip("selenium.webdriver", reason="the browser test needs selenium (the test extra)")
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 WAIT_S = 120  # the first click loads the models; on 2 busy cores that can take a while
@@ -34,6 +33,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1100",
+                     "--disable-background-networking", "--disable-component-update", "--no-first-run",
                      "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"):  # fmt: skip
         options.add_argument(argument)
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)

@@ -22,13 +22,23 @@ from explore.serve import ask as ask_tab
 from explore.serve import generate as generate_tab
 from explore.serve import judge as judge_tab
 from explore.serve import sweep as sweep_tab
-from explore.serve.inputs import (MAX_FILE_SIZE, draw_detections, enlarged, read_upload, render_scene, scene_text,
-                                  world_scene)  # fmt: skip
+from explore.serve.inputs import (
+    MAX_FILE_SIZE,
+    draw_detections,
+    enlarged,
+    read_upload,
+    render_scene,
+    scene_text,
+    world_scene,
+)
 from explore.serve.models import PACKAGED_PIPELINE, ModelCache
 from explore.world.splits import SPLITS
 
 UPLOAD, WORLD = "upload", "world scene"
 MODELS = "models"  # the concurrency group of every handler that runs a model
+# Gradio passes a fresh tracker to a handler whose parameter defaults to a gr.Progress; these only mark it
+PROGRESS = gr.Progress()
+STEPS_PROGRESS = gr.Progress(track_tqdm=True)  # also follows tqdm bars: the denoising loop's steps
 INTRO = """# explore
 Ask the original and a compressed model about an image, judge two answers, generate shapes-world images and
 read a sweep. Models load on first use and stay loaded; the first click on a tab waits for its model."""
@@ -123,7 +133,7 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
 
     @_page_errors
     def ask(source, upload, split, index, seed, task, question, original_model, compressed,
-            progress=gr.Progress()):  # fmt: skip
+            progress=PROGRESS):  # fmt: skip
         resolution = 64
         if source == WORLD:  # render the scene at the size the original model reads
             progress(0, desc=f"loading {original_model}")
@@ -143,7 +153,7 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
 
     @_page_errors
     def judge(source, upload, split, index, seed, query, first, second, model, samples, judge_seed,
-              progress=gr.Progress()):  # fmt: skip
+              progress=PROGRESS):  # fmt: skip
         resolution = ask_tab.model_resolution(cache, model) if source == WORLD else 64
         image, _ = picked_image(source, upload, split, index, seed, resolution)
         verdicts = judge_tab.judge(cache, model, image, query, first, second, samples=samples, seed=judge_seed,
@@ -163,7 +173,7 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
 
     @_page_errors
     def generate(prompt, n, seed, steps, guidance, sampler, layout, pipeline_folder, vlm,
-                 progress=gr.Progress(track_tqdm=True)):  # track_tqdm: the denoising loop's steps
+                 progress=STEPS_PROGRESS):
         guidance = guidance or None  # 0 (or an empty box): the pipeline's default
         made = generate_tab.generate(cache, prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
                                      layout=layout, pipeline=pipeline_folder, judge_model=vlm,
@@ -207,23 +217,22 @@ def build_app(cache: ModelCache | None = None, *, original: str = "embedded", pi
     with gr.Blocks(title="explore", analytics_enabled=False, delete_cache=(3600, 86400)) as app:
         gr.Markdown(INTRO)
         with gr.Tabs(selected="ask") as tabs:
-            with gr.Tab("Ask", id="ask"):
-                with gr.Row():
-                    with gr.Column():
-                        picker = image_picker("ask")
-                    with gr.Column():
-                        task = gr.Radio(list(ask_tab.TASKS), value="question", label="task", elem_id="ask-task")
-                        question = gr.Textbox("What colour is the triangle?", label="question",
-                                              elem_id="ask-question")  # fmt: skip
-                        original_box = gr.Textbox(original, label="original model ('embedded', a folder or a Hub id)",
-                                                  elem_id="ask-original")  # fmt: skip
-                        compressed_box = gr.Textbox("", label="compressed model: a folder, or a sweep point loaded "
-                                                    "from the Sweep tab (empty: the original only)",
-                                                    elem_id="ask-compressed")  # fmt: skip
-                        ask_button = gr.Button("Ask", variant="primary", elem_id="ask-button")
-                        answers = gr.Dataframe(headers=["model", "name", "answer", "latency (ms)", "load, once (s)"],
-                                               column_widths=["14%", "26%", "30%", "15%", "15%"], interactive=False,
-                                               wrap=True, elem_id="ask-answers")  # fmt: skip
+            with gr.Tab("Ask", id="ask"), gr.Row():
+                with gr.Column():
+                    picker = image_picker("ask")
+                with gr.Column():
+                    task = gr.Radio(list(ask_tab.TASKS), value="question", label="task", elem_id="ask-task")
+                    question = gr.Textbox("What colour is the triangle?", label="question",
+                                          elem_id="ask-question")  # fmt: skip
+                    original_box = gr.Textbox(original, label="original model ('embedded', a folder or a Hub id)",
+                                              elem_id="ask-original")  # fmt: skip
+                    compressed_box = gr.Textbox("", label="compressed model: a folder, or a sweep point loaded "
+                                                "from the Sweep tab (empty: the original only)",
+                                                elem_id="ask-compressed")  # fmt: skip
+                    ask_button = gr.Button("Ask", variant="primary", elem_id="ask-button")
+                    answers = gr.Dataframe(headers=["model", "name", "answer", "latency (ms)", "load, once (s)"],
+                                           column_widths=["14%", "26%", "30%", "15%", "15%"], interactive=False,
+                                           wrap=True, elem_id="ask-answers")  # fmt: skip
             with gr.Tab("Judge", id="judge"):
                 with gr.Row():
                     with gr.Column():

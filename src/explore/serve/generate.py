@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
+from explore.diffusion.pipeline import SCHEDULERS, set_scheduler
 from explore.errors import ExploreError
 from explore.eval.t2i import answer_matches, exact_answer, judge_questions, vlm_answers
-from explore.diffusion.pipeline import SCHEDULERS, set_scheduler
 from explore.serve.models import ModelCache
 from explore.world.detect import Detection, calibrated_classifier, detect, detected_scene
 from explore.world.layout import prompt_layout

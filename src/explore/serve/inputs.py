@@ -44,7 +44,7 @@ def read_upload(path: str | Path | None) -> Image.Image:
     return load_image(path, max_pixels=MAX_UPLOAD_PIXELS, name=name)
 
 
-def world_scene(split: str, index: int | float, seed: int | float) -> Scene:
+def world_scene(split: str, index: float, seed: float) -> Scene:
     """Scene ``index`` of a world ``split`` (the scenes ``explore world export`` writes for that seed).
 
     Raises:
