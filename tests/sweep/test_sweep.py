@@ -54,7 +54,7 @@ def test_config_errors(tmp_path, tiny_folder):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: embedded\ntasks: [{name: world-vqa}]\npoints: [{name: a, compress: {querys: {keep: 2}}}]\n")
     with pytest.raises(
-        ConfigError, match="unknown key 'points.0.compress.querys'.*allowed keys here: depth, precision"
+        ConfigError, match="unknown key 'points.0.compress.querys'.*allowed keys here: depth, fastv, precision"
     ):
         load_sweep_config(bad)
     with pytest.raises(ValueError, match="unknown recovery 'lora2'"):

@@ -253,8 +253,8 @@ def finetune(
                           f"{config.distill_attention_weight}) but no teacher was given; pass the original model as "
                           "teacher (CLI: --distill-from) or set the distill weights to 0")  # fmt: skip
     if teacher is not None and not distilling:
-        raise ConfigError("a teacher was given but every distill weight is 0; set distill_weight (or "
-                          "distill_hidden_weight / distill_attention_weight) > 0 to distil from it")  # fmt: skip
+        raise ConfigError("a teacher was given but distill_weight is 0 (and so are distill_hidden_weight and "
+                          "distill_attention_weight); set one of them > 0 to distil from it")  # fmt: skip
     if teacher is model:
         raise ExploreError("the teacher is the student itself; finetune changes the student, so pass a copy "
                            "(copy.deepcopy) of the original model as teacher")  # fmt: skip
