@@ -69,6 +69,12 @@ def test_ask_a_world_scene_side_by_side_with_a_sweep_point(client, tiny_sweep):
     assert np.array_equal(np.asarray(Image.open(preview).convert("RGB")), np.asarray(enlarged(image)))
 
 
+def test_another_world_scene_is_a_random_scene_index(client):
+    draws = [client.predict(api_name="/ask_another_scene") for _ in range(4)]
+    assert all(source == "world scene" and 0 <= index < 10_000 for source, index in draws)
+    assert len({index for _, index in draws}) > 1
+
+
 def test_ask_an_uploaded_image_and_caption_it(client, tmp_path):
     png = world_png(tmp_path)
     table, _, line = ask(client, source="upload", upload=png)

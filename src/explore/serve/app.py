@@ -11,6 +11,7 @@ Every handler is also an API endpoint (``api_name``), which is how the tests cal
 from __future__ import annotations
 
 import functools
+import random
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,7 @@ from explore.world.splits import SPLITS
 
 UPLOAD, WORLD = "upload", "world scene"
 MODELS = "models"  # the concurrency group of every handler that runs a model
+SCENES_TO_DRAW = 10_000  # "another world scene" picks one of the first this many scenes of the split
 # Gradio passes a fresh tracker to a handler whose parameter defaults to a gr.Progress; these only mark it
 PROGRESS = gr.Progress()
 STEPS_PROGRESS = gr.Progress(track_tqdm=True)  # also follows tqdm bars: the denoising loop's steps
@@ -83,10 +85,19 @@ def image_picker(prefix: str) -> ImagePicker:
         split = gr.Dropdown(list(SPLITS), value="test", label="world split", elem_id=f"{prefix}-split")
         index = gr.Number(0, precision=0, minimum=0, label="scene", elem_id=f"{prefix}-index")
         seed = gr.Number(0, precision=0, minimum=0, label="world seed", elem_id=f"{prefix}-seed")
+    another = gr.Button("another world scene", size="sm", elem_id=f"{prefix}-another")
     preview = gr.Image(label="the image", type="pil", format="png", interactive=False, height=256,
                        elem_id=f"{prefix}-preview")  # fmt: skip
     truth = gr.Markdown(elem_id=f"{prefix}-truth")
-    return ImagePicker(source, upload, split, index, seed, preview, truth)
+    picker = ImagePicker(source, upload, split, index, seed, preview, truth)
+    another.click(another_scene, None, [source, index], api_name=f"{prefix}_another_scene",
+                  api_visibility="public" if prefix == "ask" else "private")  # fmt: skip
+    return picker
+
+
+def another_scene() -> tuple[str, int]:
+    """A world scene drawn at random (its index in the split; the split's scenes are themselves sampled)."""
+    return WORLD, random.randrange(SCENES_TO_DRAW)
 
 
 def picked_image(source: str, upload: str | None, split: str, index: float, seed: float,
