@@ -116,7 +116,7 @@ def generate(cache: ModelCache, prompt: str, *, n: int = 4, seed: int = 0, steps
     grounded = layouts is not None
     if layouts is None:
         layouts = [prompt_layout(prompt, [seed, i]) for i in range(n)]
-    set_scheduler(pipe, settings["sampler"])
+    set_scheduler(pipe, settings["sampler"])  # on the cached pipeline: the app runs one model job at a time
     report(0.1, desc=f"sampling {n} image(s), {steps} steps")
     images = pipe(prompt, num_inference_steps=steps, guidance_scale=settings["guidance"], num_images_per_prompt=n,
                   generator=torch.Generator().manual_seed(seed),

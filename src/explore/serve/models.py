@@ -43,7 +43,8 @@ class ModelCache:
 
     ``device``: where models go ("cpu" by default, as everywhere in explore). Loading errors
     (:class:`~explore.errors.ExploreError`: a missing folder, pickle weights, NaN weights) propagate and
-    nothing is cached for that name, so a fixed folder can be tried again.
+    nothing is cached for that name, so a fixed folder can be tried again. Nothing is evicted: every model
+    asked for stays in memory until the server stops (explore's models are small; a Hub model is not).
     """
 
     def __init__(self, device: str = "cpu"):
@@ -83,6 +84,6 @@ class ModelCache:
             return None if loaded is None else loaded.load_seconds
 
     def loaded(self) -> list[str]:
-        """What is held, as "kind: key" lines (for the page's status line)."""
+        """What is held, as "kind: key" lines."""
         with self._lock:
             return [f"{kind}: {key}" for kind, key in self._items]
