@@ -23,6 +23,7 @@ from explore.models.generate import generate_answers
 from explore.models.loading import load_model
 from explore.serve import ask as ask_tab
 from explore.serve import generate as generate_tab
+from explore.serve import sweep as sweep_tab
 from explore.serve.inputs import MAX_FILE_BYTES, enlarged, world_scene
 from explore.serve.models import ModelCache
 from explore.world.render import render
@@ -248,3 +249,24 @@ def test_long_work_reports_progress():
     progress = RecordedProgress()
     ask_tab.answer(cache, render(split_scene("test", 0, 0), 64), "question", TRIANGLE, "embedded", progress=progress)
     assert progress.descriptions == ["original: loading embedded", "original: answering"]
+
+
+def test_a_moved_or_unfinished_sweep_folder_is_still_read(tiny_sweep, tmp_path):
+    records = [json.loads(line) for line in (tiny_sweep / "results.jsonl").read_text().splitlines()]
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "models").symlink_to(tiny_sweep / "models")  # the models came along; the recorded paths are gone
+    for record in records:
+        record["model_dir"] = "gone/sweep/models/" + Path(record["model_dir"]).name
+    # no latency.json: as a sweep killed before its latency pass at the end
+    (moved / "results.jsonl").write_text("".join(json.dumps(record) + "\n" for record in records))
+    view = sweep_tab.open_sweep(moved)
+    assert view.models["q8"] == (moved / "models" / Path(records[1]["model_dir"]).name).resolve()
+    assert "min kept" not in view.header and [row[0] for row in view.rows] == ["original", "q8"]
+    assert any("no config.yaml" in note for note in view.notes)
+    assert any("only the scores are shown" in note for note in view.notes)
+    assert sweep_tab.point_model(view, "q8") == view.models["q8"]
+    (moved / "models").unlink()
+    view = sweep_tab.open_sweep(moved)
+    with pytest.raises(ExploreError, match="the model of point 'q8' is not in"):
+        sweep_tab.point_model(view, "q8")
