@@ -3,6 +3,7 @@ against the functions they show: the same answers, verdicts, images and sweep ro
 
 import io
 import json
+import socket
 from pathlib import Path
 
 import gradio as gr
@@ -270,3 +271,13 @@ def test_a_moved_or_unfinished_sweep_folder_is_still_read(tiny_sweep, tmp_path):
     view = sweep_tab.open_sweep(moved)
     with pytest.raises(ExploreError, match="the model of point 'q8' is not in"):
         sweep_tab.point_model(view, "q8")
+
+
+def test_explore_serve_on_a_busy_port_is_one_line(explore_cli):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code, _, err = explore_cli("serve", "--port", str(port))
+    assert code == 2 and err.count("\n") == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in err and "pass another --port" in err
