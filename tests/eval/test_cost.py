@@ -1,5 +1,6 @@
 """Cost measures on tiny models: parameters, disk, memory, FLOPs and latency respond to compression."""
 
+import statistics
 import time
 from dataclasses import replace
 
@@ -124,12 +125,16 @@ def test_interleaved_latency_times_every_model_in_each_round_round_robin(monkeyp
 
     def sleepy_generate(model, processor, batch, max_new_tokens):
         log.append(model)
-        time.sleep(delay[model] + (0.3 if 6 < len(log) <= 12 else 0.0))  # the second round: 3 models × 2 passes
+        time.sleep(delay[model] + (0.3 if 9 < len(log) <= 15 else 0.0))  # the second round (after 3 + 6 passes)
         return ["yes"] * len(batch)
 
     monkeypatch.setattr(cost_module, "generate_answers", sleepy_generate)
     seconds = interleaved_latency({name: (name, None) for name in "abc"}, examples, batch_sizes=[2], rounds=3)
-    # per round and model one batch of 2 twice: the untimed pass (warm-up, block-size estimate), the timed one
-    assert log == ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a", "c", "c", "a", "a", "b", "b"]
+    # a first untimed pass per model, then per round and model one batch of 2 twice: the untimed pass (warm-up,
+    # block-size estimate) and the timed one
+    assert log == ["a", "b", "c"] + ["a", "a", "b", "b", "c", "c", "b", "b", "c", "c", "a", "a", "c", "c", "a", "a",
+                                     "b", "b"]  # fmt: skip
     for name in "abc":  # seconds per example; the spell would add 150 ms, the margin allows 75 ms of load
-        assert delay[name] / 2 <= seconds[name][2] < delay[name] / 2 + 0.075
+        assert len(seconds[name][2]) == 3
+        assert delay[name] / 2 <= statistics.median(seconds[name][2]) < delay[name] / 2 + 0.075
+        assert max(seconds[name][2]) >= delay[name] / 2 + 0.15  # the slow round is there, left out by the median

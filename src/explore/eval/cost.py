@@ -15,7 +15,6 @@ warming up; the tracker: 0.5 MB), and a batch of 8 run twice raised it by 7.9 MB
 
 from __future__ import annotations
 
-import statistics
 import weakref
 from pathlib import Path
 
@@ -86,14 +85,16 @@ def interleaved_latency(models: dict[str, tuple], examples: list[Example], *, ba
     """Seconds per example to generate answers for ``examples`` with every model of ``models`` (name → (model,
     processor)) at every batch size, measured side by side in one pass.
 
-    In each of ``rounds`` rounds every model is timed once per batch size, round-robin, the first model moving
-    by one each round: ``torch.utils.benchmark.Timer.blocked_autorange`` runs one untimed pass over
+    Each model first runs one untimed pass per batch size (its first use pays one-time costs). Then in each of
+    ``rounds`` rounds every model is timed once per batch size, round-robin, the first model moving by one each
+    round: ``torch.utils.benchmark.Timer.blocked_autorange`` runs one untimed pass over
     ``examples`` (its block-size estimate, which also warms the model up) and then timed passes until
-    ``min_run_time`` seconds are spent (at least one). A model's value is the median over the rounds of its
-    median pass. A slow spell of a shared machine then falls on every model in turn, not on whichever one
-    happened to be timed during it, so ratios between the models are fair.
+    ``min_run_time`` seconds are spent (at least one). A slow spell of a shared machine then falls on every model
+    in turn, not on whichever one happened to be timed during it, so ratios between the models are fair when
+    each model keeps the median over the rounds (:func:`statistics.median` of the returned lists).
 
-    Returns ``{name: {batch_size: seconds per example}}``; raises ValueError for ``rounds`` < 1.
+    Returns ``{name: {batch_size: [seconds per example of its median pass, one per round]}}``; raises
+    ValueError for ``rounds`` < 1.
     """
     if rounds < 1:
         raise ValueError(f"rounds must be >= 1, got {rounds}")
@@ -107,6 +108,7 @@ def interleaved_latency(models: dict[str, tuple], examples: list[Example], *, ba
                 for batch in batches:
                     generate_answers(model, processor, batch, max_new_tokens=max_new_tokens)
 
+            one_pass()  # the first use of a model pays one-time costs (allocations, kernel choices): not timed
             timers[name, batch_size] = benchmark.Timer(stmt="one_pass()", globals={"one_pass": one_pass},
                                                        num_threads=torch.get_num_threads())  # fmt: skip
     medians: dict[tuple[str, int], list[float]] = {key: [] for key in timers}
@@ -116,7 +118,7 @@ def interleaved_latency(models: dict[str, tuple], examples: list[Example], *, ba
             for batch_size in batch_sizes:
                 measurement = timers[name, batch_size].blocked_autorange(min_run_time=min_run_time)
                 medians[name, batch_size].append(measurement.median / len(examples))
-    return {name: {b: statistics.median(medians[name, b]) for b in batch_sizes} for name in names}
+    return {name: {b: medians[name, b] for b in batch_sizes} for name in names}
 
 
 def weight_bytes(model: torch.nn.Module) -> int:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import statistics
 import tempfile
 import time
 import traceback
@@ -187,7 +188,8 @@ def latency_method(config: SweepConfig) -> str:
     cost = config.cost
     return (f"latency was measured for all points side by side in one pass at the end of the sweep: "
             f"{cost.rounds} rounds, each timing every point once per batch size (1 and {cost.batch_size}) "
-            f"round-robin from a start that moves by one point each round; a timing is an untimed warm-up pass "
+            f"round-robin from a start that moves by one point each round, after one untimed pass of each point; "
+            f"a timing is an untimed warm-up pass "
             f"over {cost.latency_examples} world VQA questions, then timed passes for {cost.min_run_time:g} s "
             f"(at least one; torch.utils.benchmark's blocked_autorange), and each point keeps the median over "
             f"the rounds of its median pass")  # fmt: skip
@@ -222,8 +224,10 @@ def measure_latency(config: SweepConfig, out: Path, names: list[str]) -> dict:
     sizes = sorted({1, cost.batch_size})
     seconds = interleaved_latency(models, timing, batch_sizes=sizes, rounds=cost.rounds, min_run_time=cost.min_run_time)
     return {"points": names, "settings": latency_settings(config), "method": latency_method(config),
-            "latency": {name: {f"latency_b{b}_s": value for b, value in by_size.items()}
-                        for name, by_size in seconds.items()}}  # fmt: skip
+            "latency": {name: {f"latency_b{b}_s": statistics.median(rounds) for b, rounds in by_size.items()}
+                        for name, by_size in seconds.items()},
+            "rounds": {name: {f"latency_b{b}_s": rounds for b, rounds in by_size.items()}
+                       for name, by_size in seconds.items()}}  # fmt: skip
 
 
 def latency_settings(config: SweepConfig) -> dict:
