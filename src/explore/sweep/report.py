@@ -204,7 +204,7 @@ def write_report(config: SweepConfig, results: dict[str, dict], out: Path, order
         (
             f"Tasks: {tasks}. Retention is against `original` (judge: share of above-chance accuracy kept). "
             f"Target: every task ≥ {config.target_retention:.0%}; aim: ≥ {config.aim_retention:.0%} with ≤ 25% of the "
-            "non-embedding parameters or ≥ 3× lower latency (batch 1 or batched). Cost ratios in brackets are against `original`; "
+            "non-embedding parameters or ≥ 3× lower latency (batch 1 or batched). Cost ratios in brackets are against `original`. "
             + (f"{latency_method[0].upper()}{latency_method[1:]}, on this machine ({config.device})."
                if latency_method else "latency per example on this machine.")
         ),
