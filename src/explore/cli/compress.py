@@ -120,7 +120,7 @@ def sweep_command(
     ] = False,
     backend: Annotated[
         str, typer.Option(help="local: the points one after another here; ray: one Ray task per point "
-                          "(pip install 'explore-vlm[ray]').")
+                          "(needs the ray extra of explore-vlm).")
     ] = "local",
     address: Annotated[
         str | None, typer.Option(help="--backend ray: an existing cluster ('auto', or host:port); "
