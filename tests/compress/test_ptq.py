@@ -108,3 +108,39 @@ def test_ptq_errors(tmp_path):
     save_model(model, processor, tmp_path / "fp32")
     with pytest.raises(ExploreError, match="not while loading"):
         from_pretrained_at_precision(tmp_path / "fp32", "w4a16")
+
+
+@pytest.mark.parametrize("family, scheme", CASES)
+def test_gptq_through_llmcompressor_beats_rtn_and_saves_the_same_format(family, scheme, tmp_path):
+    """Needs llmcompressor, which explore does not install (it pins transformers <= 5.17): skipped without it."""
+    pytest.importorskip("llmcompressor")
+    from explore.compress.ptq import quantize_gptq
+
+    model, processor = make(family)
+    calibration = world_examples("val", 16, "vqa", resolution=16)
+    gptq = quantize_gptq(model, processor, calibration, scheme)
+    rtn = quantize_rtn(model, scheme)
+    full = logits(model, processor)
+    names = {n for n, m in gptq.named_modules() if getattr(m, "quantization_scheme", None) is not None}
+    assert names == {n for n, m in rtn.named_modules() if getattr(m, "quantization_scheme", None) is not None}
+    error_gptq = (logits(gptq, processor) - full).pow(2).mean()
+    error_rtn = (logits(rtn, processor) - full).pow(2).mean()
+    assert 0 < error_gptq < error_rtn  # GPTQ compensates each column's rounding error on the calibration inputs
+    folder = save_ptq(gptq, processor, tmp_path / "m")
+    again = InstructBlipForConditionalGeneration.from_pretrained(folder).eval()
+    expected = logits(gptq if scheme == "w4a16" else weights_only(gptq), processor)
+    torch.testing.assert_close(logits(again, processor), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gptq_without_llmcompressor_names_the_install():
+    import importlib.util
+
+    from explore.compress.ptq import quantize_gptq
+
+    if importlib.util.find_spec("llmcompressor") is not None:
+        pytest.skip("llmcompressor is installed")
+    model, processor = make("t5")
+    with pytest.raises(ExploreError, match="pip install --no-deps llmcompressor"):
+        quantize_gptq(model, processor, world_examples("val", 2, "vqa", resolution=16), "w4a16")
+    with pytest.raises(ExploreError, match="no calibration examples"):
+        quantize_gptq(model, processor, [], "w4a16")

@@ -2,11 +2,20 @@
 W4A16 (4-bit integer weights in groups, 16-bit activations) and W8A8 (8-bit weights per output channel, 8-bit
 activations per token, dynamic).
 
-The weights are rounded to the nearest level (RTN) with scales from each group's / row's min and max, through
-compressed-tensors' own quantization lifecycle (``apply_quantization_config`` → ``calculate_qparams`` →
-``ModelCompressor.compress_model``). Calibrated algorithms (GPTQ, AWQ, SmoothQuant) live in ``llmcompressor``,
-which is **not** used here: llmcompressor 0.14 requires transformers <= 5.17 and pip would replace the
-installed 5.24; its checkpoints are this same format, so a folder it writes loads the same way.
+Two ways to choose the integer weights:
+
+- :func:`quantize_rtn`: round to the nearest level with scales from each group's / row's min and max, through
+  compressed-tensors' own quantization lifecycle (``apply_quantization_config`` → ``calculate_qparams``);
+  compressed-tensors is the ``ptq`` extra.
+- :func:`quantize_gptq`: GPTQ (arXiv 2210.17323) through ``llmcompressor``'s ``oneshot`` with a ``GPTQModifier``,
+  calibrated on world examples. llmcompressor 0.14 declares ``transformers<=5.17`` and
+  ``compressed-tensors==0.19.0``, so ``pip install llmcompressor`` would replace transformers 5.24 here; it is
+  therefore no extra of explore. Installed beside 5.24 without its pins (``pip install --no-deps
+  llmcompressor==0.14.0.1``) it ran GPTQ W4A16 on the tiny models on CPU (tests/compress/test_ptq.py, skipped
+  without it); AWQ and SmoothQuant need per-architecture layer mappings llmcompressor has none of for InstructBLIP.
+
+Both end in the same state (a model whose Linear layers carry compressed-tensors quantization parameters), which
+:func:`save_ptq` compresses (``ModelCompressor.compress_model``) and saves.
 
 Every ``nn.Linear`` is quantized except the LM head (as HF and llmcompressor recipes do). The saved folder holds
 the compressed weights (W4A16: eight 4-bit values packed per int32; W8A8: int8) and ``config.json``'s
@@ -26,13 +35,16 @@ from __future__ import annotations
 import copy
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import torch
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor
 
+from explore.data.example import Example
 from explore.errors import ExploreError
-from explore.models.loading import save_model
+from explore.models.collate import collate
+from explore.models.loading import load_model, save_model
 from explore.runs import atomic_folder
 
 PTQ_SCHEMES: tuple[str, ...] = ("w4a16", "w8a8")
@@ -116,6 +128,62 @@ def quantize_rtn(
             module.quantization_status = QuantizationStatus.FROZEN
     model._explore_ptq = scheme
     return model.eval()
+
+
+def quantize_gptq(
+    model: InstructBlipForConditionalGeneration,
+    processor: InstructBlipProcessor,
+    calibration: list[Example],
+    scheme: str,
+    *,
+    group_size: int | None = None,
+) -> InstructBlipForConditionalGeneration:
+    """A copy of ``model`` quantized to ``scheme`` by GPTQ on ``calibration`` (one example per forward pass),
+    through llmcompressor (see the module docstring for installing it). Same layers and group sizes as
+    :func:`quantize_rtn`; save it with :func:`save_ptq`. Raises ExploreError for an unknown scheme, a missing
+    llmcompressor, or no calibration examples."""
+    if scheme not in PTQ_SCHEMES:
+        raise ExploreError(f"unknown PTQ scheme {scheme!r}; choose one of: {', '.join(PTQ_SCHEMES)}")
+    if not calibration:
+        raise ExploreError("quantize_gptq: no calibration examples; pass a few (e.g. 64 validation questions)")
+    try:
+        from datasets import Dataset
+        from llmcompressor import oneshot
+        from llmcompressor.modifiers.quantization import GPTQModifier
+    except ImportError as error:
+        raise ExploreError("GPTQ needs llmcompressor, which pins transformers <= 5.17; install it beside this "
+                           "transformers with `pip install --no-deps llmcompressor==0.14.0.1`") from error  # fmt: skip
+    preset_name_to_scheme = _compressed_tensors()[5]
+    rtn_shape = quantize_rtn(model, scheme, group_size=group_size)  # the scheme and group size RTN would use
+    quant_scheme = preset_name_to_scheme(_PRESETS[scheme], ["Linear"])
+    if quant_scheme.weights.group_size is not None:
+        quant_scheme.weights.group_size = next(
+            m.quantization_scheme.weights.group_size for m in rtn_shape.modules() if hasattr(m, "quantization_scheme")
+        )
+    del rtn_shape
+    decoder_only = bool(model.config.use_decoder_only_language_model)
+    rows = []
+    for example in calibration:
+        batch = collate([example], processor, with_labels=True, max_length=64, decoder_only=decoder_only)
+        rows.append({name: tensor[0].tolist() for name, tensor in batch.items()})
+
+    def one_example(batch: list[dict]) -> dict:
+        return {name: torch.tensor(value).unsqueeze(0) for name, value in batch[0].items()}
+
+    head = model.language_model.get_output_embeddings()
+    head_name = next(name for name, module in model.named_modules() if module is head)
+    with tempfile.TemporaryDirectory(prefix="explore-gptq-") as tmp:
+        # llmcompressor reads the model's config back from model.config.name_or_path: work on a saved copy
+        save_model(model, processor, Path(tmp) / "model")
+        quantized, _ = load_model(Path(tmp) / "model")
+        recipe = GPTQModifier(config_groups={"group_0": quant_scheme}, ignore=[head_name])
+        oneshot(model=quantized, processor=processor, dataset=Dataset.from_list(rows), recipe=recipe,
+                data_collator=one_example, num_calibration_samples=len(rows), pipeline="basic")  # fmt: skip
+    # llmcompressor wraps this model's save_pretrained to also write its recipe, read back from the (deleted)
+    # folder above; save_ptq compresses and saves as for RTN, so the class's own method is put back
+    quantized.__dict__.pop("save_pretrained", None)
+    quantized._explore_ptq = scheme
+    return quantized.eval()
 
 
 def save_ptq(
