@@ -198,12 +198,16 @@ SAMPLER_SETTINGS: dict[str, dict] = {
 }  # fmt: skip
 
 
-# Latents are not bounded to [-1, 1]: no clipping or thresholding (Stable Diffusion's settings).
+# Latents are not bounded to [-1, 1]: no clipping or thresholding (Stable Diffusion's settings), and "leading"
+# spacing (SD's), which starts one stride below the last training step: with the cosine schedule alpha_bar is
+# ~0 there, and without clipping the first "trailing" step divides the noise prediction's error by
+# sqrt(alpha_bar) — measured on the latent model after 77 k images (16 val scenes, DDIM 20, g 2): trailing
+# objects 3%, colour + position 8% (noise); trailing with x0 clipped to ±4: 0% / 61%; leading: 33% / 83%.
 LATENT_SAMPLER_SETTINGS: dict[str, dict] = {
     "ddpm": {"clip_sample": False},
-    "ddim": {"clip_sample": False, "timestep_spacing": "trailing"},
-    "dpm": {"algorithm_type": "dpmsolver++", "thresholding": False, "timestep_spacing": "trailing"},
-    "unipc": {"predict_x0": True, "thresholding": False, "timestep_spacing": "trailing"},
+    "ddim": {"clip_sample": False, "timestep_spacing": "leading"},
+    "dpm": {"algorithm_type": "dpmsolver++", "thresholding": False, "timestep_spacing": "leading"},
+    "unipc": {"predict_x0": True, "thresholding": False, "timestep_spacing": "leading"},
 }  # fmt: skip
 
 
