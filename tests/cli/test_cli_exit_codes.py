@@ -22,7 +22,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 USAGE_ERRORS = {
     "unknown command": (["evall"], "No such command 'evall'"),
-    "unknown option": (["sweep", "--backend", "ray"], "No such option: --backend"),
+    "unknown option": (["sweep", "--bakend", "ray"], "No such option: --bakend"),
     "unknown subcommand": (["world", "exprot"], "No such command 'exprot'"),
     "bad value": (["world", "export", "--out", "x", "--n", "two"], "Invalid value for '--n'"),
     "missing option": (["world", "export", "--n", "2"], "Missing option '--out'"),
