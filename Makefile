@@ -12,7 +12,7 @@ $(BIN)/explore: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet "torch==2.13.0"
-	$(BIN)/python -m pip install --quiet -e ".[test,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[test,serve,ptq]"
 	touch $(BIN)/explore
 
 install: $(BIN)/explore
