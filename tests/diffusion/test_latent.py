@@ -106,6 +106,7 @@ def test_latent_pipeline_trains_and_reloads_through_plain_diffusers(tiny_config,
         assert pipe.scheduler.timesteps[0] == 950 and pipe.scheduler.config.clip_sample is False
     images = run(ours)
     assert images.shape == (1, 32, 32, 3)  # decoded to the training resolution
+    assert ours.image_size == plain.image_size == 32 and ours.unet.config.sample_size == 8  # what eval renders at
     assert np.array_equal(images, run(plain))
 
 
@@ -137,3 +138,19 @@ def test_unknown_autoencoder_config_key_is_refused(tmp_path):
     path.write_text("train: {steps: 2}\nmodel: {latent_chanels: 4}\n")
     with pytest.raises(ConfigError, match="latent_chanels"):
         load_autoencoder_config(path)
+
+
+def test_world_geneval_renders_and_detects_at_the_decoded_size(tiny_autoencoder, tmp_path):
+    """The real renders beside a latent model's images are drawn at 64 px (the decoded size), not at the UNet's
+    16 x 16 latent side, where the detector cannot tell the shapes (every real-render score would fall)."""
+    from explore.diffusion.config import load_diffusion_config
+    from explore.eval.geneval import evaluate_geneval, geneval_examples
+
+    config = load_diffusion_config(Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "tiny-grounded.yaml")
+    model = config.model.model_copy(update={"autoencoder": str(tiny_autoencoder), "pixel_unshuffle": 1})
+    torch.manual_seed(0)
+    pipe = set_scheduler(build_pipeline(config.model_copy(update={"model": model})), "ddim")
+    assert pipe.unet.config.sample_size == 16 and pipe.image_size == 64
+    summary = evaluate_geneval(pipe, geneval_examples(1, seed=3), tmp_path, layout="auto", seed=3, steps=2,
+                               progress=False)  # fmt: skip
+    assert summary["seen"]["real"]["overall"] == 1.0

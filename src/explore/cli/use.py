@@ -301,7 +301,7 @@ def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     check_split(split)
     pipe = set_scheduler(load_pipeline(checkpoint), scheduler)
-    examples = spec.load(TaskOptions(split=split, seed=seed, limit=limit, resolution=pipe.unet.config.sample_size))
+    examples = spec.load(TaskOptions(split=split, seed=seed, limit=limit, resolution=pipe.image_size))
     summary = evaluate_t2i(pipe, vlm, processor, examples, out, steps=steps, guidance=guidance, batch_size=batch_size)
     _print_summary(f"world-t2i ({summary['examples']} prompts, {scheduler} {steps} steps; {title})", summary)
     typer.echo(f"wrote {out / 'predictions.jsonl'}, {out / 'images'} and {out / 'summary.json'}")

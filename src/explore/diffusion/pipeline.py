@@ -71,6 +71,14 @@ class WorldDiffusionPipeline(DiffusionPipeline):
                               vae=vae)  # fmt: skip
 
     @property
+    def image_size(self) -> int:
+        """Side in pixels of the images it makes: the UNet's sample size, times the autoencoder's factor."""
+        size = self.unet.config.sample_size
+        if self.latent:
+            size *= 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return size
+
+    @property
     def latent(self) -> bool:
         """Whether the UNet denoises an autoencoder's latents (``vae`` decodes them) rather than pixels."""
         return getattr(self, "vae", None) is not None

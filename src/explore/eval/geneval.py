@@ -171,7 +171,7 @@ def evaluate_geneval(pipe, examples: list[Example], out_dir: Path, *, layout: st
     done = {record["id"] for record in log.records}
     jobs = [(p, i) for p in range(len(examples)) for i in range(IMAGES_PER_PROMPT)
             if f"{examples[p].id}-{i}" not in done]  # fmt: skip
-    classifier = calibrated_classifier(pipe.unet.config.sample_size)
+    classifier = calibrated_classifier(pipe.image_size)
     columns = (TextColumn("[bold]world-geneval"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())  # fmt: skip
     total = len(examples) * IMAGES_PER_PROMPT

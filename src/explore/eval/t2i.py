@@ -167,7 +167,7 @@ def evaluate_t2i(
         raise ExploreError(f"{path} holds predictions for ids not in this task ({sorted(unknown)[:3]} ...); "
                            "use a new --out folder")  # fmt: skip
     todo = [example for example in examples if example.id not in done]
-    resolution = pipe.unet.config.sample_size
+    resolution = pipe.image_size
     classifier = calibrated_classifier(resolution)
     columns = (TextColumn("[bold]world-t2i"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                TimeRemainingColumn())  # fmt: skip

@@ -122,7 +122,7 @@ def generate(cache: ModelCache, prompt: str, *, n: int = 4, seed: int = 0, steps
                   generator=torch.Generator().manual_seed(seed),
                   layout=layouts if grounded else "none").images  # fmt: skip
     report(0.6, desc="finding objects")
-    classifier = calibrated_classifier(pipe.unet.config.sample_size)
+    classifier = calibrated_classifier(pipe.image_size)
     detections = [detect(image, classifier) for image in images]
     report(0.7, desc=f"loading the VLM judge {judge_model}")
     vlm, processor = cache.vlm(judge_model)
