@@ -133,60 +133,47 @@ def _attentions(model: InstructBlipForConditionalGeneration, component: str) -> 
 
 
 @torch.no_grad()
-def _down_inputs(model: nn.Module, batch: dict, layers: list[nn.Linear]) -> list[torch.Tensor]:
-    """One forward pass over ``batch``; for each layer, the mean over tokens of ``|input|``, (features,)."""
-    sums: list[torch.Tensor | None] = [None] * len(layers)
-    counts = [0] * len(layers)
+def _token_means(model: nn.Module, batch: dict, modules: list[nn.Module], score, what: str) -> list[torch.Tensor]:
+    """One forward pass over ``batch``; for each module, the mean over tokens of ``score(i, module, x)``, where
+    ``x`` (tokens, features) is the module's input and the score is (tokens, k)."""
+    sums: list[torch.Tensor | None] = [None] * len(modules)
+    counts = [0] * len(modules)
 
     def hook(index: int):
         def record(module, args):
             x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # (tokens, features)
-            total = x.abs().sum(dim=0)
+            total = score(index, module, x).sum(dim=0)
             sums[index] = total if sums[index] is None else sums[index] + total
             counts[index] += x.shape[0]
 
         return record
 
-    handles = [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    handles = [module.register_forward_pre_hook(hook(i)) for i, module in enumerate(modules)]
     try:
         model(**batch)
     finally:
         for handle in handles:
             handle.remove()
     if any(s is None for s in sums):
-        raise ExploreError("width importance: the calibration batch did not reach every layer")
+        raise ExploreError(f"width importance: the calibration batch did not reach every {what}")
     return [s / c for s, c in zip(sums, counts, strict=True)]
 
 
-@torch.no_grad()
+def _down_inputs(model: nn.Module, batch: dict, layers: list[nn.Linear]) -> list[torch.Tensor]:
+    """For each layer, the mean over tokens of ``|input|``, (features,)."""
+    return _token_means(model, batch, layers, lambda index, module, x: x.abs(), "layer")
+
+
 def _head_contributions(model: nn.Module, batch: dict, attentions: list[_Attention]) -> list[torch.Tensor]:
     """Per attention, (heads,): mean over tokens of the norm of each head's output in the residual stream."""
-    sums: list[torch.Tensor | None] = [None] * len(attentions)
-    counts = [0] * len(attentions)
 
-    def hook(index: int):
-        attention = attentions[index]
+    def per_head(index: int, module: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+        head_dim = attentions[index].head_dim
+        heads = x.shape[1] // head_dim
+        weight = module.weight.float().view(module.weight.shape[0], heads, head_dim)  # (D, H, hd)
+        return torch.einsum("thd,ohd->tho", x.view(-1, heads, head_dim), weight).norm(dim=-1)  # (tokens, H)
 
-        def record(module, args):
-            x = args[0].detach().float().reshape(-1, args[0].shape[-1])  # (tokens, heads · head_dim)
-            heads = x.shape[1] // attention.head_dim
-            weight = module.weight.float().view(module.weight.shape[0], heads, attention.head_dim)  # (D, H, hd)
-            per_head = torch.einsum("thd,ohd->tho", x.view(-1, heads, attention.head_dim), weight)  # (tokens, H, D)
-            total = per_head.norm(dim=-1).sum(dim=0)  # (H,)
-            sums[index] = total if sums[index] is None else sums[index] + total
-            counts[index] += x.shape[0]
-
-        return record
-
-    handles = [a.out.register_forward_pre_hook(hook(i)) for i, a in enumerate(attentions)]
-    try:
-        model(**batch)
-    finally:
-        for handle in handles:
-            handle.remove()
-    if any(s is None for s in sums):
-        raise ExploreError("width importance: the calibration batch did not reach every attention layer")
-    return [s / c for s, c in zip(sums, counts, strict=True)]
+    return _token_means(model, batch, [a.out for a in attentions], per_head, "attention layer")
 
 
 def width_importance(
