@@ -1,6 +1,7 @@
 """The grounded generator: the UNet reads the layout map, space-to-depth keeps shapes, the pipeline reloads with
 plain ``from_pretrained`` and draws the same images, free text stays available, the cache equals the stream."""
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,12 +9,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from explore.cli import app
+from explore.cli import app, main
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.cache import CacheSpec, TrainingCache, build_cache
 from explore.diffusion.config import load_diffusion_config
 from explore.diffusion.data import layout_maps, training_batch
-from explore.diffusion.pipeline import SAMPLER_SETTINGS, WorldDiffusionPipeline, set_scheduler
+from explore.diffusion.pipeline import SAMPLER_SETTINGS, WorldDiffusionPipeline, load_pipeline, set_scheduler
 from explore.diffusion.train import train_diffusion
 from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
@@ -147,7 +148,7 @@ def test_tiny_grounded_training_runs_and_resumes(tmp_path):
     assert train_diffusion(longer, resume="latest", progress=False) == folder
 
 
-def test_a_checkpoint_exports_its_ema_weights_as_the_final_pipeline(tmp_path):
+def test_a_checkpoint_exports_its_ema_weights_as_the_final_pipeline(tmp_path, monkeypatch, capsys):
     from explore.diffusion.train import export_ema_pipeline
 
     config = load_diffusion_config(TINY_GROUNDED)
@@ -160,6 +161,30 @@ def test_a_checkpoint_exports_its_ema_weights_as_the_final_pipeline(tmp_path):
         assert torch.equal(p, q), name
     with pytest.raises(ExploreError, match="not a diffusion training checkpoint"):
         export_ema_pipeline(tmp_path, tmp_path / "x")
+
+    # float16 storage (how the shipped model is kept): half the bytes, loaded back as float32 by the plain
+    # diffusers path and by explore's loader alike, which then draw the same images
+    result = CliRunner().invoke(app, ["diffusion", "export", str(final), "--out", str(tmp_path / "half"),
+                                      "--dtype", "float16"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    weights = "unet/diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "half" / weights).stat().st_size < 0.6 * (Path(final) / weights).stat().st_size
+    plain = WorldDiffusionPipeline.from_pretrained(tmp_path / "half")
+    assert {p.dtype for p in plain.unet.parameters()} == {torch.float32}
+    for (name, p), q in zip(a.unet.named_parameters(), plain.unet.parameters()):
+        assert torch.equal(p.half().float(), q), name
+    plain.set_progress_bar_config(disable=True)
+    kw = {"num_inference_steps": 2, "output_type": "np"}
+    ours = load_pipeline(tmp_path / "half")(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
+    theirs = plain(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
+    assert np.array_equal(ours, theirs)
+    # a bad precision is a usage error; a folder that is neither a checkpoint nor a pipeline is one line, exit 2
+    result = CliRunner().invoke(app, ["diffusion", "export", str(final), "--out", str(tmp_path / "x"), "--dtype", "int3"])
+    assert result.exit_code == 2 and "--dtype" in result.output
+    monkeypatch.setattr(sys, "argv", ["explore", "diffusion", "export", str(tmp_path), "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit) as exit:
+        main()
+    assert exit.value.code == 2 and "not a diffusion training checkpoint" in capsys.readouterr().err
 
 
 def test_the_given_channel_tells_an_empty_cell_from_a_dropped_map(tmp_path):

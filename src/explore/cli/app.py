@@ -23,7 +23,7 @@ app = typer.Typer(help="explore: compress and evaluate InstructBLIP-style vision
                   no_args_is_help=True, pretty_exceptions_enable=False)  # fmt: skip
 world_app = typer.Typer(help="The shapes world: export data, show scenes.", no_args_is_help=True)
 app.add_typer(world_app, name="world")
-diffusion_app = typer.Typer(help="Text-to-image diffusion on the shapes world: train, autoencoder.", no_args_is_help=True)
+diffusion_app = typer.Typer(help="Text-to-image diffusion on the shapes world: train, autoencoder, export.", no_args_is_help=True)
 app.add_typer(diffusion_app, name="diffusion")
 
 console = Console(stderr=True)

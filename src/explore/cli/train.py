@@ -65,6 +65,27 @@ def diffusion_autoencoder_command(
     typer.echo(f"saved the trained autoencoder to {final} (use it with model.autoencoder: {final})")
 
 
+@diffusion_app.command("export")
+def diffusion_export_command(
+    source: Annotated[Path, typer.Argument(help="A training checkpoint (checkpoints/step-*) or a pipeline folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Pipeline folder to write (replaced atomically).")],
+    dtype: Annotated[
+        str, typer.Option(help="Weight precision stored: float32, or float16 (half the bytes; loads back as float32).")
+    ] = "float32",
+) -> None:
+    """Write a pipeline folder from a checkpoint's EMA weights (a run stopped early) or from a pipeline, optionally
+    in float16 (how the shipped model is stored)."""
+    import torch
+
+    from explore.diffusion.train import export_ema_pipeline
+
+    dtypes = {"float32": torch.float32, "float16": torch.float16}
+    if dtype not in dtypes:
+        raise typer.BadParameter(f"{dtype!r}; expected one of {', '.join(dtypes)}", param_hint="--dtype")
+    folder = export_ema_pipeline(source, out, dtype=dtypes[dtype])
+    typer.echo(f"wrote the pipeline ({dtype}) to {folder}")
+
+
 @app.command("finetune")
 def finetune_command(
     config: Annotated[Path, typer.Option("--config", help="Fine-tuning YAML (configs/finetune/*.yaml).")],

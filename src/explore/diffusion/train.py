@@ -131,27 +131,38 @@ def load_training_checkpoint(path: Path, trainable: nn.ModuleDict, ema: EMAModel
     return TrainState(**read_state(path))
 
 
-def export_ema_pipeline(checkpoint: str | Path, out: str | Path) -> Path:
+def export_ema_pipeline(checkpoint: str | Path, out: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write the EMA weights of training checkpoint ``checkpoint`` (a ``checkpoints/step-*`` folder) as a
-    pipeline folder ``out`` (what a finished run writes to ``pipeline/``), to use a run stopped early.
+    pipeline folder ``out`` (what a finished run writes to ``pipeline/``), to use a run stopped early; or, given
+    a pipeline folder, copy it. ``dtype`` (e.g. ``torch.float16``) stores the weights in that precision, as
+    Stable Diffusion's fp16 checkpoints do: half the bytes, and ``from_pretrained`` without ``torch_dtype``
+    loads them back as float32 (explore's loaders and the plain path alike), so both run the same numbers.
 
     Raises:
-        ExploreError: no checkpoint there, or EMA weights that do not match the pipeline's parameters.
+        ExploreError: no checkpoint or pipeline there, or EMA weights that do not match the pipeline's parameters.
     """
     checkpoint = Path(checkpoint)
-    if not (checkpoint / EMA_FILE).is_file() or not (checkpoint / "pipeline" / "model_index.json").is_file():
-        raise ExploreError(f"{checkpoint}: not a diffusion training checkpoint (no {EMA_FILE} or pipeline/)")
-    pipe = WorldDiffusionPipeline.from_pretrained(checkpoint / "pipeline", use_safetensors=True)
-    shadow = load_file(checkpoint / EMA_FILE)
-    params = dict(nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}).named_parameters())  # vae: frozen
-    unknown = sorted(set(shadow) - set(params))
-    missing = sorted(name for name in params if name.startswith("unet.") and name not in shadow)
-    if unknown or missing:
-        raise ExploreError(f"{checkpoint / EMA_FILE} does not match the pipeline (unknown {unknown[:3]}, "
-                           f"missing {missing[:3]})")  # fmt: skip
-    with torch.no_grad():
-        for name, tensor in shadow.items():
-            params[name].copy_(tensor)
+    if (checkpoint / "model_index.json").is_file():
+        pipe = WorldDiffusionPipeline.from_pretrained(checkpoint, use_safetensors=True)
+    elif (checkpoint / EMA_FILE).is_file() and (checkpoint / "pipeline" / "model_index.json").is_file():
+        pipe = WorldDiffusionPipeline.from_pretrained(checkpoint / "pipeline", use_safetensors=True)
+        shadow = load_file(checkpoint / EMA_FILE)
+        params = dict(nn.ModuleDict({"unet": pipe.unet, "text_encoder": pipe.text_encoder}).named_parameters())
+        unknown = sorted(set(shadow) - set(params))  # the vae is frozen: no EMA weights
+        missing = sorted(name for name in params if name.startswith("unet.") and name not in shadow)
+        if unknown or missing:
+            raise ExploreError(f"{checkpoint / EMA_FILE} does not match the pipeline (unknown {unknown[:3]}, "
+                               f"missing {missing[:3]})")  # fmt: skip
+        with torch.no_grad():
+            for name, tensor in shadow.items():
+                params[name].copy_(tensor)
+    else:
+        raise ExploreError(f"{checkpoint}: not a diffusion training checkpoint (no {EMA_FILE} or pipeline/) "
+                           "nor a pipeline folder (no model_index.json)")  # fmt: skip
+    if dtype is not None:
+        for component in (pipe.unet, pipe.text_encoder, pipe.vae):
+            if component is not None:
+                component.to(dtype)
     return save_pipeline_atomic(pipe, Path(out))
 
 
