@@ -75,7 +75,7 @@ def test_plain_from_pretrained_draws_what_explore_draws(grounded_dir, sampler):
     plain = set_scheduler(WorldDiffusionPipeline.from_pretrained(grounded_dir), sampler)
     plain.set_progress_bar_config(disable=True)
     ours = set_scheduler(load_pipeline(grounded_dir), sampler)
-    args = dict(num_inference_steps=3, num_images_per_prompt=2, output_type="np", guidance_scale=2.0)
+    args = {"num_inference_steps": 3, "num_images_per_prompt": 2, "output_type": "np", "guidance_scale": 2.0}
     a = plain(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
     b = ours(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
     assert a.shape == (2, 64, 64, 3) and np.isfinite(a).all()

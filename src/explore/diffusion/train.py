@@ -89,7 +89,7 @@ def _run_record(config: DiffusionConfig) -> dict:
     return {
         "kind": "diffusion train",
         "config": config.model_dump(exclude={"output_dir": True, "validation": True, "checkpoint_every": True,
-                                             "keep_checkpoints": True, "data": {"cache_dir"}}),  # fmt: skip
+                                             "keep_checkpoints": True, "data": {"cache_dir"}}),
     }
 
 
