@@ -16,6 +16,12 @@
         --baseline-checkpoint runs/diffusion/shapes-small-baseline/pipeline --prompts 64 --judge
     python benchmarks/diffusion.py --geneval runs/diffusion/grounded/pipeline --geneval-prompts 4
 
+4. The efficient UNet against diffusers' UNet2DConditionModel trained on the same budget (--compare EFFICIENT
+   BASELINE: two grounded pipelines from the same config but model.kind, e.g. configs/diffusion/latent.yaml and
+   latent-baseline.yaml): world-geneval, seen and held-out pairs, and seconds per image, in one run.
+
+    python benchmarks/diffusion.py --compare runs/diffusion/latent/pipeline runs/diffusion/latent-baseline/pipeline
+
 Not a test; prints tables with ratios.
 """
 
@@ -31,6 +37,7 @@ import torch
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.config import load_diffusion_config
 from explore.diffusion.pipeline import load_pipeline, set_scheduler
+from explore.diffusion.unet import layout_channels, predict_noise
 from explore.eval.t2i import t2i_examples, tifa_score
 from explore.world.detect import calibrated_classifier, check_scene, detect
 from explore.world.scene import Scene
@@ -55,17 +62,20 @@ def latency_per_image(pipe, steps: int = 20, repeats: int = 3) -> float:
 
 
 def train_step_seconds(pipe, batch: int = 32, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds of one forward + backward of the UNet (no perceptual term)."""
+    """Best-of-``repeats`` seconds of one forward + backward of the UNet (no perceptual term; on latents for a
+    latent model, with a layout map for a grounded one)."""
     unet = pipe.unet.train()
     g = torch.Generator().manual_seed(0)
-    sample = torch.randn(batch, 3, unet.config.sample_size, unet.config.sample_size, generator=g)
+    side, channels = unet.config.sample_size, unet.config.out_channels
+    sample = torch.randn(batch, channels, side, side, generator=g)
     width = pipe.text_encoder.config.hidden_size if hasattr(pipe.text_encoder.config, "hidden_size") else 160
     context, mask = torch.randn(batch, 24, width, generator=g), torch.ones(batch, 24, dtype=torch.long)
+    maps = torch.rand(batch, layout_channels(unet), 3, 3, generator=g) if pipe.grounded else None
     t = torch.randint(0, 1000, (batch,), generator=g)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        unet(sample, t, encoder_hidden_states=context, encoder_attention_mask=mask).sample.pow(2).mean().backward()
+        predict_noise(unet, sample, t, context, mask, maps).pow(2).mean().backward()
         best = min(best, time.perf_counter() - started)
     unet.zero_grad(set_to_none=True)
     unet.eval()
@@ -75,7 +85,7 @@ def train_step_seconds(pipe, batch: int = 32, repeats: int = 3) -> float:
 def faithfulness(pipe, examples, scheduler: str, steps: int, vlm=None, processor=None, batch: int = 16) -> dict:
     """Exact checks (and the VLM-judge TIFA score) of images generated for ``examples``; seconds per image."""
     set_scheduler(pipe, scheduler)
-    classifier = calibrated_classifier(pipe.unet.config.sample_size)
+    classifier = calibrated_classifier(pipe.image_size)
     images, started = [], time.perf_counter()
     for start in range(0, len(examples), batch):
         chunk = examples[start : start + batch]
@@ -142,6 +152,40 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
                   f"{r['full_scene_objects']:.2f} | {r['full_scene_exact']:.2f} | {r['s_per_image']:.3f} |", flush=True)
 
 
+def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int) -> None:
+    """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
+    budget (same config but model.kind), world-geneval (grounded, DDIM 20, guidance 3, seen and held-out pairs)
+    and seconds per image, measured in one run, interleaved so that load on the machine hits both alike."""
+    import tempfile
+
+    from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
+
+    examples = geneval_examples(prompts, seed)
+    pipes = {"efficient": load_pipeline(efficient), "diffusers UNet2DConditionModel": load_pipeline(baseline)}
+    rows = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, (name, pipe) in enumerate(pipes.items()):
+            summary = evaluate_geneval(set_scheduler(pipe, "ddim"), examples, Path(scratch) / str(index), layout="auto",
+                                       seed=seed, steps=20, guidance=3.0, progress=False)  # fmt: skip
+            rows[name] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
+    seconds = {name: [] for name in pipes}
+    for _ in range(3):  # interleaved rounds, the best of each
+        for name, pipe in pipes.items():
+            seconds[name].append(latency_per_image(set_scheduler(pipe, "ddim"), repeats=1))
+    print(f"## Efficient UNet vs diffusers UNet2DConditionModel, same budget: world-geneval ({prompts} prompts per "
+          f"category x 4 images, seed {seed}, grounded, DDIM 20, guidance 3), CPU {torch.get_num_threads()} threads\n")
+    print("| UNet | parameters | pairs | overall | " + " | ".join(CATEGORIES) + " | scene objects | exact | s / image |")
+    print("|---|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|")
+    for name, r in rows.items():
+        for pairs in ("seen", "held_out"):
+            g = r[pairs]["generated"]
+            cells = " | ".join(f"{g[c]:.2f}" if c in g else "-" for c in CATEGORIES)  # held-out: fewer categories
+            print(f"| {name} | {r['params'] / 1e6:.2f} M | {pairs} | {g['overall']:.3f} | {cells} | "
+                  f"{g['full_scene_objects']:.2f} | {g['full_scene_exact']:.2f} | {min(seconds[name]):.3f} |")
+    e, b = (min(seconds[n]) for n in pipes)
+    print(f"\nspeed-up per image (DDIM 20, guidance 3, batch 1): {b / e:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/diffusion/shapes-small.yaml", help="widths for the UNet table")
@@ -152,10 +196,15 @@ def main() -> None:
     parser.add_argument("--geneval", type=Path, help="grounded pipeline: world-geneval by path, sampler, guidance")
     parser.add_argument("--geneval-prompts", type=int, default=4, help="world-geneval prompts per category")
     parser.add_argument("--geneval-seed", type=int, default=31337, help="world seed of the world-geneval prompts")
+    parser.add_argument("--compare", type=Path, nargs=2, metavar=("EFFICIENT", "BASELINE"),
+                        help="two grounded pipelines trained on the same budget: world-geneval and s / image")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.geneval is not None:
         geneval_tables(args.geneval, args.geneval_prompts, args.geneval_seed)
+        return
+    if args.compare is not None:
+        compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed)
         return
     config = load_diffusion_config(args.config)
 
@@ -185,7 +234,7 @@ def main() -> None:
 
         vlm, processor = load_model("embedded")
     trained = load_pipeline(args.checkpoint)
-    examples = t2i_examples("test", args.prompts, resolution=trained.unet.config.sample_size)
+    examples = t2i_examples("test", args.prompts, resolution=trained.image_size)
     bound = real_upper_bound(examples, vlm, processor)
     judged = " | TIFA (VLM) |" if args.judge else " |"
     print(f"\n## Faithfulness on {args.prompts} held-out prompts (test split); real renders = upper bound\n")

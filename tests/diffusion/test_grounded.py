@@ -204,3 +204,30 @@ def test_the_given_channel_tells_an_empty_cell_from_a_dropped_map(tmp_path):
     given = dropped[:, LAYOUT_CHANNELS].flatten(1)
     assert set(given.mean(1).tolist()) == {0.0, 1.0}  # kept maps say "given" in every cell, dropped ones nowhere
     assert all(g == 0 for g, p in zip(given[:, 0].tolist(), prompts) if p == "")  # no prompt, no map
+
+
+def test_the_diffusers_baseline_reads_the_layout_as_input_channels(tmp_path):
+    """model.kind: diffusers + layout: diffusers' UNet2DConditionModel takes the map concatenated to the sample
+    (in_channels = 3 + map channels, as its depth-to-image / inpainting UNets do); it trains, reloads through plain
+    from_pretrained with the same images, and the map changes them."""
+    from diffusers import UNet2DConditionModel
+
+    config = load_diffusion_config(TINY_GROUNDED)
+    config = config.model_copy(update={
+        "model": config.model.model_copy(update={"kind": "diffusers", "pixel_unshuffle": 1}),
+        "output_dir": str(tmp_path / "run"),
+        "data": config.data.model_copy(update={"cache_dir": str(tmp_path / "cache")}),
+    })  # fmt: skip
+    folder = train_diffusion(config, progress=False)
+    plain = WorldDiffusionPipeline.from_pretrained(folder)
+    assert isinstance(plain.unet, UNet2DConditionModel) and plain.grounded
+    assert (plain.unet.config.in_channels, plain.unet.config.out_channels) == (3 + LAYOUT_CHANNELS, 3)
+    plain.set_progress_bar_config(disable=True)
+    args = {"num_inference_steps": 2, "output_type": "np", "guidance_scale": 2.0}
+    a = plain(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
+    b = load_pipeline(folder)(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
+    free = plain(PROMPT, generator=torch.Generator().manual_seed(1), layout="none", **args).images
+    assert a.shape == (1, 64, 64, 3) and np.array_equal(a, b) and not np.array_equal(a, free)
+    with pytest.raises(ValueError, match="pixel_unshuffle needs model.kind: efficient"):
+        load_diffusion_config(TINY_GROUNDED).model_validate(
+            {**config.model_dump(), "model": {**config.model.model_dump(), "pixel_unshuffle": 2}})

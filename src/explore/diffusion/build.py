@@ -1,7 +1,8 @@
 """Build the pipeline's components from a :class:`~explore.diffusion.config.DiffusionConfig`.
 
 ``model.kind: diffusers`` builds the baseline: diffusers' own ``UNet2DConditionModel`` with the same
-widths, levels and text width, cross-attention at the same levels (``CrossAttnDownBlock2D``).
+widths, levels and text width, cross-attention at the same levels (``CrossAttnDownBlock2D``); grounded,
+it reads the layout map as extra input channels.
 """
 
 from __future__ import annotations
@@ -64,11 +65,14 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int, vae: Autoencod
             layout_channels=(LAYOUT_CHANNELS + m.layout_given_channel) if m.layout else 0,
             pixel_unshuffle=m.pixel_unshuffle,
         )
+    # grounded: the layout map is concatenated to the sample (explore.diffusion.unet.predict_noise), so the
+    # UNet takes the extra channels as input, like diffusers' depth-to-image and inpainting UNets
+    layout = (LAYOUT_CHANNELS + m.layout_given_channel) if m.layout else 0
     levels = range(len(m.block_out_channels))
     down = tuple("CrossAttnDownBlock2D" if i in m.attention_levels else "DownBlock2D" for i in levels)
     up = tuple("CrossAttnUpBlock2D" if i in m.attention_levels else "UpBlock2D" for i in reversed(levels))
     return UNet2DConditionModel(
-        sample_size=side, in_channels=channels, out_channels=channels, down_block_types=down, up_block_types=up,
+        sample_size=side, in_channels=channels + layout, out_channels=channels, down_block_types=down, up_block_types=up,
         mid_block_type="UNetMidBlock2DCrossAttn", block_out_channels=tuple(m.block_out_channels),
         layers_per_block=m.layers_per_block, cross_attention_dim=cross_attention_dim,
         attention_head_dim=m.block_out_channels[-1] // m.attention_heads, norm_num_groups=m.norm_num_groups,

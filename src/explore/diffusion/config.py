@@ -26,7 +26,7 @@ class ModelSection(StrictModel):
     norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups (must divide every width)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
     layout: bool = Field(False, description="grounded: concatenate the per-cell layout map (explore.world.layout, "
-                         "17 channels) to the UNet input (efficient UNet only)")  # fmt: skip
+                         "17 channels) to the UNet input")  # fmt: skip
     layout_given_channel: bool = Field(False, description="add a channel of ones to the layout map, so an empty "
                                        "cell differs from a dropped map (both zeros otherwise)")  # fmt: skip
     pixel_unshuffle: int = Field(1, ge=1, le=4, description="space-to-depth factor: 2 runs a 64 px model at "
@@ -151,8 +151,8 @@ class DiffusionConfig(StrictModel):
                              f"{self.model.pixel_unshuffle})")  # fmt: skip
         if self.model.autoencoder is not None and self.loss.perceptual_weight > 0:
             raise ValueError("loss.perceptual_weight must be 0 with model.autoencoder (the loss is on latents)")
-        if self.model.kind == "diffusers" and (self.model.layout or self.model.pixel_unshuffle > 1):
-            raise ValueError("model.layout and model.pixel_unshuffle need model.kind: efficient")
+        if self.model.kind == "diffusers" and self.model.pixel_unshuffle > 1:
+            raise ValueError("model.pixel_unshuffle needs model.kind: efficient")
         bad = [level for level in self.model.attention_levels if not 0 <= level < len(self.model.block_out_channels)]
         if bad:
             raise ValueError(f"model.attention_levels {bad} out of range 0..{len(self.model.block_out_channels) - 1}")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 from diffusers.training_utils import compute_snr
 
+from explore.diffusion.unet import predict_noise
+
 
 @dataclass
 class LossParts:
@@ -52,8 +54,7 @@ def diffusion_loss(
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(images.shape, generator=generator).to(device, images.dtype)
     noisy = noise_scheduler.add_noise(images, noise, timesteps)
-    extra = {} if layout is None else {"layout": layout}
-    predicted = unet(noisy, timesteps, encoder_hidden_states=context, encoder_attention_mask=mask, **extra).sample
+    predicted = predict_noise(unet, noisy, timesteps, context, mask, layout)
     mse = (predicted.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if min_snr_gamma > 0:
         snr = compute_snr(noise_scheduler, timesteps)

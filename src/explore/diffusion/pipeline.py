@@ -28,7 +28,7 @@ from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image, ImageOps
 
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, tokenize_prompts
-from explore.diffusion.unet import EfficientUNet
+from explore.diffusion.unet import EfficientUNet, layout_channels, predict_noise
 from explore.errors import ExploreError
 from explore.models.loading import check_finite
 from explore.packaged import packaged
@@ -55,7 +55,7 @@ class WorldDiffusionPipeline(DiffusionPipeline):
     ``AutoencoderKL``) the loop denoises its latents scaled by ``vae.config.scaling_factor`` and the
     decoder makes the images, as Stable Diffusion does; without it the loop runs on pixels.
 
-    Grounded generation: when the UNet has a layout input (``unet.config.layout_channels`` > 0) each
+    Grounded generation: when the UNet has a layout input (:func:`~explore.diffusion.unet.layout_channels` > 0) each
     image can be conditioned on a layout (a :class:`~explore.world.scene.Scene`, encoded per cell by
     :func:`explore.world.layout.layout_map`): ``layout="auto"`` parses every prompt with the world's
     grammar and samples a layout consistent with it from ``layout_seed``; ``"none"`` is the free-text
@@ -86,7 +86,7 @@ class WorldDiffusionPipeline(DiffusionPipeline):
     @property
     def grounded(self) -> bool:
         """Whether the UNet reads a layout map (the grounded path is available)."""
-        return bool(getattr(self.unet.config, "layout_channels", 0))
+        return bool(layout_channels(self.unet))
 
     def layouts_for(self, prompts: list[str], layout, layout_seed: int) -> list[Scene] | None:
         """One layout per image (None: the free-text path). ``layout``: "auto", "none" or a list of Scenes.
@@ -155,15 +155,15 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         layouts = self.layouts_for(prompts, layout or ("auto" if self.grounded else "none"), layout_seed)
         # Unconditional rows (the empty prompt, no layout) first, padded with the conditional ones to one length.
         context, mask = self.encode_prompts(([""] * batch if guided else []) + prompts)
-        extra_inputs = {}
+        maps = None
         if layouts is not None:
-            given = self.unet.config.layout_channels == LAYOUT_CHANNELS + 1  # the "map given" channel
+            given = layout_channels(self.unet) == LAYOUT_CHANNELS + 1  # the "map given" channel
             maps = np.stack([layout_map(scene, given) for scene in layouts])
             maps = torch.from_numpy(maps).to(self.device, context.dtype)
-            extra_inputs["layout"] = torch.cat([torch.zeros_like(maps), maps]) if guided else maps
+            maps = torch.cat([torch.zeros_like(maps), maps]) if guided else maps
 
         size = self.unet.config.sample_size
-        shape = (batch, self.unet.config.in_channels, size, size)
+        shape = (batch, self.unet.config.out_channels, size, size)  # in_channels also counts a layout input
         sample = randn_tensor(shape, generator=generator, device=self.device, dtype=context.dtype)
         self.scheduler.set_timesteps(num_inference_steps, device=self.device)
         sample = sample * self.scheduler.init_noise_sigma
@@ -172,8 +172,7 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([sample, sample]) if guided else sample
             model_input = self.scheduler.scale_model_input(model_input, t)
-            noise = self.unet(model_input, t, encoder_hidden_states=context, encoder_attention_mask=mask,
-                              **extra_inputs).sample  # fmt: skip
+            noise = predict_noise(self.unet, model_input, t, context, mask, maps)
             if guided:
                 unconditional, conditional = noise.chunk(2)
                 noise = unconditional + guidance_scale * (conditional - unconditional)

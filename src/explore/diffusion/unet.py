@@ -253,14 +253,46 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         return UNet2DOutput(sample=out)
 
     def _expand_layout(self, layout: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        """The (B, C, G, G) cell map spread over ``x``'s (H, W) pixels: every pixel gets its cell's values."""
-        b, _, h, w = x.shape
-        channels = self.config.layout_channels
-        if layout is None:
-            return x.new_zeros(b, channels, h, w)
-        if layout.ndim != 4 or layout.shape[:2] != (b, channels):
-            raise ValueError(f"layout must be (B={b}, {channels}, G, G), got {tuple(layout.shape)}")
-        grid_h, grid_w = layout.shape[-2:]
-        rows = ((torch.arange(h, device=x.device) + 0.5) * grid_h / h).long()  # cell row of each pixel row
-        cols = ((torch.arange(w, device=x.device) + 0.5) * grid_w / w).long()
-        return layout.to(x.dtype)[:, :, rows][:, :, :, cols]  # (B, C, H, W)
+        return expand_layout(layout, x, self.config.layout_channels)
+
+
+def expand_layout(layout: torch.Tensor | None, x: torch.Tensor, channels: int) -> torch.Tensor:
+    """The (B, C, G, G) cell map spread over ``x``'s (H, W) pixels: every pixel gets its cell's values
+    (None: all zeros, the dropped map)."""
+    b, _, h, w = x.shape
+    if layout is None:
+        return x.new_zeros(b, channels, h, w)
+    if layout.ndim != 4 or layout.shape[:2] != (b, channels):
+        raise ValueError(f"layout must be (B={b}, {channels}, G, G), got {tuple(layout.shape)}")
+    grid_h, grid_w = layout.shape[-2:]
+    rows = ((torch.arange(h, device=x.device) + 0.5) * grid_h / h).long()  # cell row of each pixel row
+    cols = ((torch.arange(w, device=x.device) + 0.5) * grid_w / w).long()
+    return layout.to(x.dtype)[:, :, rows][:, :, :, cols]  # (B, C, H, W)
+
+
+def layout_channels(unet) -> int:
+    """How many layout-map channels ``unet`` reads: EfficientUNet's ``config.layout_channels``; for diffusers'
+    ``UNet2DConditionModel`` the extra input channels (``in_channels - out_channels``): the map is concatenated
+    to the sample, the way diffusers' depth-to-image and inpainting UNets take their extra inputs."""
+    config = unet.config
+    if hasattr(config, "layout_channels"):
+        return int(config.layout_channels)
+    return int(config.in_channels - config.out_channels)
+
+
+def predict_noise(unet, sample, timestep, context, mask=None, layout: torch.Tensor | None = None) -> torch.Tensor:
+    """``unet``'s noise prediction for ``sample``, with the layout map for a grounded UNet of either kind
+    (EfficientUNet takes it as an argument; a diffusers UNet gets it concatenated to the sample).
+
+    Raises:
+        ValueError: a layout for a UNet without layout input.
+    """
+    channels = layout_channels(unet)
+    if layout is not None and not channels:
+        raise ValueError("this UNet has no layout input (layout_channels = 0); pass layout=None")
+    if isinstance(unet, EfficientUNet):
+        extra = {"layout": layout} if layout is not None else {}
+        return unet(sample, timestep, encoder_hidden_states=context, encoder_attention_mask=mask, **extra).sample
+    if channels:
+        sample = torch.cat([sample, expand_layout(layout, sample, channels)], dim=1)
+    return unet(sample, timestep, encoder_hidden_states=context, encoder_attention_mask=mask).sample
