@@ -154,3 +154,19 @@ def test_world_geneval_renders_and_detects_at_the_decoded_size(tiny_autoencoder,
     summary = evaluate_geneval(pipe, geneval_examples(1, seed=3), tmp_path, layout="auto", seed=3, steps=2,
                                progress=False)  # fmt: skip
     assert summary["seen"]["real"]["overall"] == 1.0
+
+
+@pytest.mark.parametrize("network", ["world-vit", "vlm"])
+def test_autoencoder_perceptual_term_enters_the_loss(tmp_path, network):
+    plain = train_autoencoder(_ae_config(tmp_path / "plain", steps=2), progress=False)
+    config = _ae_config(tmp_path / "perceptual", steps=2)
+    train = config.train.model_copy(update={"perceptual_weight": 1.0, "perceptual_network": network})
+    perceptual = train_autoencoder(config.model_copy(update={"train": train}), progress=False)
+    logs = [[json.loads(line) for line in (folder.parent / "train_log.jsonl").read_text().splitlines()]
+            for folder in (plain, perceptual)]  # fmt: skip
+    first = [next(r for r in log if r.get("step") == 1 and "loss" in r) for log in logs]
+    assert first[0]["l1"] == first[1]["l1"]  # same start, same batch
+    assert first[1]["loss"] > first[0]["loss"]  # plus the perceptual distance
+    a = load_file(plain / "diffusion_pytorch_model.safetensors")
+    b = load_file(perceptual / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(a[k], b[k]) for k in a)

@@ -116,7 +116,7 @@ def test_lpips_option_trains_through_the_same_loss(tiny_config, monkeypatch):
 
     monkeypatch.setattr(LpipsDistance, "_load", staticmethod(lambda net: _StandInLpips()))
     loss = tiny_config.loss.model_copy(update={"perceptual_network": "lpips-alex", "perceptual_weight": 0.5})
-    from explore.diffusion.train import perceptual_features
+    from explore.diffusion.features import perceptual_features
 
     features = perceptual_features(loss)
     assert isinstance(features, LpipsDistance)

@@ -3,9 +3,11 @@
 diffusers' ``AutoencoderKL`` (the Stable Diffusion VAE's architecture, small): 64 px images → latents
 (``latent_channels`` × 16 × 16 for f = 4, ``len(block_out_channels) - 1`` halvings), trained on the same
 pre-rendered cache as the UNet with L1 + MSE reconstruction and a tiny KL term (SD uses ~1e-6, so the
-latent space stays close to an autoencoder's while the decoder tolerates sampling noise). No adversarial
-or perceptual term: the world's images are flat colours on a plain background, and what matters is
-measured directly — the exact detector (:mod:`explore.world.detect`) on reconstructions of val scenes.
+latent space stays close to an autoencoder's while the decoder tolerates sampling noise), optionally a
+perceptual term (``train.perceptual_weight``; SD uses LPIPS) on the features of a ViT that tells the world's
+shapes apart. No adversarial term: the world's images are flat colours on a plain background, and what
+matters is measured directly — the exact detector (:mod:`explore.world.detect`) on reconstructions of val
+scenes.
 
 The finished folder ``<output_dir>/autoencoder`` is a plain diffusers model (``AutoencoderKL.from_pretrained``)
 whose ``scaling_factor`` is set to 1 / std of its latents on the val scenes (as SD's 0.18215), so the UNet
@@ -19,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -33,6 +36,7 @@ from explore.config import StrictModel, load_yaml_config
 from explore.diffusion.cache import training_data
 from explore.diffusion.config import DataSection
 from explore.diffusion.data import to_tensor
+from explore.diffusion.features import perceptual_features
 from explore.errors import ExploreError
 from explore.runs import append_jsonl, atomic_folder, rewind_jsonl, write_run_info
 from explore.train.checkpoint import (
@@ -77,6 +81,12 @@ class AutoencoderTrainSection(StrictModel):
     warmup_steps: int = Field(50, ge=0, description="linear warm-up steps")
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     kl_weight: float = Field(1e-6, ge=0, description="weight of the KL term (SD: ~1e-6)")
+    perceptual_weight: float = Field(0.0, ge=0, description="weight of a perceptual term between reconstruction "
+                                     "and image (SD's autoencoder: LPIPS); 0 = L1 + MSE only")  # fmt: skip
+    perceptual_network: Literal["world-vit", "vlm", "lpips-alex", "lpips-vgg", "lpips-squeeze"] = Field(
+        "vlm", description="features of the perceptual term (as the diffusion loss's): vlm = the embedded VLM's "
+        "objects-pretrained ViT, which tells the world's shapes apart")  # fmt: skip
+    perceptual_layers: list[int] = Field([1, 2, 3], min_length=1, description="vision-encoder layers compared")
     seed: int = Field(0, ge=0, description="seed of the latent sampling noise")
 
 
@@ -169,6 +179,7 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
     """
     run_dir = Path(config.output_dir)
     t = config.train
+    features = perceptual_features(t)  # first: a missing network fails before any work
     next_batch = training_data(config.data, progress=progress)
     vae = build_autoencoder(config.model, config.data.resolution)
     params = list(vae.parameters())
@@ -204,6 +215,8 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
             recon = vae.decode(posterior.mean + posterior.std * noise).sample
             l1 = (recon - images).abs().mean()
             loss = l1 + (recon - images).pow(2).mean() + t.kl_weight * posterior.kl().mean()
+            if features is not None:
+                loss = loss + t.perceptual_weight * features.perceptual_distance(recon, images).mean()
             if not torch.isfinite(loss):
                 raise ExploreError(f"non-finite loss at step {state['global_step'] + 1}; the last good checkpoint "
                                    f"is kept in {run_dir / 'checkpoints'}; lower train.lr")  # fmt: skip

@@ -18,7 +18,7 @@ from torch import nn
 from explore.errors import ConfigError
 from explore.models.features import WORLD_VIT, VisionFeatures, world_vit_folder
 
-__all__ = ["WORLD_VIT", "LpipsDistance", "VisionFeatures", "world_vit_folder"]
+__all__ = ["WORLD_VIT", "LpipsDistance", "VisionFeatures", "perceptual_features", "world_vit_folder"]
 
 
 # torchvision's file names for the LPIPS trunks (what torch.hub caches after one online download).
@@ -83,3 +83,15 @@ class LpipsDistance(nn.Module):
             predicted = F.interpolate(predicted, size=size, mode="bilinear", align_corners=False)
             target = F.interpolate(target, size=size, mode="bilinear", align_corners=False)
         return self.lpips(predicted, target.detach()).flatten()
+
+
+def perceptual_features(loss) -> VisionFeatures | LpipsDistance | None:
+    """The frozen network of the perceptual term (None when its weight is 0): ``loss`` has ``perceptual_weight``,
+    ``perceptual_network`` and ``perceptual_layers`` (the UNet's loss section, the autoencoder's train section)."""
+    if loss.perceptual_weight == 0:
+        return None
+    if loss.perceptual_network == "world-vit":
+        return VisionFeatures.from_world_vit(layers=tuple(loss.perceptual_layers))
+    if loss.perceptual_network == "vlm":
+        return VisionFeatures.from_vlm(layers=tuple(loss.perceptual_layers))
+    return LpipsDistance(loss.perceptual_network.removeprefix("lpips-"))

@@ -32,7 +32,7 @@ from explore.diffusion.build import build_pipeline
 from explore.diffusion.cache import training_data
 from explore.diffusion.config import DiffusionConfig, TextSection
 from explore.diffusion.data import with_given_channel
-from explore.diffusion.features import LpipsDistance, VisionFeatures
+from explore.diffusion.features import perceptual_features
 from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
@@ -203,17 +203,6 @@ def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("[bold]diffusion"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} steps/s"),
                     TimeElapsedColumn(), TimeRemainingColumn(), disable=not enabled)  # fmt: skip
-
-
-def perceptual_features(loss) -> VisionFeatures | LpipsDistance | None:
-    """The frozen network of the perceptual term (None when its weight is 0)."""
-    if loss.perceptual_weight == 0:
-        return None
-    if loss.perceptual_network == "world-vit":
-        return VisionFeatures.from_world_vit(layers=tuple(loss.perceptual_layers))
-    if loss.perceptual_network == "vlm":
-        return VisionFeatures.from_vlm(layers=tuple(loss.perceptual_layers))
-    return LpipsDistance(loss.perceptual_network.removeprefix("lpips-"))
 
 
 def drop_conditions(prompts: list[str], layouts: torch.Tensor, text: TextSection,
