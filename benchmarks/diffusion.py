@@ -22,6 +22,11 @@
 
     python benchmarks/diffusion.py --compare runs/diffusion/latent/pipeline runs/diffusion/latent-baseline/pipeline
 
+5. The autoencoder's bound on a latent generator (--autoencoder-ceiling FOLDER): world-geneval of the real
+   renders after an encode-decode round trip.
+
+    python benchmarks/diffusion.py --autoencoder-ceiling runs/diffusion/autoencoder/autoencoder --geneval-prompts 10
+
 Not a test; prints tables with ratios.
 """
 
@@ -33,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.config import load_diffusion_config
@@ -186,6 +192,48 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int) ->
     print(f"\nspeed-up per image (DDIM 20, guidance 3, batch 1): {b / e:.2f}x")
 
 
+@torch.no_grad()
+def autoencoder_ceiling(folder: Path, prompts: int, seed: int) -> None:
+    """What a latent generator can reach at best: world-geneval scored on the real renders of every image's layout
+    after a round trip through the autoencoder (encode, decode), beside the real renders themselves."""
+    from diffusers import AutoencoderKL
+
+    from explore.diffusion.autoencoder import decode
+    from explore.diffusion.data import to_tensor
+    from explore.eval.geneval import CATEGORIES, IMAGES_PER_PROMPT, check_prompt, geneval_examples, image_layout
+    from explore.world.layout import parse_prompt
+    from explore.world.render import render
+
+    vae = AutoencoderKL.from_pretrained(folder).eval()
+    examples = geneval_examples(prompts, seed)
+    side = 64
+    classifier = calibrated_classifier(side)
+    scores: dict[tuple[str, str], list[float]] = {}
+    for p, example in enumerate(examples):
+        for i in range(IMAGES_PER_PROMPT):
+            layout = image_layout(example, seed, i, p)
+            real = render(layout, side)
+            latents = vae.encode(to_tensor([real])).latent_dist.mode() * vae.config.scaling_factor
+            pixels = ((decode(vae, latents)[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+            detections = detect(Image.fromarray(pixels.numpy()), classifier)
+            key = (example.meta["set"], example.category)
+            if example.category == "full_scene":
+                check = check_scene(detections, Scene.from_dict(example.meta["scene"]))
+                scores.setdefault((key[0], "scene objects"), []).append(check["object"])
+                scores.setdefault((key[0], "exact"), []).append(check["exact"])
+            else:
+                scores.setdefault(key, []).append(check_prompt(detections, parse_prompt(example.prompt), example.category))
+    columns = [*CATEGORIES, "scene objects", "exact"]
+    print(f"## Autoencoder ceiling: world-geneval on real renders through {folder} ({prompts} prompts per category x "
+          f"{IMAGES_PER_PROMPT} layouts, seed {seed}); real renders without the round trip score 1.00\n")
+    print("| pairs | overall | " + " | ".join(columns) + " |")
+    print("|---|---:|" + "---:|" * len(columns))
+    for pairs in ("seen", "held_out"):
+        means = {c: float(np.mean(scores[(pairs, c)])) for c in columns if (pairs, c) in scores}
+        overall = np.mean([means[c] for c in CATEGORIES if c in means])
+        print(f"| {pairs} | {overall:.3f} | " + " | ".join(f"{means[c]:.2f}" if c in means else "-" for c in columns) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/diffusion/shapes-small.yaml", help="widths for the UNet table")
@@ -196,12 +244,17 @@ def main() -> None:
     parser.add_argument("--geneval", type=Path, help="grounded pipeline: world-geneval by path, sampler, guidance")
     parser.add_argument("--geneval-prompts", type=int, default=4, help="world-geneval prompts per category")
     parser.add_argument("--geneval-seed", type=int, default=31337, help="world seed of the world-geneval prompts")
+    parser.add_argument("--autoencoder-ceiling", type=Path, metavar="AUTOENCODER",
+                        help="world-geneval on real renders through this autoencoder (a latent model's bound)")
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("EFFICIENT", "BASELINE"),
                         help="two grounded pipelines trained on the same budget: world-geneval and s / image")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.geneval is not None:
         geneval_tables(args.geneval, args.geneval_prompts, args.geneval_seed)
+        return
+    if args.autoencoder_ceiling is not None:
+        autoencoder_ceiling(args.autoencoder_ceiling, args.geneval_prompts, args.geneval_seed)
         return
     if args.compare is not None:
         compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed)
