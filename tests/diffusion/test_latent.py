@@ -170,3 +170,23 @@ def test_autoencoder_perceptual_term_enters_the_loss(tmp_path, network):
     a = load_file(plain / "diffusion_pytorch_model.safetensors")
     b = load_file(perceptual / "diffusion_pytorch_model.safetensors")
     assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_latent_cache_holds_the_encoded_images_once_per_autoencoder(tiny_autoencoder, tmp_path, capsys):
+    from explore.diffusion.cache import latent_data, training_data
+
+    data = DataSection(resolution=32, max_objects=2, cache_dir=str(tmp_path / "cache"), cache_size=20)
+    vae = load_autoencoder(str(tiny_autoencoder))
+    batch = latent_data(data, vae, progress=True)
+    assert capsys.readouterr().out.count("20/20 images encoded") == 1
+    latents, prompts, layouts = batch(15, 8)  # wraps around the 20 pairs
+    images, prompts_again, layouts_again = training_data(data, progress=False)(15, 8)
+    assert prompts == prompts_again and torch.equal(layouts, layouts_again)
+    with torch.no_grad():
+        assert torch.allclose(latents, encode(vae, images), atol=1e-5)
+    folders = sorted(p.name for p in (tmp_path / "cache").glob("latents-*"))
+    assert len(folders) == 1
+    again = latent_data(data, vae, progress=True)  # built: read, not encoded again
+    assert "images encoded" not in capsys.readouterr().out and torch.equal(again(15, 8)[0], latents)
+    on_the_fly = latent_data(data.model_copy(update={"cache_dir": None}), vae, progress=False)  # no wrap: 2..9
+    assert torch.allclose(on_the_fly(2, 8)[0], batch(2, 8)[0], atol=1e-5)

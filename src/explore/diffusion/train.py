@@ -27,9 +27,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from explore.diffusion.autoencoder import encode
 from explore.diffusion.build import build_pipeline
-from explore.diffusion.cache import training_data
+from explore.diffusion.cache import latent_data, training_data
 from explore.diffusion.config import DiffusionConfig, TextSection
 from explore.diffusion.data import with_given_channel
 from explore.diffusion.features import perceptual_features
@@ -225,8 +224,9 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     t = config.train
     features = perceptual_features(config.loss)  # first: a missing LPIPS trunk fails before any work
     accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision)
-    next_batch = training_data(config.data, progress=progress)  # builds or resumes the cache first
     pipe = build_pipeline(config)
+    # builds or resumes the cache first (latent models: with every image encoded once)
+    next_batch = latent_data(config.data, pipe.vae, progress) if pipe.latent else training_data(config.data, progress)
     trainable = _trainable(pipe, config)
     params = [p for p in trainable.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
@@ -267,9 +267,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
         while state.global_step < t.steps:
             for _ in range(t.grad_accum):
                 start = state.data_position + accelerator.process_index * t.batch_size
-                images, prompts, layouts = next_batch(start, t.batch_size)
-                if pipe.latent:
-                    images = encode(pipe.vae, images)  # (B, C, h, w): what the UNet denoises
+                images, prompts, layouts = next_batch(start, t.batch_size)  # latent models: (B, C, h, w) latents
                 state.data_position += t.batch_size * num_processes
                 if config.model.layout_given_channel:
                     layouts = with_given_channel(layouts)
