@@ -21,8 +21,10 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # Training tasks (explore.train.stream): vqa, caption, judge (the faithful answer as the target) as in the
 # world; relation (VQA on relation questions only); judge_official (a judge pair in VL-RewardBench's
 # official prompt, the target a reason from the scene graph and the official verdict line); judge_stepwise
-# (the same prompt, the target each answer restated with its accuracy, then the verdict line).
-TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise")
+# (the same prompt, the target each answer restated with its accuracy, then the verdict line); relation_stepwise
+# (relation questions, the target both positions, the relation along the asked axis, then the answer).
+TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
+                          "relation_stepwise")
 
 
 class ModelSection(StrictModel):
@@ -85,6 +87,9 @@ class StageSection(StrictModel):
         unknown = sorted(set(value) - set(TASKS))
         if unknown or not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError(f"tasks must map {' / '.join(TASKS)} to non-negative weights; got {value}")
+        if value.get("relation", 0) > 0 and value.get("relation_stepwise", 0) > 0:
+            raise ValueError("relation and relation_stepwise give the same prompts two target formats (a short "
+                             "answer, a stepwise one); keep one of them in a stage")  # fmt: skip
         return value
 
     @model_validator(mode="after")

@@ -7,15 +7,16 @@ the data position (the next index) is all a checkpoint needs to resume the strea
 
 from __future__ import annotations
 
-import numpy as np
-
 from dataclasses import replace
+
+import numpy as np
 
 from explore.data.example import Example
 from explore.data.judge_prompt import judge_prompt, verdict
 from explore.train.config import TASKS
 from explore.world.examples import world_examples
-from explore.world.scene import SceneSpec
+from explore.world.scene import Scene, SceneSpec
+from explore.world.text import relation_steps
 
 
 class WorldStream:
@@ -31,6 +32,12 @@ class WorldStream:
             ``judge_stepwise``: the same prompt; the target restates each answer and its accuracy
             ("Answer 1: ... Accuracy: no. Answer 2: ... Accuracy: yes.") before the verdict line, so
             the verdict follows from two checks the model can make one at a time.
+            ``relation_stepwise``: relation questions (the prompts of ``relation``), the target worked out
+            step by step (:func:`explore.world.text.relation_steps`): both objects' positions, the relation
+            along the asked axis, then the short answer ("the red circle is at the top left and the blue
+            square is at the right . the red circle is left of the blue square . yes"). In a mix with
+            ``relation_stepwise`` the relation questions that ``vqa`` draws get the same stepwise target, so
+            one prompt never has two target formats (the config refuses ``relation`` in the same stage).
         templates: wrap prompts in InstructBLIP's instruction templates.
         resolution: image side in pixels.
         world_seed: base seed of the world splits.
@@ -40,6 +47,7 @@ class WorldStream:
     def __init__(self, tasks: dict[str, float], *, templates: bool, resolution: int, world_seed: int = 0,
                  spec: SceneSpec = SceneSpec()) -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
+        self.stepwise_relations = "relation_stepwise" in self.tasks
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -53,8 +61,9 @@ class WorldStream:
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
 
     def example(self, index: int, task: str) -> Example:
-        world_task = {"relation": "vqa", "judge_official": "judge", "judge_stepwise": "judge"}.get(task, task)
-        qtypes = {"qtypes": ("relation",)} if task == "relation" else {}
+        world_task = {"relation": "vqa", "relation_stepwise": "vqa", "judge_official": "judge",
+                      "judge_stepwise": "judge"}.get(task, task)  # fmt: skip
+        qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
         examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
                                   resolution=self.resolution, templates=self.templates, **qtypes)  # fmt: skip
         if not examples:  # a relation needs two objects: a one-object scene gets the usual question cycle
@@ -65,6 +74,8 @@ class WorldStream:
             example.answers = [example.responses[example.preferred]]
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
+        if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
+            return stepwise_relation_example(example)
         return example
 
     def batch(self, start: int, size: int) -> list[Example]:
@@ -75,6 +86,16 @@ class WorldStream:
         """
         task = self.task_of(start)
         return [self.example(i, task) for i in range(start, start + size)]
+
+
+def stepwise_relation_example(example: Example) -> Example:
+    """A world relation question with its short answer replaced by the stepwise target
+    (:func:`explore.world.text.relation_steps`), built from the scene and the question's stored objects."""
+    scene = Scene.from_dict(example.meta["scene"])
+    by_name = {obj.name: obj for obj in scene.objects}
+    a, b = by_name[example.meta["a"]], by_name[example.meta["b"]]
+    target = relation_steps(a, b, example.meta["relation"], example.answers[0])
+    return replace(example, answers=[target])
 
 
 def official_judge_example(example: Example, *, stepwise: bool = False) -> Example:

@@ -182,14 +182,40 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator) -> QA | None:
             a, b, rel = _pick(rng, decidable)
             answer = "yes" if holds(a, rel, b) else "no"
             text = _pick(rng, templates["relation_yesno"]).format(a=a.name, b=b.name, rel=RELATION_PHRASE[rel])
-            return QA(qtype, text, answer, {"form": "yesno"})
+            return QA(qtype, text, answer, {"form": "yesno", "a": a.name, "b": b.name, "relation": rel})
         aligned = [(a, b) for a, b in pairs if direction(a, b) is not None]
         if not aligned:
             return None
         a, b = _pick(rng, aligned)
         text = _pick(rng, templates["relation_where"]).format(a=a.name, b=b.name)
-        return QA(qtype, text, direction(a, b), {"form": "where"})
+        return QA(qtype, text, direction(a, b), {"form": "where", "a": a.name, "b": b.name, "relation": None})
     raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
+
+
+def relation_steps(a: Obj, b: Obj, rel: str | None, answer: str) -> str:
+    """A relation question's answer worked out step by step, the steps joined by " . ".
+
+    Both objects' positions, then the relation along the asked axis, then the short answer:
+    ``"the red circle is at the top left and the blue square is at the right . the red circle is left of the
+    blue square . yes"``. ``rel`` is the relation a yes/no question asks about (its axis is the one stated);
+    None for a where-question, whose pair shares a row or a column (the relation is then the answer).
+    Only the world's own words are used (object names, position names, :data:`RELATION_PHRASE`).
+
+    Raises:
+        ValueError: ``rel`` is not a direction, or the asked axis does not separate ``a`` and ``b``.
+    """
+    if rel is None:
+        true_rel = direction(a, b)
+    elif rel in DIRECTIONS:
+        axis = ("left", "right") if rel in ("left", "right") else ("above", "below")
+        true_rel = next((r for r in axis if holds(a, r, b)), None)
+    else:
+        raise ValueError(f"unknown relation {rel!r}; expected one of {DIRECTIONS} or None for a where-question")
+    if true_rel is None:
+        raise ValueError(f"the {a.name} ({a.position}) and the {b.name} ({b.position}) are not separated along "
+                         f"the axis of {rel or 'a where-question'}")  # fmt: skip
+    return (f"the {a.name} is at the {a.position} and the {b.name} is at the {b.position} . "
+            f"the {a.name} is {RELATION_PHRASE[true_rel]} the {b.name} . {answer}")
 
 
 def vqa_prompt(question: str, rng: np.random.Generator) -> str:
