@@ -28,7 +28,7 @@ from explore.data.example import Example
 from explore.errors import ExploreError
 from explore.eval.generative_judge import judge_generatively
 from explore.eval.likelihood import judge_by_likelihood
-from explore.eval.scoring import score_records, summarize
+from explore.eval.scoring import RELATION_MAX_NEW_TOKENS, answer_budget, score_records, summarize
 from explore.eval.tasks import EvalTask
 from explore.models.generate import generate_answers
 from explore.runs import JsonlLog, check_header, model_fingerprint, read_jsonl, write_json
@@ -49,7 +49,8 @@ def run_header(model, task: EvalTask, *, judge: str, judge_samples: int, seed: i
     generative = task.kind == "judge" and judge == "generative"
     return {"command": "eval", "task": task.name, "kind": task.kind, "model": model_fingerprint(model),
             "judge": judge if task.kind == "judge" else None, "judge_samples": judge_samples if generative else None,
-            "seed": seed, "max_new_tokens": MAX_NEW_TOKENS.get(task.kind)}  # fmt: skip
+            "seed": seed, "max_new_tokens": MAX_NEW_TOKENS.get(task.kind),
+            "relation_max_new_tokens": RELATION_MAX_NEW_TOKENS if task.kind == "vqa" else None}  # fmt: skip
 
 
 def sorted_batches(examples: list[Example], batch_size: int, length: Callable[[Example], int]) -> Iterator[list[Example]]:
@@ -87,7 +88,10 @@ class Predictor:
             return [{"output": choice, "choice": choice} for choice in choices]
         if self.kind == "judge":
             return judge_generatively(self.model, self.processor, batch, samples=self.judge_samples, seed=self.seed)
-        texts = generate_answers(self.model, self.processor, batch, max_new_tokens=MAX_NEW_TOKENS[self.kind])
+        budget = MAX_NEW_TOKENS[self.kind]
+        if self.kind == "vqa":  # room for a stepwise answer to a relation question (scored by its last step)
+            budget = answer_budget(batch, short=budget)
+        texts = generate_answers(self.model, self.processor, batch, max_new_tokens=budget)
         return [{"output": text} for text in texts]
 
 

@@ -13,6 +13,7 @@ from transformers import InstructBlipForConditionalGeneration, InstructBlipProce
 
 from explore.data.example import Example
 from explore.eval.likelihood import judge_by_likelihood
+from explore.eval.scoring import answer_budget, final_answer
 from explore.models.collate import collate
 from explore.models.generate import generate_answers
 from explore.world.examples import world_examples
@@ -38,10 +39,16 @@ def _accuracy(hits_by_group: dict[str, list[bool]]) -> dict[str, float]:
 
 
 def score_vqa(model, processor, examples: list[Example], batch_size: int = 64) -> dict[str, float]:
-    """Exact match of greedy answers, overall and per question type (``example.category``)."""
+    """Exact match of greedy answers, overall and per question type (``example.category``).
+
+    A stepwise answer is scored by its last step (:func:`explore.eval.scoring.final_answer`); a batch with a
+    relation question gets room for one (:func:`explore.eval.scoring.answer_budget`), others 6 new tokens.
+    """
     hits: dict[str, list[bool]] = defaultdict(list)
     for batch in _batches(examples, batch_size):
-        for example, answer in zip(batch, generate_answers(model, processor, batch, max_new_tokens=6)):
+        budget = answer_budget(batch, short=6)
+        for example, text in zip(batch, generate_answers(model, processor, batch, max_new_tokens=budget)):
+            answer = final_answer(text)
             hits[example.category].append(normalize_answer(answer) == normalize_answer(example.answers[0]))
     return _accuracy(hits)
 
