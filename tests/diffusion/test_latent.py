@@ -173,7 +173,8 @@ def test_autoencoder_perceptual_term_enters_the_loss(tmp_path, network):
 
 
 def test_latent_cache_holds_the_encoded_images_once_per_autoencoder(tiny_autoencoder, tmp_path, capsys):
-    from explore.diffusion.cache import latent_data, training_data
+    from explore.diffusion.cache import training_data
+    from explore.diffusion.latents import latent_data
 
     data = DataSection(resolution=32, max_objects=2, cache_dir=str(tmp_path / "cache"), cache_size=20)
     vae = load_autoencoder(str(tiny_autoencoder))

@@ -28,10 +28,11 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from explore.diffusion.build import build_pipeline
-from explore.diffusion.cache import latent_data, training_data
+from explore.diffusion.cache import training_data
 from explore.diffusion.config import DiffusionConfig, TextSection
 from explore.diffusion.data import with_given_channel
 from explore.diffusion.features import perceptual_features
+from explore.diffusion.latents import latent_data
 from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
