@@ -24,7 +24,7 @@ _STEP_BREAK = re.compile(r"\s?\.\s+")
 MIN_STEP_WORDS = 3  # every step before the answer has at least this many words, so "st. louis" is one answer
 
 # New tokens for a batch holding a shapes-world relation question: a stepwise answer
-# (explore.world.text.relation_steps) is up to 37 tokens with its end token. Other batches keep their budget.
+# (explore.world.text.relation_steps) is up to 30 tokens with its end token. Other batches keep their budget.
 RELATION_MAX_NEW_TOKENS = 40
 
 

@@ -195,14 +195,10 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator) -> QA | None:
 def relation_steps(a: Obj, b: Obj, rel: str | None, answer: str) -> str:
     """A relation question's answer worked out step by step, the steps joined by " . ".
 
-    Both objects' positions, then the relation along the asked axis, then (yes/no questions) that relation
-    compared to the asked one, then the short answer: ``"the red circle is at the top left and the blue square is
-    at the right . the red circle is left of the blue square . left of compared to right of . no"``. The
-    comparison step (issue 14) puts the two relation phrases next to each other: without it the yes/no had to
-    match the stated relation against the question's across position names that also say "left" and "right",
-    and for left/right it did not follow the model's own relation sentence. ``rel`` is the relation a yes/no
-    question asks about (its axis is the one stated); None for a where-question, whose pair shares a row or a
-    column (the relation is then the answer, with no comparison step).
+    Both objects' positions, then the relation along the asked axis, then the short answer:
+    ``"the red circle is at the top left and the blue square is at the right . the red circle is left of the
+    blue square . yes"``. ``rel`` is the relation a yes/no question asks about (its axis is the one stated);
+    None for a where-question, whose pair shares a row or a column (the relation is then the answer).
     Only the world's own words are used (object names, position names, :data:`RELATION_PHRASE`).
 
     Raises:
@@ -218,11 +214,8 @@ def relation_steps(a: Obj, b: Obj, rel: str | None, answer: str) -> str:
     if true_rel is None:
         raise ValueError(f"the {a.name} ({a.position}) and the {b.name} ({b.position}) are not separated along "
                          f"the axis of {rel or 'a where-question'}")  # fmt: skip
-    steps = [f"the {a.name} is at the {a.position} and the {b.name} is at the {b.position}",
-             f"the {a.name} is {RELATION_PHRASE[true_rel]} the {b.name}"]
-    if rel is not None:  # put the stated and the asked relation side by side, away from the position names
-        steps.append(f"{RELATION_PHRASE[true_rel]} compared to {RELATION_PHRASE[rel]}")
-    return " . ".join([*steps, answer])
+    return (f"the {a.name} is at the {a.position} and the {b.name} is at the {b.position} . "
+            f"the {a.name} is {RELATION_PHRASE[true_rel]} the {b.name} . {answer}")
 
 
 def vqa_prompt(question: str, rng: np.random.Generator) -> str:
