@@ -200,8 +200,7 @@ def autoencoder_ceiling(folder: Path, prompts: int, seed: int) -> None:
 
     from explore.diffusion.autoencoder import decode
     from explore.diffusion.data import to_tensor
-    from explore.eval.geneval import CATEGORIES, IMAGES_PER_PROMPT, check_prompt, geneval_examples, image_layout
-    from explore.world.layout import parse_prompt
+    from explore.eval.geneval import CATEGORIES, IMAGES_PER_PROMPT, geneval_examples, image_layout, score_image
     from explore.world.render import render
 
     vae = AutoencoderKL.from_pretrained(folder).eval()
@@ -212,17 +211,15 @@ def autoencoder_ceiling(folder: Path, prompts: int, seed: int) -> None:
     for p, example in enumerate(examples):
         for i in range(IMAGES_PER_PROMPT):
             layout = image_layout(example, seed, i, p)
-            real = render(layout, side)
-            latents = vae.encode(to_tensor([real])).latent_dist.mode() * vae.config.scaling_factor
+            latents = vae.encode(to_tensor([render(layout, side)])).latent_dist.mode() * vae.config.scaling_factor
             pixels = ((decode(vae, latents)[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
-            detections = detect(Image.fromarray(pixels.numpy()), classifier)
-            key = (example.meta["set"], example.category)
+            checks = score_image(Image.fromarray(pixels.numpy()), example, layout, classifier)  # as world-geneval scores
+            group = example.meta["set"]
             if example.category == "full_scene":
-                check = check_scene(detections, Scene.from_dict(example.meta["scene"]))
-                scores.setdefault((key[0], "scene objects"), []).append(check["object"])
-                scores.setdefault((key[0], "exact"), []).append(check["exact"])
+                scores.setdefault((group, "scene objects"), []).append(checks["object"])
+                scores.setdefault((group, "exact"), []).append(checks["passed"])
             else:
-                scores.setdefault(key, []).append(check_prompt(detections, parse_prompt(example.prompt), example.category))
+                scores.setdefault((group, example.category), []).append(checks["passed"])
     columns = [*CATEGORIES, "scene objects", "exact"]
     print(f"## Autoencoder ceiling: world-geneval on real renders through {folder} ({prompts} prompts per category x "
           f"{IMAGES_PER_PROMPT} layouts, seed {seed}); real renders without the round trip score 1.00\n")

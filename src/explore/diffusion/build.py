@@ -48,6 +48,7 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int, vae: Autoencod
     """An untrained UNet of ``config.model`` (seeded by ``model.seed``), for images or ``vae``'s latents."""
     m = config.model
     side, channels = sample_geometry(config, vae)
+    layout = (LAYOUT_CHANNELS + m.layout_given_channel) if m.layout else 0
     torch.manual_seed(m.seed)
     if m.kind == "efficient":
         return EfficientUNet(
@@ -62,12 +63,11 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int, vae: Autoencod
             attention_heads=m.attention_heads,
             norm_num_groups=m.norm_num_groups,
             dropout=m.dropout,
-            layout_channels=(LAYOUT_CHANNELS + m.layout_given_channel) if m.layout else 0,
+            layout_channels=layout,
             pixel_unshuffle=m.pixel_unshuffle,
         )
     # grounded: the layout map is concatenated to the sample (explore.diffusion.unet.predict_noise), so the
     # UNet takes the extra channels as input, like diffusers' depth-to-image and inpainting UNets
-    layout = (LAYOUT_CHANNELS + m.layout_given_channel) if m.layout else 0
     levels = range(len(m.block_out_channels))
     down = tuple("CrossAttnDownBlock2D" if i in m.attention_levels else "DownBlock2D" for i in levels)
     up = tuple("CrossAttnUpBlock2D" if i in m.attention_levels else "UpBlock2D" for i in reversed(levels))

@@ -133,4 +133,3 @@ def training_data(data: DataSection, progress: bool = True):
         return images, prompts, layout_maps(scenes)
 
     return render_batch
-

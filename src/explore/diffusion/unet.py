@@ -223,7 +223,7 @@ class EfficientUNet(ModelMixin, ConfigMixin):
 
         x = F.pixel_unshuffle(sample, unshuffle) if unshuffle > 1 else sample  # (B, C·u², H/u, W/u)
         if self.config.layout_channels:
-            x = torch.cat([x, self._expand_layout(layout, x)], dim=1)
+            x = torch.cat([x, expand_layout(layout, x, self.config.layout_channels)], dim=1)
         h = self.conv_in(x)
         skips = [h]
         blocks = iter(zip(self.down_res, self.down_attn))
@@ -251,9 +251,6 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         if not return_dict:
             return (out,)
         return UNet2DOutput(sample=out)
-
-    def _expand_layout(self, layout: torch.Tensor | None, x: torch.Tensor) -> torch.Tensor:
-        return expand_layout(layout, x, self.config.layout_channels)
 
 
 def expand_layout(layout: torch.Tensor | None, x: torch.Tensor, channels: int) -> torch.Tensor:
