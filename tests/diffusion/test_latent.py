@@ -18,7 +18,7 @@ from explore.diffusion.autoencoder import (
     load_autoencoder,
     train_autoencoder,
 )
-from explore.diffusion.build import build_pipeline
+from explore.diffusion.build import build_pipeline, warm_start
 from explore.diffusion.config import DataSection
 from explore.diffusion.pipeline import WorldDiffusionPipeline, load_pipeline, set_scheduler
 from explore.diffusion.train import train_diffusion
@@ -191,3 +191,27 @@ def test_latent_cache_holds_the_encoded_images_once_per_autoencoder(tiny_autoenc
     assert "images encoded" not in capsys.readouterr().out and torch.equal(again(15, 8)[0], latents)
     on_the_fly = latent_data(data.model_copy(update={"cache_dir": None}), vae, progress=False)  # no wrap: 2..9
     assert torch.allclose(on_the_fly(2, 8)[0], batch(2, 8)[0], atol=1e-5)
+
+
+def test_init_from_warm_starts_from_a_pipeline_and_checks_it(tiny_config, tiny_autoencoder, tmp_path):
+    """model.init_from copies a trained pipeline's UNet and text encoder (how a run continues from a shipped
+    model without its checkpoints); another architecture or another autoencoder is one clear error."""
+    first = train_diffusion(_latent_config(tiny_config, tiny_autoencoder, tmp_path / "first"), progress=False)
+    config = _latent_config(tiny_config, tiny_autoencoder, tmp_path / "second")
+    warm = config.model_copy(update={"model": config.model.model_copy(update={"init_from": str(first)})})
+    pipe = build_pipeline(warm)
+    assert not torch.equal(pipe.unet.conv_in.weight, load_pipeline(first).unet.conv_in.weight)  # fresh init
+    warm_start(pipe, str(first))
+    trained = load_pipeline(first)
+    for name in ("unet", "text_encoder"):
+        a, b = getattr(pipe, name).state_dict(), getattr(trained, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    train_diffusion(warm, progress=False)  # runs from there (a resumed run would take its checkpoint's weights)
+    wide = warm.model_copy(update={"model": warm.model.model_copy(update={"block_out_channels": [32, 32]})})
+    with pytest.raises(ExploreError, match="init_from .*unet tensor .* is shape .*architecture it was trained with"):
+        warm_start(build_pipeline(wide), str(first))
+    other_ae = train_autoencoder(_ae_config(tmp_path / "ae2", steps=2), progress=False)
+    with pytest.raises(ExploreError, match="another autoencoder"):
+        warm_start(build_pipeline(_latent_config(tiny_config, other_ae, tmp_path / "x")), str(first))
+    with pytest.raises(ExploreError, match="init_from .*no such pipeline folder"):
+        warm_start(pipe, str(tmp_path / "nope"))

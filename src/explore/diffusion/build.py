@@ -7,16 +7,26 @@ it reads the layout map as extra input channels.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
 from explore.diffusion.autoencoder import load_autoencoder
 from explore.diffusion.config import DiffusionConfig
-from explore.diffusion.pipeline import WorldDiffusionPipeline
+from explore.diffusion.pipeline import WorldDiffusionPipeline, load_pipeline, packaged_folder
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, text_hidden_size, world_tokenizer
 from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
+from explore.runs import model_fingerprint
 from explore.world.layout import LAYOUT_CHANNELS
+
+EMBEDDED = "embedded"  # model.autoencoder / model.init_from: the packaged pipeline (its vae/ for the autoencoder)
+
+
+def resolve_autoencoder(value: str) -> str:
+    """``model.autoencoder`` as a folder: 'embedded' is the packaged pipeline's ``vae/``."""
+    return str(packaged_folder() / "vae") if value == EMBEDDED else value
 
 
 def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler:
@@ -96,7 +106,8 @@ def build_pipeline(config: DiffusionConfig) -> WorldDiffusionPipeline:
     """An untrained pipeline (in eval mode): UNet, text encoder, tokenizer, the DDPM training scheduler and,
     for latent diffusion, the trained autoencoder ``model.autoencoder`` (frozen)."""
     text_encoder, tokenizer = build_text_encoder(config)
-    vae = load_autoencoder(config.model.autoencoder) if config.model.autoencoder is not None else None
+    ae = config.model.autoencoder
+    vae = load_autoencoder(resolve_autoencoder(ae)) if ae is not None else None
     unet = build_unet(config, text_hidden_size(text_encoder), vae)
     pipe = WorldDiffusionPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
                                   scheduler=build_noise_scheduler(config), vae=vae)  # fmt: skip
@@ -104,3 +115,39 @@ def build_pipeline(config: DiffusionConfig) -> WorldDiffusionPipeline:
     unet.eval()  # like from_pretrained; training switches to train mode itself
     text_encoder.eval()
     return pipe
+
+
+def warm_start(pipe: WorldDiffusionPipeline, source: str) -> None:
+    """Copy the UNet and text encoder weights of pipeline folder ``source`` ('embedded': the packaged one) into
+    ``pipe`` (``model.init_from``): how a run continues from a shipped model on a machine without its checkpoints.
+    diffusers has no partial warm start for a custom pipeline; this is a strict ``load_state_dict`` with checks
+    that name what differs.
+
+    Raises:
+        ExploreError: no such pipeline, another architecture, tokenizer or autoencoder.
+    """
+    folder = packaged_folder() if source == EMBEDDED else Path(source)
+    if not (folder / "model_index.json").is_file():
+        raise ExploreError(f"model.init_from {source}: no such pipeline folder (no model_index.json); point it at "
+                           "a pipeline written by training or `explore diffusion export`, or 'embedded'")  # fmt: skip
+    loaded = load_pipeline(folder)
+    if loaded.tokenizer.get_vocab() != pipe.tokenizer.get_vocab():
+        raise ExploreError(f"model.init_from {source}: its tokenizer gives other ids to the prompt's words; "
+                           "warm-start from a pipeline with the same text encoder")  # fmt: skip
+    if (loaded.vae is None) != (pipe.vae is None) or (
+        pipe.vae is not None and model_fingerprint(loaded.vae) != model_fingerprint(pipe.vae)
+    ):
+        raise ExploreError(f"model.init_from {source}: trained on another autoencoder than model.autoencoder "
+                           f"(or none); set model.autoencoder to {folder}/vae")  # fmt: skip
+    for name in ("unet", "text_encoder"):
+        target, weights = getattr(pipe, name).state_dict(), getattr(loaded, name).state_dict()
+        for key, tensor in target.items():
+            if key not in weights or weights[key].shape != tensor.shape:
+                found = "missing" if key not in weights else f"shape {tuple(weights[key].shape)}"
+                raise ExploreError(f"model.init_from {source}: {name} tensor {key!r} is {found}, the config "
+                                   f"builds {tuple(tensor.shape)}; use the architecture it was trained with")  # fmt: skip
+        extra = sorted(set(weights) - set(target))
+        if extra:
+            raise ExploreError(f"model.init_from {source}: {name} has tensors the config does not build "
+                               f"({extra[0]!r}, ...); use the architecture it was trained with")  # fmt: skip
+        getattr(pipe, name).load_state_dict({k: v.to(target[k].dtype) for k, v in weights.items()}, strict=True)

@@ -32,8 +32,12 @@ class ModelSection(StrictModel):
     pixel_unshuffle: int = Field(1, ge=1, le=4, description="space-to-depth factor: 2 runs a 64 px model at "
                                  "32 x 32 x 12 (efficient UNet only)")  # fmt: skip
     autoencoder: str | None = Field(None, description="latent diffusion: a trained AutoencoderKL folder "
-                                    "(explore diffusion autoencoder); the UNet then denoises its scaled latents "
-                                    "and the pipeline decodes them. None: pixel space")  # fmt: skip
+                                    "(explore diffusion autoencoder; 'embedded' = the packaged pipeline's vae/); the "
+                                    "UNet then denoises its scaled latents and the pipeline decodes them. None: "
+                                    "pixel space")  # fmt: skip
+    init_from: str | None = Field(None, description="warm start: a pipeline folder ('embedded' = the packaged "
+                                 "one) whose UNet and text encoder weights start the run (same architecture, "
+                                 "tokenizer and autoencoder); the optimizer and schedule start fresh")  # fmt: skip
     seed: int = Field(0, ge=0, description="seed of the weight initialisation")
 
     @model_validator(mode="after")

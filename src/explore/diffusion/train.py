@@ -27,7 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from explore.diffusion.build import build_pipeline
+from explore.diffusion.build import build_pipeline, warm_start
 from explore.diffusion.cache import training_data
 from explore.diffusion.config import DiffusionConfig, TextSection
 from explore.diffusion.data import with_given_channel
@@ -226,6 +226,8 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     features = perceptual_features(config.loss)  # first: a missing LPIPS trunk fails before any work
     accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision)
     pipe = build_pipeline(config)
+    if resume is None and config.model.init_from is not None:
+        warm_start(pipe, config.model.init_from)  # a resumed run has these weights in its checkpoint
     # builds or resumes the cache first (latent models: with every image encoded once)
     next_batch = latent_data(config.data, pipe.vae, progress) if pipe.latent else training_data(config.data, progress)
     trainable = _trainable(pipe, config)
