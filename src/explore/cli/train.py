@@ -70,7 +70,8 @@ def diffusion_export_command(
     source: Annotated[Path, typer.Argument(help="A training checkpoint (checkpoints/step-*) or a pipeline folder.")],
     out: Annotated[Path, typer.Option("--out", help="Pipeline folder to write (replaced atomically).")],
     dtype: Annotated[
-        str, typer.Option(help="Weight precision stored: float32, or float16 (half the bytes; loads back as float32).")
+        str, typer.Option(help="Precision of the UNet and text encoder: float32, or float16 (half the bytes; loads "
+                           "back as float32). The frozen autoencoder keeps its own.")
     ] = "float32",
 ) -> None:
     """Write a pipeline folder from a checkpoint's EMA weights (a run stopped early) or from a pipeline, optionally

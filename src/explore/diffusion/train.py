@@ -160,9 +160,10 @@ def export_ema_pipeline(checkpoint: str | Path, out: str | Path, dtype: torch.dt
         raise ExploreError(f"{checkpoint}: not a diffusion training checkpoint (no {EMA_FILE} or pipeline/) "
                            "nor a pipeline folder (no model_index.json)")  # fmt: skip
     if dtype is not None:
-        for component in (pipe.unet, pipe.text_encoder, pipe.vae):
-            if component is not None:
-                component.to(dtype)
+        # the trained parts only: the frozen autoencoder keeps its precision, so the folder holds exactly the
+        # latents the UNet learned (a run warm-started from it checks the autoencoder by fingerprint)
+        pipe.unet.to(dtype)
+        pipe.text_encoder.to(dtype)
     return save_pipeline_atomic(pipe, Path(out))
 
 
