@@ -178,6 +178,19 @@ def test_a_checkpoint_exports_its_ema_weights_as_the_final_pipeline(tmp_path, mo
     ours = load_pipeline(tmp_path / "half")(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
     theirs = plain(PROMPT, generator=torch.Generator().manual_seed(0), **kw).images
     assert np.array_equal(ours, theirs)
+    # --scheduler stores a sampler (what a plain from_pretrained user gets), with explore's settings for it
+    result = CliRunner().invoke(app, ["diffusion", "export", str(final), "--out", str(tmp_path / "ddim"),
+                                      "--scheduler", "ddim"])  # fmt: skip
+    assert result.exit_code == 0 and "ddim sampler" in result.output, result.output
+    stored = WorldDiffusionPipeline.from_pretrained(tmp_path / "ddim")
+    expected = set_scheduler(load_pipeline(final), "ddim").scheduler
+    assert type(stored.scheduler) is type(expected)
+    assert {k: v for k, v in stored.scheduler.config.items() if not k.startswith("_")} == {
+        k: v for k, v in expected.config.items() if not k.startswith("_")}
+    assert type(set_scheduler(stored, "dpm").scheduler) is type(set_scheduler(load_pipeline(final), "dpm").scheduler)
+    result = CliRunner().invoke(app, ["diffusion", "export", str(final), "--out", str(tmp_path / "x"),
+                                      "--scheduler", "euler"])  # fmt: skip
+    assert result.exit_code == 2 and "--scheduler" in result.output
     # a bad precision is a usage error; a folder that is neither a checkpoint nor a pipeline is one line, exit 2
     result = CliRunner().invoke(app, ["diffusion", "export", str(final), "--out", str(tmp_path / "x"), "--dtype", "int3"])
     assert result.exit_code == 2 and "--dtype" in result.output

@@ -73,18 +73,25 @@ def diffusion_export_command(
         str, typer.Option(help="Precision of the UNet and text encoder: float32, or float16 (half the bytes; loads "
                            "back as float32). The frozen autoencoder keeps its own.")
     ] = "float32",
+    scheduler: Annotated[
+        str | None, typer.Option(help="Store this sampler (ddpm, ddim, dpm, unipc) as the folder's scheduler: what a "
+                                 "plain from_pretrained user samples with. Default: keep the training DDPM.")
+    ] = None,
 ) -> None:
     """Write a pipeline folder from a checkpoint's EMA weights (a run stopped early) or from a pipeline, optionally
-    in float16 (how the shipped model is stored)."""
+    in float16 and with a sampler stored (how the shipped model is kept)."""
     import torch
 
+    from explore.diffusion.pipeline import SCHEDULERS
     from explore.diffusion.train import export_ema_pipeline
 
     dtypes = {"float32": torch.float32, "float16": torch.float16}
     if dtype not in dtypes:
         raise typer.BadParameter(f"{dtype!r}; expected one of {', '.join(dtypes)}", param_hint="--dtype")
-    folder = export_ema_pipeline(source, out, dtype=dtypes[dtype])
-    typer.echo(f"wrote the pipeline ({dtype}) to {folder}")
+    if scheduler is not None and scheduler not in SCHEDULERS:
+        raise typer.BadParameter(f"{scheduler!r}; expected one of {', '.join(SCHEDULERS)}", param_hint="--scheduler")
+    folder = export_ema_pipeline(source, out, dtype=dtypes[dtype], scheduler=scheduler)
+    typer.echo(f"wrote the pipeline ({dtype}{f', {scheduler} sampler' if scheduler else ''}) to {folder}")
 
 
 @app.command("finetune")

@@ -34,7 +34,7 @@ from explore.diffusion.data import with_given_channel
 from explore.diffusion.features import perceptual_features
 from explore.diffusion.latents import latent_data
 from explore.diffusion.loss import diffusion_loss
-from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler
+from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler, set_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
 from explore.errors import ExploreError
 from explore.runs import append_jsonl, atomic_folder, atomic_path, rewind_jsonl, write_run_info
@@ -131,12 +131,14 @@ def load_training_checkpoint(path: Path, trainable: nn.ModuleDict, ema: EMAModel
     return TrainState(**read_state(path))
 
 
-def export_ema_pipeline(checkpoint: str | Path, out: str | Path, dtype: torch.dtype | None = None) -> Path:
+def export_ema_pipeline(checkpoint: str | Path, out: str | Path, dtype: torch.dtype | None = None,
+                        scheduler: str | None = None) -> Path:  # fmt: skip
     """Write the EMA weights of training checkpoint ``checkpoint`` (a ``checkpoints/step-*`` folder) as a
     pipeline folder ``out`` (what a finished run writes to ``pipeline/``), to use a run stopped early; or, given
     a pipeline folder, copy it. ``dtype`` (e.g. ``torch.float16``) stores the weights in that precision, as
     Stable Diffusion's fp16 checkpoints do: half the bytes, and ``from_pretrained`` without ``torch_dtype``
     loads them back as float32 (explore's loaders and the plain path alike), so both run the same numbers.
+    ``scheduler`` (a name of :data:`~explore.diffusion.pipeline.SCHEDULERS`) is stored as the folder's scheduler.
 
     Raises:
         ExploreError: no checkpoint or pipeline there, or EMA weights that do not match the pipeline's parameters.
@@ -164,6 +166,8 @@ def export_ema_pipeline(checkpoint: str | Path, out: str | Path, dtype: torch.dt
         # latents the UNet learned (a run warm-started from it checks the autoencoder by fingerprint)
         pipe.unet.to(dtype)
         pipe.text_encoder.to(dtype)
+    if scheduler is not None:  # the sampler plain from_pretrained users get (explore's settings for it)
+        set_scheduler(pipe, scheduler)
     return save_pipeline_atomic(pipe, Path(out))
 
 
