@@ -22,7 +22,7 @@ def generate_command(
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 4,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
     guidance: Annotated[
-        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default 2 grounded, 3 free text).")
+        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default 3).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initial noise and the layouts (same seed, same images).")] = 0,
     scheduler: Annotated[
@@ -40,7 +40,7 @@ def generate_command(
     """Draw shapes-world images from text with the diffusion model."""
     import torch
 
-    from explore.diffusion.pipeline import image_grid, load_pipeline, set_scheduler
+    from explore.diffusion.pipeline import DEFAULT_SAMPLING, image_grid, load_pipeline, set_scheduler
 
     positive_int("n", n)
     positive_int("steps", steps)
@@ -53,9 +53,8 @@ def generate_command(
         raise ExploreError(f"--out must be a .png file, got {out}")
     pipe = load_pipeline(checkpoint)
     layout = layout or ("auto" if pipe.grounded else "none")
-    grounded = layout == "auto"
-    scheduler = scheduler or ("ddim" if grounded else "dpm")
-    guidance = guidance if guidance is not None else (2.0 if grounded else 3.0)
+    scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
+    guidance = guidance if guidance is not None else DEFAULT_SAMPLING[layout][1]
     pipe = set_scheduler(pipe, scheduler)
     layouts = pipe.layouts_for([prompt] * n, layout, seed)  # a prompt outside the grammar fails here, before sampling
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
@@ -194,10 +193,11 @@ def eval_command(
     checkpoint: Annotated[Path | None, typer.Option(help="world-t2i: diffusion pipeline folder.")] = None,
     steps: Annotated[int, typer.Option(help="world-t2i / world-geneval: sampling steps.")] = 20,
     guidance: Annotated[
-        float | None, typer.Option(help="world-t2i / world-geneval: guidance scale (default 3 / 2).")
+        float | None, typer.Option(help="world-t2i / world-geneval: guidance scale (default: explore generate's, 3).")
     ] = None,
     scheduler: Annotated[
-        str | None, typer.Option(help="world-t2i / world-geneval: sampler, dpm / ddim by default (or ddpm, unipc).")
+        str | None, typer.Option(help="world-t2i / world-geneval: sampler (ddpm, ddim, dpm, unipc); default: explore "
+                                 "generate's, ddim with a layout, dpm without.")
     ] = None,
     layout: Annotated[str, typer.Option(help="world-geneval: auto (grounded) or none (free text).")] = "auto",
 ) -> None:
@@ -228,16 +228,15 @@ def eval_command(
         raise ExploreError(f"{task} runs in one process; launch it without accelerate launch / torchrun "
                            "(several processes share the VQA, caption and judge tasks)")  # fmt: skip
     if spec.kind == "geneval":
-        _eval_geneval(spec, options, model, out, steps=steps, guidance=2.0 if guidance is None else guidance,
-                      scheduler=scheduler or "ddim", layout=layout,
+        _eval_geneval(spec, options, model, out, steps=steps, guidance=guidance, scheduler=scheduler, layout=layout,
                       batch_size=16 if batch_size == "auto" else int(batch_size))  # fmt: skip
         return
     state = _data_parallel_state()
     examples = None if task.startswith("world-") else spec.load(options)
     vlm, processor = load_model(model, device=state.device if state is not None else "cpu")
     if spec.kind == "t2i":
-        _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps,
-                  guidance=3.0 if guidance is None else guidance, scheduler=scheduler or "dpm", split=split,
+        _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps, guidance=guidance, scheduler=scheduler,
+                  split=split,
                   seed=seed, limit=limit,
                   batch_size=16 if batch_size == "auto" else int(batch_size), title=f"{model} judging")  # fmt: skip
         return
@@ -263,17 +262,20 @@ def _data_parallel_state():
     return PartialState(cpu=not torch.cuda.is_available())  # without a GPU accelerate needs telling (else: 1 process)
 
 
-def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance: float, scheduler: str, layout: str,
-                  batch_size: int) -> None:  # fmt: skip
-    """``explore eval --task world-geneval``: 4 images per prompt, each clause checked exactly, then the table."""
-    from explore.diffusion.pipeline import load_pipeline, set_scheduler
+def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance: float | None, scheduler: str | None,
+                  layout: str, batch_size: int) -> None:  # fmt: skip
+    """``explore eval --task world-geneval``: 4 images per prompt, each clause checked exactly, then the table
+    (sampler and guidance default to ``explore generate``'s for the path)."""
+    from explore.diffusion.pipeline import DEFAULT_SAMPLING, load_pipeline, set_scheduler
     from explore.eval.geneval import evaluate_geneval
 
     positive_int("steps", steps)
-    if guidance < 1:
-        raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     if layout not in ("auto", "none"):
         raise ExploreError(f"--layout must be auto or none, got {layout!r}")
+    scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
+    guidance = DEFAULT_SAMPLING[layout][1] if guidance is None else guidance
+    if guidance < 1:
+        raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     check_split(options.split)
     if options.split == "compositional":
         raise ExploreError("world-geneval reports the held-out pairs itself; pass --split test (or val)")
@@ -289,18 +291,23 @@ def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance:
     typer.echo(f"wrote {out / 'predictions.jsonl'}, {out / 'images'} and {out / 'summary.json'}")
 
 
-def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps: int, guidance: float, scheduler: str,
-              split: str, seed: int, limit: int | None, batch_size: int, title: str) -> None:  # fmt: skip
-    """``explore eval --task world-t2i``: generate, then score exactly, by the VLM judge and by Fréchet distance."""
-    from explore.diffusion.pipeline import load_pipeline, set_scheduler
+def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps: int, guidance: float | None,
+              scheduler: str | None, split: str, seed: int, limit: int | None, batch_size: int, title: str) -> None:  # fmt: skip
+    """``explore eval --task world-t2i``: generate (the pipeline's own path, with ``explore generate``'s sampler and
+    guidance for it by default), then score exactly, by the VLM judge and by Fréchet distance."""
+    from explore.diffusion.pipeline import DEFAULT_SAMPLING, load_pipeline, set_scheduler
     from explore.eval.t2i import evaluate_t2i
     from explore.eval.tasks import TaskOptions
 
     positive_int("steps", steps)
-    if guidance < 1:
+    if guidance is not None and guidance < 1:
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     check_split(split)
-    pipe = set_scheduler(load_pipeline(checkpoint), scheduler)
+    pipe = load_pipeline(checkpoint)
+    default_scheduler, default_guidance = DEFAULT_SAMPLING["auto" if pipe.grounded else "none"]
+    scheduler = scheduler or default_scheduler
+    guidance = default_guidance if guidance is None else guidance
+    pipe = set_scheduler(pipe, scheduler)
     examples = spec.load(TaskOptions(split=split, seed=seed, limit=limit, resolution=pipe.image_size))
     summary = evaluate_t2i(pipe, vlm, processor, examples, out, steps=steps, guidance=guidance, batch_size=batch_size)
     _print_summary(f"world-t2i ({summary['examples']} prompts, {scheduler} {steps} steps; {title})", summary)

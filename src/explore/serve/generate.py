@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from explore.diffusion.pipeline import SCHEDULERS, set_scheduler
+from explore.diffusion.pipeline import DEFAULT_SAMPLING, SCHEDULERS, set_scheduler
 from explore.errors import ExploreError
 from explore.eval.t2i import answer_matches, exact_answer, judge_questions, vlm_answers
 from explore.serve.models import ModelCache
@@ -67,8 +67,8 @@ class Generated:
 
 
 def resolve_settings(grounded_pipeline: bool, layout: str, sampler: str, guidance: float | None) -> dict:
-    """The defaults of ``explore generate``: layout auto for grounded pipelines (else none), DDIM and guidance 2
-    with a layout, DPM-Solver++ and guidance 3 without.
+    """The defaults of ``explore generate``: layout auto for grounded pipelines (else none), then the path's
+    sampler and guidance (:data:`~explore.diffusion.pipeline.DEFAULT_SAMPLING`).
 
     Raises:
         ExploreError: an unknown layout or sampler, or guidance below 1.
@@ -80,9 +80,9 @@ def resolve_settings(grounded_pipeline: bool, layout: str, sampler: str, guidanc
     layout = ("auto" if grounded_pipeline else "none") if layout == DEFAULT else layout
     if layout == "auto" and not grounded_pipeline:
         raise ExploreError("this diffusion pipeline has no layout input (a free-text model); choose layout none")
-    sampler = ("ddim" if layout == "auto" else "dpm") if sampler == DEFAULT else sampler
+    sampler = DEFAULT_SAMPLING[layout][0] if sampler == DEFAULT else sampler
     if guidance is None:
-        guidance = 2.0 if layout == "auto" else 3.0
+        guidance = DEFAULT_SAMPLING[layout][1]
     if guidance < 1:
         raise ExploreError(f"guidance must be >= 1 (1 turns guidance off), got {guidance}")
     return {"layout": layout, "sampler": sampler, "guidance": float(guidance)}
