@@ -172,9 +172,10 @@ def test_generate_draws_what_explore_generate_draws_and_reads_it(client):
         "a large red circle at the top left", 2, 5, 2, None, "default", "default", "packaged", "embedded",
         api_name="/generate")  # fmt: skip
     assert len(images) == len(layouts) == len(overlays) == 2
-    pipe = set_scheduler(load_pipeline(None), "dpm")  # the packaged model is free text: DPM-Solver++, guidance 3
+    pipe = set_scheduler(load_pipeline(None), "ddim")  # the packaged model is grounded: layout auto, DDIM, guidance 3
     expected = pipe("a large red circle at the top left", num_inference_steps=2, guidance_scale=3.0,
-                    num_images_per_prompt=2, generator=torch.Generator().manual_seed(5)).images  # fmt: skip
+                    num_images_per_prompt=2, generator=torch.Generator().manual_seed(5), layout="auto",
+                    layout_seed=5).images  # fmt: skip
     for shown, image in zip(images, expected):
         assert np.array_equal(np.asarray(Image.open(shown["image"]).convert("RGB")), np.asarray(enlarged(image)))
     assert "a large red circle at the top left" in layouts[0]["caption"]  # the prompt fixes the whole scene
@@ -184,12 +185,12 @@ def test_generate_draws_what_explore_generate_draws_and_reads_it(client):
     assert all(row[6] in ("yes", "no") for row in rows)
     tifa = sum(row[6] == "yes" for row in rows if row[0] == 1) / sum(row[0] == 1 for row in rows)
     assert images[0]["caption"] == f"image 1: TIFA {tifa:.0%}"
-    assert "layout none, dpm 2 steps, guidance 3, seed 5" in summary
+    assert "layout auto, ddim 2 steps, guidance 3, seed 5" in summary
     with pytest.raises(AppError, match="grammar|cannot|expected"):
         client.predict("a flying teapot", 1, 0, 2, None, "default", "default", "packaged", "embedded",
                        api_name="/generate")  # fmt: skip
-    with pytest.raises(AppError, match="no layout input"):
-        client.predict("a red circle", 1, 0, 2, None, "default", "auto", "packaged", "embedded", api_name="/generate")
+    with pytest.raises(ExploreError, match="no layout input"):  # a free-text pipeline asked for a layout
+        generate_tab.resolve_settings(False, "auto", "default", None)
 
 
 def test_sweep_tab_reads_the_folder(client, tiny_sweep, tmp_path):
