@@ -70,3 +70,18 @@ def test_plain_diffusers_draws_the_same_images(shipped):
     ours = shipped(prompt, num_inference_steps=20, guidance_scale=GUIDANCE, output_type="np",
                    generator=torch.Generator().manual_seed(1)).images  # fmt: skip
     assert np.array_equal(ours, theirs)
+
+
+def test_the_recipe_continues_from_the_shipped_model(shipped):
+    """configs/diffusion/latent.yaml builds the shipped architecture, and a run warm-starts from the shipped folder
+    with its own autoencoder (model.autoencoder / model.init_from: embedded), as latent-continue.yaml describes."""
+    from explore.diffusion.build import build_pipeline, warm_start
+    from explore.diffusion.config import load_diffusion_config
+
+    config = load_diffusion_config(Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "latent.yaml")
+    model = config.model.model_copy(update={"autoencoder": "embedded", "init_from": "embedded"})
+    pipe = build_pipeline(config.model_copy(update={"model": model}))
+    warm_start(pipe, "embedded")
+    for name in ("unet", "text_encoder", "vae"):
+        ours, theirs = getattr(pipe, name).state_dict(), getattr(shipped, name).state_dict()
+        assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours), name
