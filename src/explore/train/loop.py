@@ -251,7 +251,8 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
         stream = None
         if stage.objective == "language":
             stream = WorldStream(stage.tasks, templates=stage.templates, resolution=resolution,
-                                 world_seed=config.data.world_seed, spec=spec)  # fmt: skip
+                                 world_seed=config.data.world_seed, spec=spec,
+                                 relation_sentence=stage.relation_sentence)  # fmt: skip
         model.train()
         started, seen = time.perf_counter(), 0
         with training_progress(interactive) as bar:
