@@ -7,7 +7,7 @@ there are compared; then one thing at a time is flipped and the answer it should
 
 - ``gold``: nothing flipped;
 - ``flip_asked``: the asked relation in the prompt ("left of" <-> "right of", "above" <-> "below") and in a
-  comparison step ("right compared to left", the *_compared relation sentences);
+  comparison step ("right compared to left", relation_last_compared);
 - ``flip_stated``: the relation stated in the target's relation step and in a comparison step;
 - ``flip_positions``: the left / right words of the target's positions step (the answer should not move).
 
@@ -15,7 +15,7 @@ A model whose yes/no compares the stated relation with the asked one follows eve
 that ignores what was flipped follows the edit at 100% minus its "gold" figure; one at chance stays near 50%.
 
     OMP_NUM_THREADS=1 python benchmarks/relation_answer_step.py --model runs/NAME/model \
-        [--relation-sentence relation_last]      # ~10 s on one thread
+        [--relation-sentence relation_last_compared]      # ~10 s on one thread
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def edited(example: Example, variant: str, sentence: str) -> tuple[Example, str]
         prompt = prompt.replace(f" {RELATION_PHRASE[asked]} the ", f" {RELATION_PHRASE[FLIP[asked]]} the ")
         asked = FLIP[asked]
     elif variant == "flip_stated":  # in the relation step and in a comparison step
-        if sentence.startswith("subject_first"):  # "the A is left of the B"
+        if sentence == "subject_first":  # "the A is left of the B"
             phrase, flipped = RELATION_PHRASE[stated], RELATION_PHRASE[FLIP[stated]]
             relation = relation.replace(f" is {phrase} the ", f" is {flipped} the ")
         else:  # "relative to the B the A is left"

@@ -74,69 +74,14 @@ def test_relation_steps_refuses_an_axis_that_does_not_separate_the_pair():
         relation_steps(a, b, "left", "no")
 
 
-def test_relation_leftright_asks_yes_no_on_the_left_right_axis_with_the_stepwise_target():
-    stream = WorldStream({"relation_leftright": 1.0}, templates=True, resolution=16)
-    answers = set()
-    for index in range(60):
-        example = stream.example(index, "relation_leftright")
-        if example.category != "relation":  # a one-object scene: the usual question cycle
-            continue
-        a, b = objects_of(example)
-        asked = example.meta["relation"]
-        if holds(a, "left", b) is None:  # no pair separated left to right: the drawn relation question
-            continue
-        assert example.meta["form"] == "yesno" and asked in ("left", "right")
-        assert f" {RELATION_PHRASE[asked]} the {b.name}" in example.prompt
-        short = "yes" if holds(a, asked, b) else "no"
-        assert example.answers == [relation_steps(a, b, asked, short)]
-        answers.add(short)
-        again = stream.example(index, "relation_leftright")  # a pure function of the index
-        assert (again.prompt, again.answers) == (example.prompt, example.answers)
-    assert answers == {"yes", "no"}
-
-
-def test_relation_leftright_keeps_vqa_relation_questions_stepwise():
-    stream = WorldStream({"relation_leftright": 0.5, "vqa": 0.5}, templates=True, resolution=16)
-    for example in (stream.example(index, "vqa") for index in range(30)):
-        assert (" . " in example.answers[0]) == (example.category == "relation")
-
-
-def test_a_stage_refuses_relation_and_relation_leftright_together():
-    with pytest.raises(ValidationError, match="two target formats"):
-        StageSection(name="s", steps=10, warmup_steps=1, trainable=["lm"],
-                     tasks={"relation": 1, "relation_leftright": 1})  # fmt: skip
-
-
-def test_relation_last_targets_end_the_relation_step_with_the_relation_word():
-    stream = WorldStream({"relation_stepwise": 1.0}, templates=True, resolution=16, relation_sentence="relation_last")
-    known = set(vocabulary())
-    forms = set()
-    for index in range(60):
-        example = stream.example(index, "relation_stepwise")
-        if example.category != "relation":
-            continue
-        forms.add(example.meta["form"])
-        a, b = objects_of(example)
-        positions, relation, answer = example.answers[0].split(" . ")
-        assert positions == f"the {a.name} is at the {a.position} and the {b.name} is at the {b.position}"
-        prefix = f"relative to the {b.name} the {a.name} is "
-        assert relation.startswith(prefix) and holds(a, relation.removeprefix(prefix), b)
-        rel, asked = relation.removeprefix(prefix), example.meta["relation"]
-        assert answer == (rel if asked is None else "yes" if rel == asked else "no")
-        assert set(words(example.answers[0])) <= known
-    assert forms == {"yesno", "where"}
-
-
 def test_relation_steps_refuses_an_unknown_sentence():
     a, b = Obj("circle", "red", "small", x=0.1, y=0.1), Obj("square", "blue", "small", x=0.9, y=0.1)
-    assert relation_steps(a, b, "right", "no", "relation_last").endswith(
-        " . relative to the blue square the red circle is left . no")
     assert relation_steps(a, b, "right", "no", "relation_last_compared").endswith(
         " . relative to the blue square the red circle is left . left compared to right . no")
     assert relation_steps(a, b, None, "left", "relation_last_compared").endswith(  # a where-question
         " . relative to the blue square the red circle is left . left")
     with pytest.raises(ValueError, match="unknown relation sentence"):
-        relation_steps(a, b, "right", "no", "relation_first")
+        relation_steps(a, b, "right", "no", "relation_last")
 
 
 def test_relation_last_compared_yes_no_targets_compare_the_stated_and_the_asked_word():

@@ -11,9 +11,7 @@ from explore.world.text import (
     QUESTION_TEMPLATES,
     QUESTION_TYPES,
     ask,
-    ask_relation_yesno,
     caption,
-    holds,
     parse_caption,
     scene_facts,
     words,
@@ -113,22 +111,3 @@ def test_unknown_question_type():
 
     with pytest.raises(ValueError, match="unknown question type"):
         ask(sample_scene(0), "texture", np.random.default_rng(0))
-
-
-def test_ask_relation_yesno_draws_only_the_given_relations(many_scenes):
-    rng = np.random.default_rng(2)
-    asked, answers = set(), set()
-    for scene in many_scenes:
-        qa = ask_relation_yesno(scene, rng, ("left", "right"))
-        if len(scene.objects) < 2 or len({o.cell[1] for o in scene.objects}) < 2:
-            assert qa is None  # no pair separated left to right
-            continue
-        assert qa.qtype == "relation" and qa.meta["form"] == "yesno"
-        by_name = {o.name: o for o in scene.objects}
-        truth = holds(by_name[qa.meta["a"]], qa.meta["relation"], by_name[qa.meta["b"]])
-        assert qa.answer == ("yes" if truth else "no")
-        asked.add(qa.meta["relation"])
-        answers.add(qa.answer)
-    assert asked == {"left", "right"} and answers == {"yes", "no"}
-    with pytest.raises(ValueError, match="unknown relations"):
-        ask_relation_yesno(many_scenes[0], rng, ("west",))

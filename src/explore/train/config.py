@@ -22,11 +22,9 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # world; relation (VQA on relation questions only); judge_official (a judge pair in VL-RewardBench's
 # official prompt, the target a reason from the scene graph and the official verdict line); judge_stepwise
 # (the same prompt, the target each answer restated with its accuracy, then the verdict line); relation_stepwise
-# (relation questions, the target both positions, the relation along the asked axis, then the answer);
-# relation_leftright (yes/no questions on the left/right axis only, with the relation_stepwise target).
+# (relation questions, the target both positions, the relation along the asked axis, then the answer).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
-                          "relation_stepwise", "relation_leftright")
-STEPWISE_RELATION_TASKS: tuple[str, ...] = ("relation_stepwise", "relation_leftright")
+                          "relation_stepwise")
 
 
 class ModelSection(StrictModel):
@@ -70,11 +68,10 @@ class StageSection(StrictModel):
     tasks: dict[str, float] | None = Field(None, description=f"task mix: {' / '.join(TASKS)} → sampling weight "
                                            "(language stages)")  # fmt: skip
     templates: bool = Field(True, description="wrap prompts in InstructBLIP's instruction templates")
-    relation_sentence: Literal["subject_first", "relation_last", "relation_last_compared",
-                               "subject_first_compared"] = Field(
-        "subject_first", description="relation step of stepwise relation targets (explore.world.text."
-        "RELATION_SENTENCES): 'the A is left of the B', 'relative to the B the A is left', or that and for a "
-        "yes/no 'left compared to right'")  # fmt: skip
+    relation_sentence: Literal["subject_first", "relation_last_compared"] = Field(
+        "subject_first", description="relation step of relation_stepwise targets (explore.world.text."
+        "RELATION_SENTENCES): 'the A is left of the B', or 'relative to the B the A is left' and for a yes/no "
+        "'left compared to right'")  # fmt: skip
     max_objects: int | None = Field(None, ge=1, le=9, description="most objects per scene in this stage "
                                     "(default: data.max_objects); 1 gives a curriculum warm-up")  # fmt: skip
 
@@ -94,9 +91,8 @@ class StageSection(StrictModel):
         unknown = sorted(set(value) - set(TASKS))
         if unknown or not value or any(w < 0 for w in value.values()) or sum(value.values()) <= 0:
             raise ValueError(f"tasks must map {' / '.join(TASKS)} to non-negative weights; got {value}")
-        stepwise = [task for task in STEPWISE_RELATION_TASKS if value.get(task, 0) > 0]
-        if value.get("relation", 0) > 0 and stepwise:
-            raise ValueError(f"relation and {stepwise[0]} give the same prompts two target formats (a short "
+        if value.get("relation", 0) > 0 and value.get("relation_stepwise", 0) > 0:
+            raise ValueError("relation and relation_stepwise give the same prompts two target formats (a short "
                              "answer, a stepwise one); keep one of them in a stage")  # fmt: skip
         return value
 

@@ -13,10 +13,10 @@ import numpy as np
 
 from explore.data.example import Example
 from explore.data.judge_prompt import judge_prompt, verdict
-from explore.train.config import STEPWISE_RELATION_TASKS, TASKS
+from explore.train.config import TASKS
 from explore.world.examples import world_examples
 from explore.world.scene import Scene, SceneSpec
-from explore.world.text import RELATION_SENTENCES, ask_relation_yesno, relation_steps, vqa_prompt
+from explore.world.text import RELATION_SENTENCES, relation_steps
 
 
 class WorldStream:
@@ -38,9 +38,6 @@ class WorldStream:
             square is at the right . the red circle is left of the blue square . yes"). In a mix with
             ``relation_stepwise`` the relation questions that ``vqa`` draws get the same stepwise target, so
             one prompt never has two target formats (the config refuses ``relation`` in the same stage).
-            ``relation_leftright``: yes/no relation questions on the left/right axis only (about the scene
-            of the index, with a generator of its own), with the ``relation_stepwise`` target, for a mix
-            with more of them than ``relation_stepwise``'s share (about a quarter of its questions).
         templates: wrap prompts in InstructBLIP's instruction templates.
         resolution: image side in pixels.
         world_seed: base seed of the world splits.
@@ -52,7 +49,7 @@ class WorldStream:
     def __init__(self, tasks: dict[str, float], *, templates: bool, resolution: int, world_seed: int = 0,
                  spec: SceneSpec = SceneSpec(), relation_sentence: str = "subject_first") -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
-        self.stepwise_relations = any(task in self.tasks for task in STEPWISE_RELATION_TASKS)
+        self.stepwise_relations = "relation_stepwise" in self.tasks
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -69,10 +66,9 @@ class WorldStream:
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
 
     def example(self, index: int, task: str) -> Example:
-        world_task = {"relation": "vqa", "relation_stepwise": "vqa", "relation_leftright": "vqa",
-                      "judge_official": "judge", "judge_stepwise": "judge"}.get(task, task)  # fmt: skip
-        relation_tasks = ("relation", "relation_stepwise", "relation_leftright")
-        qtypes = {"qtypes": ("relation",)} if task in relation_tasks else {}
+        world_task = {"relation": "vqa", "relation_stepwise": "vqa", "judge_official": "judge",
+                      "judge_stepwise": "judge"}.get(task, task)  # fmt: skip
+        qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
         examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
                                   resolution=self.resolution, templates=self.templates, **qtypes)  # fmt: skip
         if not examples:  # a relation needs two objects: a one-object scene gets the usual question cycle
@@ -83,9 +79,6 @@ class WorldStream:
             example.answers = [example.responses[example.preferred]]
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
-        if task == "relation_leftright" and example.category == "relation":
-            rng = np.random.default_rng([self.world_seed, index, 11])
-            example = leftright_example(example, rng, templates=self.templates)
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
             return stepwise_relation_example(example, self.relation_sentence)
         return example
@@ -98,19 +91,6 @@ class WorldStream:
         """
         task = self.task_of(start)
         return [self.example(i, task) for i in range(start, start + size)]
-
-
-def leftright_example(example: Example, rng: np.random.Generator, *, templates: bool) -> Example:
-    """The world relation question ``example`` replaced by a yes/no question on the left/right axis about
-    the same scene (:func:`explore.world.text.ask_relation_yesno`); unchanged when no pair of the scene is
-    separated left to right."""
-    scene = Scene.from_dict(example.meta["scene"])
-    qa = ask_relation_yesno(scene, rng, ("left", "right"))
-    if qa is None:
-        return example
-    prompt = vqa_prompt(qa.question, rng) if templates else qa.question
-    meta = {"question": qa.question, "scene": example.meta["scene"], **qa.meta}
-    return replace(example, prompt=prompt, answers=[qa.answer], meta=meta)
 
 
 def stepwise_relation_example(example: Example, sentence: str = "subject_first") -> Example:

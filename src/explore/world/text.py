@@ -178,7 +178,11 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator) -> QA | None:
         if not pairs:
             return None
         if rng.random() < 0.5:
-            return ask_relation_yesno(scene, rng)
+            decidable = [(a, b, r) for a, b in pairs for r in DIRECTIONS if holds(a, r, b) is not None]
+            a, b, rel = _pick(rng, decidable)
+            answer = "yes" if holds(a, rel, b) else "no"
+            text = _pick(rng, templates["relation_yesno"]).format(a=a.name, b=b.name, rel=RELATION_PHRASE[rel])
+            return QA(qtype, text, answer, {"form": "yesno", "a": a.name, "b": b.name, "relation": rel})
         aligned = [(a, b) for a, b in pairs if direction(a, b) is not None]
         if not aligned:
             return None
@@ -188,32 +192,12 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator) -> QA | None:
     raise ValueError(f"unknown question type {qtype!r}; expected one of {QUESTION_TYPES}")
 
 
-def ask_relation_yesno(scene: Scene, rng: np.random.Generator,
-                       relations: tuple[str, ...] = DIRECTIONS) -> QA | None:  # fmt: skip
-    """A yes/no relation question ("Is the red circle left of the blue square?") about a pair of objects
-    that the asked relation's axis separates, the relation drawn from ``relations``; None when no pair of
-    ``scene`` is separated along any of them."""
-    unknown = sorted(set(relations) - set(DIRECTIONS))
-    if unknown or not relations:
-        raise ValueError(f"unknown relations {unknown or relations}; expected a subset of {DIRECTIONS}")
-    pairs = [(a, b) for a in scene.objects for b in scene.objects if a is not b]
-    decidable = [(a, b, r) for a, b in pairs for r in relations if holds(a, r, b) is not None]
-    if not decidable:
-        return None
-    a, b, rel = _pick(rng, decidable)
-    answer = "yes" if holds(a, rel, b) else "no"
-    text = _pick(rng, QUESTION_TEMPLATES["relation_yesno"]).format(a=a.name, b=b.name, rel=RELATION_PHRASE[rel])
-    return QA("relation", text, answer, {"form": "yesno", "a": a.name, "b": b.name, "relation": rel})
-
-
-# How relation_steps words the relation sentence: "subject_first" ("the red circle is left of the blue square"),
-# "relation_last" ("relative to the blue square the red circle is left": the relation word is the last word
-# before the answer step, so the yes/no reads it at a fixed distance instead of searching for it among the
-# left/right words of the positions step); "relation_last_compared" (the same, and a yes/no adds the step
-# "left compared to right": the stated relation word and the asked one as bare words, each at the same place
-# before the answer on both axes); "subject_first_compared" (the first wording with that comparison step).
-RELATION_SENTENCES: tuple[str, ...] = ("subject_first", "relation_last", "relation_last_compared",
-                                       "subject_first_compared")
+# How relation_steps words the relation step: "subject_first" ("the red circle is left of the blue square"), or
+# "relation_last_compared": "relative to the blue square the red circle is left", the relation word last, and a
+# yes/no adds the step "left compared to right" (the stated and the asked relation as bare words) before the
+# answer. With the first, a model's left/right yes/no stays at chance (it does not read the left/right word
+# back); with the second it follows the comparison (configs/pretrain/relation-stepwise-3.yaml, issue 14).
+RELATION_SENTENCES: tuple[str, ...] = ("subject_first", "relation_last_compared")
 
 
 def relation_steps(a: Obj, b: Obj, rel: str | None, answer: str, sentence: str = "subject_first") -> str:
@@ -223,9 +207,9 @@ def relation_steps(a: Obj, b: Obj, rel: str | None, answer: str, sentence: str =
     ``"the red circle is at the top left and the blue square is at the right . the red circle is left of the
     blue square . yes"``. ``rel`` is the relation a yes/no question asks about (its axis is the one stated);
     None for a where-question, whose pair shares a row or a column (the relation is then the answer).
-    ``sentence`` (one of :data:`RELATION_SENTENCES`) words the relation step; ``"relation_last"`` gives
-    ``"... . relative to the blue square the red circle is left . yes"``, ``"relation_last_compared"`` for a yes/no
-    ``"... . relative to the blue square the red circle is left . left compared to right . no"``.
+    ``sentence`` (one of :data:`RELATION_SENTENCES`) words the relation step; ``"relation_last_compared"`` gives
+    ``"... . relative to the blue square the red circle is left . left compared to right . no"`` for a yes/no
+    question and ``"... . relative to the blue square the red circle is left . left"`` for a where-question.
     Only the world's own words are used (object names, position names, :data:`RELATION_PHRASE`).
 
     Raises:
@@ -245,12 +229,12 @@ def relation_steps(a: Obj, b: Obj, rel: str | None, answer: str, sentence: str =
         raise ValueError(f"the {a.name} ({a.position}) and the {b.name} ({b.position}) are not separated along "
                          f"the axis of {rel or 'a where-question'}")  # fmt: skip
     positions = f"the {a.name} is at the {a.position} and the {b.name} is at the {b.position}"
-    if sentence.startswith("subject_first"):
+    if sentence == "subject_first":
         relation = f"the {a.name} is {RELATION_PHRASE[true_rel]} the {b.name}"
     else:
         relation = f"relative to the {b.name} the {a.name} is {true_rel}"
-    if sentence.endswith("_compared") and rel is not None:
-        relation = f"{relation} . {true_rel} compared to {rel}"
+        if rel is not None:
+            relation = f"{relation} . {true_rel} compared to {rel}"
     return f"{positions} . {relation} . {answer}"
 
 
