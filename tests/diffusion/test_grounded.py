@@ -19,6 +19,7 @@ from explore.diffusion.train import train_diffusion
 from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
 from explore.world.layout import LAYOUT_CHANNELS, prompt_layout
+from explore.world.text import caption
 
 TINY_GROUNDED = Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "tiny-grounded.yaml"
 PROMPT = "a red circle above a blue square"
@@ -92,6 +93,33 @@ def test_auto_layout_is_the_seeded_layout_of_the_prompt(grounded_dir):
         pipe.layouts_for(["a dog"], "auto", 0)
 
 
+def test_with_a_layout_the_text_encoder_reads_the_layouts_caption(grounded_dir, monkeypatch):
+    """The grounded path's text is the layout's canonical caption (what training paired with the map), unless
+    layout_text="prompt"; the free-text path always reads the prompt."""
+    pipe = WorldDiffusionPipeline.from_pretrained(grounded_dir)
+    pipe.set_progress_bar_config(disable=True)
+    read = []
+    encode = pipe.encode_prompts
+    monkeypatch.setattr(pipe, "encode_prompts", lambda prompts: read.append(prompts) or encode(prompts))
+    prompt = "three green stars"
+    scene = prompt_layout(prompt, [3, 0])
+    args = {"num_inference_steps": 2, "output_type": "np", "guidance_scale": 2.0}
+
+    def draw(text, **kw):
+        return pipe(text, generator=torch.Generator().manual_seed(1), **args, **kw).images
+
+    by_caption = draw(prompt, layout=[scene])
+    assert read[-1] == ["", caption(scene)]  # unconditional row, then the caption
+    assert caption(scene).count("green star") == 3
+    assert np.array_equal(by_caption, draw(caption(scene), layout=[scene], layout_text="prompt"))
+    assert not np.array_equal(by_caption, draw(prompt, layout=[scene], layout_text="prompt"))
+    assert read[-1] == ["", prompt]
+    draw(prompt, layout="none")
+    assert read[-1] == ["", prompt]  # no layout: the prompt
+    with pytest.raises(ValueError, match="layout_text must be one of"):
+        draw(prompt, layout_text="scene")
+
+
 def test_a_text_only_pipeline_refuses_a_layout(tiny_pipeline_dir):
     pipe = WorldDiffusionPipeline.from_pretrained(tiny_pipeline_dir)
     assert not pipe.grounded
@@ -113,6 +141,19 @@ def test_generate_cli_layout_auto_and_none(grounded_dir, tmp_path):
                                    str(tmp_path / "d.png")])  # fmt: skip
     assert isinstance(bad.exception, ExploreError) and "'dog'" in str(bad.exception)
     assert not (tmp_path / "d.png").exists()
+    as_prompt = run("--out", str(tmp_path / "p.png"), "--layout-text", "prompt")
+    assert as_prompt.exit_code == 0, as_prompt.output
+    assert (tmp_path / "a.png").read_bytes() != (tmp_path / "p.png").read_bytes()
+
+
+def test_generate_cli_refuses_an_unknown_layout_text(grounded_dir, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["explore", "generate", PROMPT, "--checkpoint", str(grounded_dir), "--out",
+                                      str(tmp_path / "x.png"), "--layout-text", "scene"])  # fmt: skip
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    assert "--layout-text must be caption or prompt, got 'scene'" in capsys.readouterr().err
+    assert not (tmp_path / "x.png").exists()
 
 
 def test_the_cache_is_the_training_stream_and_resumes(tmp_path):

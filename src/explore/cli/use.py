@@ -36,6 +36,11 @@ def generate_command(
         typer.Option(help="auto: parse the prompt with the world's grammar into a layout (grounded pipelines; the "
                      "default there); none: free text through cross-attention only (default otherwise)."),
     ] = None,
+    layout_text: Annotated[
+        str,
+        typer.Option(help="With a layout, what the text encoder reads: caption (the layout's canonical caption, the "
+                     "text the grounded model was trained on; default) or prompt (the prompt as given)."),
+    ] = "caption",
 ) -> None:
     """Draw shapes-world images from text with the diffusion model."""
     import torch
@@ -49,6 +54,7 @@ def generate_command(
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     if layout not in (None, "auto", "none"):
         raise ExploreError(f"--layout must be auto or none, got {layout!r}")
+    _check_layout_text(layout_text)
     if out.suffix.lower() != ".png":
         raise ExploreError(f"--out must be a .png file, got {out}")
     pipe = load_pipeline(checkpoint)
@@ -59,11 +65,17 @@ def generate_command(
     layouts = pipe.layouts_for([prompt] * n, layout, seed)  # a prompt outside the grammar fails here, before sampling
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
     images = pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, num_images_per_prompt=n,
-                  generator=torch.Generator().manual_seed(seed), layout=layouts or "none").images  # fmt: skip
+                  generator=torch.Generator().manual_seed(seed), layout=layouts or "none",
+                  layout_text=layout_text).images  # fmt: skip
     with atomic_path(out) as tmp:
         image_grid(images, scale=scale).save(tmp)
     typer.echo(f"wrote {out} ({n} images, layout {layout}, {scheduler} {steps} steps, guidance {guidance}, "
                f"seed {seed})")  # fmt: skip
+
+
+def _check_layout_text(layout_text: str) -> None:
+    if layout_text not in ("caption", "prompt"):
+        raise ExploreError(f"--layout-text must be caption or prompt, got {layout_text!r}")
 
 
 def _write_jsonl(rows: list[dict], out: Path | None) -> None:
@@ -200,6 +212,9 @@ def eval_command(
                                  "generate's, ddim with a layout, dpm without.")
     ] = None,
     layout: Annotated[str, typer.Option(help="world-geneval: auto (grounded) or none (free text).")] = "auto",
+    layout_text: Annotated[
+        str, typer.Option(help="world-geneval with a layout: what the text encoder reads, caption (default) or prompt.")
+    ] = "caption",
 ) -> None:
     """Evaluate a model on a task: per-example JSONL, a summary JSON and a table; resumable.
 
@@ -229,7 +244,7 @@ def eval_command(
                            "(several processes share the VQA, caption and judge tasks)")  # fmt: skip
     if spec.kind == "geneval":
         _eval_geneval(spec, options, model, out, steps=steps, guidance=guidance, scheduler=scheduler, layout=layout,
-                      batch_size=16 if batch_size == "auto" else int(batch_size))  # fmt: skip
+                      layout_text=layout_text, batch_size=16 if batch_size == "auto" else int(batch_size))  # fmt: skip
         return
     state = _data_parallel_state()
     examples = None if task.startswith("world-") else spec.load(options)
@@ -263,7 +278,7 @@ def _data_parallel_state():
 
 
 def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance: float | None, scheduler: str | None,
-                  layout: str, batch_size: int) -> None:  # fmt: skip
+                  layout: str, batch_size: int, layout_text: str = "caption") -> None:  # fmt: skip
     """``explore eval --task world-geneval``: 4 images per prompt, each clause checked exactly, then the table
     (sampler and guidance default to ``explore generate``'s for the path)."""
     from explore.diffusion.pipeline import DEFAULT_SAMPLING, load_pipeline, set_scheduler
@@ -272,6 +287,7 @@ def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance:
     positive_int("steps", steps)
     if layout not in ("auto", "none"):
         raise ExploreError(f"--layout must be auto or none, got {layout!r}")
+    _check_layout_text(layout_text)
     scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
     guidance = DEFAULT_SAMPLING[layout][1] if guidance is None else guidance
     if guidance < 1:
@@ -281,7 +297,7 @@ def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance:
         raise ExploreError("world-geneval reports the held-out pairs itself; pass --split test (or val)")
     pipe = set_scheduler(load_pipeline(None if model == "embedded" else Path(model)), scheduler)
     summary = evaluate_geneval(pipe, spec.load(options), out, layout=layout, seed=options.seed, steps=steps,
-                               guidance=guidance, batch_size=batch_size)  # fmt: skip
+                               guidance=guidance, batch_size=batch_size, layout_text=layout_text)  # fmt: skip
     for prompt_set in ("seen", "held_out"):
         part = summary.get(prompt_set)
         if part:

@@ -34,11 +34,13 @@ from explore.models.loading import check_finite
 from explore.packaged import packaged
 from explore.world.layout import LAYOUT_CHANNELS, layout_map, prompt_layout
 from explore.world.scene import Scene
+from explore.world.text import caption
 
 # diffusers imports a custom component only from a module that is already imported (it will not run
 # code because model_index.json names it); importing them here makes from_pretrained work anywhere.
 COMPONENT_CLASSES = (EfficientUNet, WorldTextEncoder, T5TextEncoder)
 
+LAYOUT_TEXTS: tuple[str, ...] = ("caption", "prompt")  # what the text encoder reads beside a layout
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
               "unipc": UniPCMultistepScheduler}  # fmt: skip
 PACKAGED = "diffusion-small"
@@ -59,7 +61,11 @@ class WorldDiffusionPipeline(DiffusionPipeline):
     image can be conditioned on a layout (a :class:`~explore.world.scene.Scene`, encoded per cell by
     :func:`explore.world.layout.layout_map`): ``layout="auto"`` parses every prompt with the world's
     grammar and samples a layout consistent with it from ``layout_seed``; ``"none"`` is the free-text
-    path (cross-attention only, the map left at zeros).
+    path (cross-attention only, the map left at zeros). With a layout the text encoder reads, by default
+    (``layout_text="caption"``), the layout's canonical caption: every object's size, colour, shape and cell, the
+    text the grounded model was trained on beside its map. A prompt such as "three green stars" or "a star and a
+    circle" is then what it means, not an out-of-distribution sentence the UNet must reconcile with the map;
+    ``layout_text="prompt"`` feeds the prompt itself (measured in the README, "Generate").
     """
 
     model_cpu_offload_seq = "text_encoder->unet->vae"
@@ -130,6 +136,7 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         return_dict: bool = True,
         layout: str | list[Scene] | None = None,
         layout_seed: int = 0,
+        layout_text: str = "caption",
     ) -> ImagePipelineOutput | tuple:
         """Generate images for ``prompt`` (one string or a list).
 
@@ -138,9 +145,12 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         ``generator`` makes the result deterministic. ``output_type``: "pil", "np" (B, H, W, 3)
         in [0, 1], or "pt" (B, 3, H, W) in [0, 1]. ``layout``: "auto" (default for a grounded UNet), "none"
         (default otherwise) or one Scene per image (prompts × num_images_per_prompt); see :meth:`layouts_for`.
+        ``layout_text``: with a layout, what the text encoder reads: "caption" (the layout's canonical caption,
+        default) or "prompt" (the prompt as given); without a layout it always reads the prompt.
 
         Raises:
-            ValueError: ``num_inference_steps`` < 1, ``guidance_scale`` < 1 or an unknown ``output_type``.
+            ValueError: ``num_inference_steps`` < 1, ``guidance_scale`` < 1, an unknown ``output_type`` or
+                ``layout_text``.
         """
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
@@ -148,11 +158,15 @@ class WorldDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        if layout_text not in LAYOUT_TEXTS:
+            raise ValueError(f"layout_text must be one of {LAYOUT_TEXTS}, got {layout_text!r}")
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         batch = len(prompts)
         guided = guidance_scale > 1
         layouts = self.layouts_for(prompts, layout or ("auto" if self.grounded else "none"), layout_seed)
+        if layouts is not None and layout_text == "caption":
+            prompts = [caption(scene) for scene in layouts]
         # Unconditional rows (the empty prompt, no layout) first, padded with the conditional ones to one length.
         context, mask = self.encode_prompts(([""] * batch if guided else []) + prompts)
         maps = None

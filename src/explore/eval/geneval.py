@@ -147,12 +147,14 @@ def image_layout(example: Example, seed: int, image_index: int, prompt_index: in
 
 
 def evaluate_geneval(pipe, examples: list[Example], out_dir: Path, *, layout: str, seed: int, steps: int = 20,
-                     guidance: float = 2.0, batch_size: int = 16, progress: bool = True) -> dict:  # fmt: skip
+                     guidance: float = 2.0, batch_size: int = 16, progress: bool = True,
+                     layout_text: str = "caption") -> dict:  # fmt: skip
     """Generate ``IMAGES_PER_PROMPT`` images per example, check them and write ``predictions.jsonl`` (one
     record per image, resumable), ``images/`` and ``summary.json`` to ``out_dir``.
 
     ``layout``: "auto" (grounded: each image gets a layout sampled from its prompt, seeded by ``seed``, the
-    prompt and the image) or "none" (the free-text path). Noise is seeded per image the same way, so a
+    prompt and the image) or "none" (the free-text path). ``layout_text`` (grounded only): what the text encoder
+    reads beside the layout, its caption or the prompt (``WorldDiffusionPipeline.__call__``). Noise is seeded per image the same way, so a
     result does not depend on the batch size.
     """
     if layout not in ("auto", "none"):
@@ -162,6 +164,8 @@ def evaluate_geneval(pipe, examples: list[Example], out_dir: Path, *, layout: st
     path = out_dir / "predictions.jsonl"
     header = {"layout": layout, "seed": seed, "steps": steps, "guidance": guidance,
               "scheduler": type(pipe.scheduler).__name__}  # fmt: skip
+    if layout == "auto":
+        header["layout_text"] = layout_text
     log = JsonlLog(path)  # a line cut off by a kill is truncated away and redone
     # another generator, layout, seed or sampler in the same folder is refused, naming the key
     check_header(out_dir, {"task": "world-geneval", "pipeline": _pipeline_fingerprint(pipe), **header},
@@ -182,7 +186,8 @@ def evaluate_geneval(pipe, examples: list[Example], out_dir: Path, *, layout: st
             layouts = [image_layout(examples[p], seed, i, p) for p, i in batch]
             generators = [torch.Generator().manual_seed(seed * 1_000_003 + p * IMAGES_PER_PROMPT + i) for p, i in batch]
             images = pipe([examples[p].prompt for p, _ in batch], num_inference_steps=steps, guidance_scale=guidance,
-                          generator=generators, layout=layouts if layout == "auto" else "none").images  # fmt: skip
+                          generator=generators, layout=layouts if layout == "auto" else "none",
+                          layout_text=layout_text).images  # fmt: skip
             records = []
             for (p, i), image, scene in zip(batch, images, layouts):
                 example = examples[p]
