@@ -40,6 +40,8 @@ def test_shipped_model_is_grounded_latent_and_small(shipped):
         ("a red circle above a blue square", "position"),
         ("a green triangle left of a yellow circle", "position"),
         ("two orange circles", "counting"),
+        ("four pink circles", "counting"),  # with layout_text="prompt" 0 of 4 (the text out of distribution)
+        ("a cross and a circle", "two_object"),  # with layout_text="prompt" 1 of 4
         ("a purple diamond and a cyan circle", "color_attr"),
         ("a blue diamond", "colors"),
     ],
