@@ -8,12 +8,13 @@ import torch
 import yaml
 from pydantic import ValidationError
 
+from explore.data.example import Example
 from explore.data.judge_prompt import JUDGE_PROMPT_TEMPLATE
 from explore.eval.metrics.rewardbench import parse_judgment
 from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.config import TrainConfig
-from explore.train.stream import WorldStream
+from explore.train.stream import WorldStream, judge_claims
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,3 +112,47 @@ def test_stepwise_judge_targets_check_each_answer_then_give_the_official_verdict
         for k, response in enumerate(example.responses):
             accurate = "yes" if k == example.preferred else "no"
             assert f"Answer {k + 1}: {response} Accuracy: {accurate}." in target
+
+
+def test_compared_judge_targets_check_each_answer_last_then_give_the_official_verdict():
+    examples = WorldStream({"judge_compared": 1.0}, templates=True, resolution=16).batch(0, 60)
+    kinds = set()
+    for example in examples:
+        target = example.answers[0]
+        assert example.prompt.startswith(JUDGE_PROMPT_TEMPLATE[:60])
+        assert f"Answer 1: {example.responses[0]}" in example.prompt
+        assert parse_judgment(target) == example.preferred
+        assert target.startswith(example.meta["reason"])
+        checks = ["yes" if k == example.preferred else "no" for k in range(2)]
+        claims = judge_claims(example)
+        for k in range(2):  # the check word ends its step, right after the two words it compares
+            assert f"Answer {k + 1} : {claims[k]} compared to {claims[example.preferred]} . {checks[k]} ." in target
+        verdict_line = f"Overall Judgment: Answer {example.preferred + 1} is better."
+        assert target.endswith(f" {checks[0]} {checks[1]} . {verdict_line}")
+        kinds.add(example.meta["kind"])
+    assert kinds == {"wrong_attribute", "wrong_attribute_description", "invented_object", "wrong_count",
+                     "wrong_relation"}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("responses", "kind", "reason", "claims"),
+    [
+        (["The circle is blue.", "The circle is red."], "wrong_attribute", "the circle is red, not blue.",
+         ["blue", "red"]),
+        (["There is 1 star.", "There are 3 stars."], "wrong_count", "there is 1 star, not 3.", ["1", "3"]),
+        (["the image shows a small red star at the top", "the image shows a small red star at the top and a small "
+          "pink square at the right"], "invented_object", "the image shows no small pink square at the right.",
+         ["no pink square", "pink square"]),
+    ],
+)  # fmt: skip
+def test_judge_claims_are_the_words_the_two_responses_differ_in(responses, kind, reason, claims):
+    example = Example(id="x", task="judge", image=None, prompt="q", responses=responses, preferred=0,
+                      meta={"kind": kind, "reason": reason})  # fmt: skip
+    assert judge_claims(example) == claims
+
+
+def test_judge_claims_refuses_responses_that_differ_in_more_than_one_word():
+    example = Example(id="x", task="judge", image=None, prompt="q", preferred=0, meta={"kind": "wrong_attribute"},
+                      responses=["The circle is blue.", "A square is red."])  # fmt: skip
+    with pytest.raises(ValueError, match="one word"):
+        judge_claims(example)

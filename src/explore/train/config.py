@@ -21,10 +21,14 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # Training tasks (explore.train.stream): vqa, caption, judge (the faithful answer as the target) as in the
 # world; relation (VQA on relation questions only); judge_official (a judge pair in VL-RewardBench's
 # official prompt, the target a reason from the scene graph and the official verdict line); judge_stepwise
-# (the same prompt, the target each answer restated with its accuracy, then the verdict line); relation_stepwise
-# (relation questions, the target both positions, the relation along the asked axis, then the answer).
+# (the same prompt, the target each answer restated with its accuracy, then the verdict line); judge_compared
+# (the same prompt, the target the reason, a check per answer ending in yes / no, both check words, the verdict
+# line); relation_stepwise (relation questions, the target both positions, the relation along the asked axis,
+# then the answer).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
-                          "relation_stepwise")
+                          "judge_compared", "relation_stepwise")
+# Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
+OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared")
 
 
 class ModelSection(StrictModel):
@@ -127,7 +131,7 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _judge_words_known(self) -> TrainConfig:
-        official = [t for s in self.stages for t in ("judge_official", "judge_stepwise") if (s.tasks or {}).get(t, 0) > 0]
+        official = [t for s in self.stages for t in OFFICIAL_JUDGE_TASKS if (s.tasks or {}).get(t, 0) > 0]
         if not self.data.judge_vocabulary and official:
             raise ValueError(f"a {official[0]} task needs data.judge_vocabulary: true (the official prompt's words "
                              "are not in the world vocabulary)")  # fmt: skip

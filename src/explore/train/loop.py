@@ -40,7 +40,7 @@ from explore.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from explore.train.config import StageSection, TrainConfig
+from explore.train.config import OFFICIAL_JUDGE_TASKS, StageSection, TrainConfig
 from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixels, validate_objects
 from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
@@ -268,7 +268,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                                            pixels(scenes, processor, resolution).to(accelerator.device), scenes)  # fmt: skip
                 else:
                     examples = stream.batch(start, stage.batch_size)
-                    official = stream.task_of(start) in ("judge_official", "judge_stepwise")
+                    official = stream.task_of(start) in OFFICIAL_JUDGE_TASKS
                     max_length = config.data.judge_max_length if official else config.data.max_length
                     batch = collate(examples, processor, with_labels=True, max_length=max_length,
                                     decoder_only=decoder_only)  # fmt: skip

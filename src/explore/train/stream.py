@@ -15,8 +15,8 @@ from explore.data.example import Example
 from explore.data.judge_prompt import judge_prompt, verdict
 from explore.train.config import TASKS
 from explore.world.examples import world_examples
-from explore.world.scene import Scene, SceneSpec
-from explore.world.text import RELATION_SENTENCES, relation_steps
+from explore.world.scene import SIZES, Scene, SceneSpec
+from explore.world.text import RELATION_SENTENCES, relation_steps, words
 
 
 class WorldStream:
@@ -32,6 +32,10 @@ class WorldStream:
             ``judge_stepwise``: the same prompt; the target restates each answer and its accuracy
             ("Answer 1: ... Accuracy: no. Answer 2: ... Accuracy: yes.") before the verdict line, so
             the verdict follows from two checks the model can make one at a time.
+            ``judge_compared``: the same prompt; the target is the reason, then a short check per answer
+            whose yes / no is the last word of its step, next to the two words it compares (the answer's
+            own claim, copied from the prompt, and the reason's), then both check words side by side just
+            before the verdict line (:func:`compared_judge_target`).
             ``relation_stepwise``: relation questions (the prompts of ``relation``), the target worked out
             step by step (:func:`explore.world.text.relation_steps`): both objects' positions, the relation
             along the asked axis, then the short answer ("the red circle is at the top left and the blue
@@ -67,7 +71,7 @@ class WorldStream:
 
     def example(self, index: int, task: str) -> Example:
         world_task = {"relation": "vqa", "relation_stepwise": "vqa", "judge_official": "judge",
-                      "judge_stepwise": "judge"}.get(task, task)  # fmt: skip
+                      "judge_stepwise": "judge", "judge_compared": "judge"}.get(task, task)  # fmt: skip
         qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
         examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
                                   resolution=self.resolution, templates=self.templates, **qtypes)  # fmt: skip
@@ -79,6 +83,8 @@ class WorldStream:
             example.answers = [example.responses[example.preferred]]
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
+        if task == "judge_compared":
+            return compared_judge_example(example)
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
             return stepwise_relation_example(example, self.relation_sentence)
         return example
@@ -118,3 +124,61 @@ def official_judge_example(example: Example, *, stepwise: bool = False) -> Examp
     else:
         target = f"{example.meta['reason']} {verdict(example.preferred)}"
     return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
+
+
+def judge_claims(example: Example) -> list[str]:
+    """The few words on which each of a world judge pair's two responses (stored order) differ, as its claim.
+
+    The responses of a pair differ in one word (a colour, shape, size or relation word) or in a count; those
+    words are the claims ("blue" / "red", "3" / "2"). A caption with an invented object differs by a whole
+    object: its claim is the object's colour and shape ("pink square") and the faithful caption's claim is
+    "no pink square" (the reason's "the image shows no ...").
+
+    Raises:
+        ValueError: the example is not a world judge pair, or its responses differ in another way.
+    """
+    if example.task != "judge" or "kind" not in example.meta or len(example.responses) != 2:
+        raise ValueError(f"judge_claims: {example.id} is not a world judge pair (task {example.task!r})")
+    if example.meta["kind"] == "invented_object":  # reason: "the image shows no small pink square at the right."
+        fake = words(example.meta["reason"].removeprefix("the image shows no "))
+        thing = " ".join(w for w in fake[: fake.index("at")] if w not in SIZES)
+        return [thing if k != example.preferred else f"no {thing}" for k in range(2)]
+    first, second = (words(response) for response in example.responses)
+    start = 0
+    while start < min(len(first), len(second)) and first[start] == second[start]:
+        start += 1
+    end = 0
+    while end < min(len(first), len(second)) - start and first[-1 - end] == second[-1 - end]:
+        end += 1
+    claims = [first[start : len(first) - end], second[start : len(second) - end]]
+    if example.meta["kind"] == "wrong_count":  # "is 1 star" / "are 3 stars": the numbers
+        claims = [[w for w in claim if w.isdigit()] for claim in claims]
+    if any(len(claim) != 1 for claim in claims):
+        raise ValueError(f"judge_claims: the responses of {example.id} ({example.meta['kind']}) do not differ in "
+                         f"one word: {example.responses}")  # fmt: skip
+    return [claim[0] for claim in claims]
+
+
+def compared_judge_target(example: Example) -> str:
+    """The ``judge_compared`` target of a world judge pair in its stored order: the reason, one check per
+    answer ending in its yes / no, the two check words side by side, then the official verdict line::
+
+        the circle is red, not blue. Answer 1 : blue compared to red . no . Answer 2 : red compared to
+        red . yes . no yes . Overall Judgment: Answer 2 is better.
+
+    As in the relation targets that taught yes / no (configs/pretrain/relation-stepwise-3.yaml), each
+    decisive word comes last in its step with the words it decides on right before it."""
+    claims = judge_claims(example)
+    truth = claims[example.preferred]
+    checks = ["yes" if k == example.preferred else "no" for k in range(2)]
+    steps = [f"Answer {k + 1} : {claim} compared to {truth} . {check} ." for k, (claim, check)
+             in enumerate(zip(claims, checks))]  # fmt: skip
+    return f"{example.meta['reason']} {' '.join(steps)} {' '.join(checks)} . {verdict(example.preferred)}"
+
+
+def compared_judge_example(example: Example) -> Example:
+    """A world judge example in the official judge prompt (stored order) with the
+    :func:`compared_judge_target` as its target."""
+    first, second = example.responses
+    prompt = judge_prompt(example.prompt, first, second)
+    return replace(example, prompt=prompt, answers=[compared_judge_target(example)])
