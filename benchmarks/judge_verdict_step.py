@@ -145,6 +145,7 @@ def main() -> None:
                                 logits[row, at, tokenizer.convert_tokens_to_ids(other)]
                             hits[kind].append(bool(said))
                             hits[f"{kind} {example.category}"].append(bool(said))
+                            hits[f"{kind} of answer {tokens[at - 2]}"].append(bool(said))
                             continue
                         if batch["labels"][row, at].item() != ids[want]:
                             raise ValueError(f"token {at} of {example.id}'s target is not label {at}; truncated?")
