@@ -156,3 +156,16 @@ def test_judge_claims_refuses_responses_that_differ_in_more_than_one_word():
                       responses=["The circle is blue.", "A square is red."])  # fmt: skip
     with pytest.raises(ValueError, match="one word"):
         judge_claims(example)
+
+
+def test_located_judge_targets_name_the_wrong_claim_and_its_answer_then_the_official_verdict():
+    examples = WorldStream({"judge_located": 1.0}, templates=True, resolution=16).batch(0, 40)
+    for example in examples:
+        target = example.answers[0]
+        assert f"Answer 2: {example.responses[1]}" in example.prompt
+        assert parse_judgment(target) == example.preferred
+        wrong = 1 - example.preferred
+        claim = judge_claims(example)[wrong]
+        assert claim in example.responses[wrong]
+        assert target == f"{example.meta['reason']} {claim} : Answer {wrong + 1} . Overall Judgment: Answer " \
+                         f"{example.preferred + 1} is better."

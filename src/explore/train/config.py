@@ -23,12 +23,13 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # official prompt, the target a reason from the scene graph and the official verdict line); judge_stepwise
 # (the same prompt, the target each answer restated with its accuracy, then the verdict line); judge_compared
 # (the same prompt, the target the reason, a check per answer ending in yes / no, both check words, the verdict
-# line); relation_stepwise (relation questions, the target both positions, the relation along the asked axis,
-# then the answer).
+# line); judge_located (the same prompt, the target the reason, the wrong claim and the answer that holds it, the
+# verdict line); relation_stepwise (relation questions, the target both positions, the relation along the asked
+# axis, then the answer).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
-                          "judge_compared", "relation_stepwise")
+                          "judge_compared", "judge_located", "relation_stepwise")
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
-OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared")
+OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located")
 
 
 class ModelSection(StrictModel):

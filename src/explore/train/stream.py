@@ -36,6 +36,9 @@ class WorldStream:
             whose yes / no is the last word of its step, next to the two words it compares (the answer's
             own claim, copied from the prompt, and the reason's), then both check words side by side just
             before the verdict line (:func:`compared_judge_target`).
+            ``judge_located``: the same prompt; the target is the reason, the wrong answer's claim and the
+            answer that holds it, then the verdict line (:func:`located_judge_target`): the judge finds the
+            wrong word by its content rather than reading a claim out of a given answer.
             ``relation_stepwise``: relation questions (the prompts of ``relation``), the target worked out
             step by step (:func:`explore.world.text.relation_steps`): both objects' positions, the relation
             along the asked axis, then the short answer ("the red circle is at the top left and the blue
@@ -70,8 +73,8 @@ class WorldStream:
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
 
     def example(self, index: int, task: str) -> Example:
-        world_task = {"relation": "vqa", "relation_stepwise": "vqa", "judge_official": "judge",
-                      "judge_stepwise": "judge", "judge_compared": "judge"}.get(task, task)  # fmt: skip
+        judges = ("judge_official", "judge_stepwise", "judge_compared", "judge_located")
+        world_task = {"relation": "vqa", "relation_stepwise": "vqa", **dict.fromkeys(judges, "judge")}.get(task, task)
         qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
         examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
                                   resolution=self.resolution, templates=self.templates, **qtypes)  # fmt: skip
@@ -83,8 +86,8 @@ class WorldStream:
             example.answers = [example.responses[example.preferred]]
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
-        if task == "judge_compared":
-            return compared_judge_example(example)
+        if task in ("judge_compared", "judge_located"):
+            return compared_judge_example(example, located=task == "judge_located")
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
             return stepwise_relation_example(example, self.relation_sentence)
         return example
@@ -176,9 +179,23 @@ def compared_judge_target(example: Example) -> str:
     return f"{example.meta['reason']} {' '.join(steps)} {' '.join(checks)} . {verdict(example.preferred)}"
 
 
-def compared_judge_example(example: Example) -> Example:
+def located_judge_target(example: Example) -> str:
+    """The ``judge_located`` target of a world judge pair in its stored order: the reason, the unfaithful
+    answer's claim and its position, then the official verdict line::
+
+        the circle is red, not blue. blue : Answer 1 . Overall Judgment: Answer 2 is better.
+
+    The claim ("blue") is written first from the reason, so the position can be found by the claim's content
+    in the prompt instead of by reading a given answer."""
+    wrong = 1 - example.preferred
+    claim = judge_claims(example)[wrong]
+    return f"{example.meta['reason']} {claim} : Answer {wrong + 1} . {verdict(example.preferred)}"
+
+
+def compared_judge_example(example: Example, *, located: bool = False) -> Example:
     """A world judge example in the official judge prompt (stored order) with the
-    :func:`compared_judge_target` as its target."""
+    :func:`compared_judge_target` (``located``: the :func:`located_judge_target`) as its target."""
     first, second = example.responses
     prompt = judge_prompt(example.prompt, first, second)
-    return replace(example, prompt=prompt, answers=[compared_judge_target(example)])
+    target = located_judge_target(example) if located else compared_judge_target(example)
+    return replace(example, prompt=prompt, answers=[target])
