@@ -9,6 +9,8 @@ answer:
 - the check words (``Accuracy: yes`` / ``no``; in judge_compared targets the yes / no ending each answer's step
   and the pair of check words before the verdict): is the word the target has the likelier of yes / no?
 - the verdict's answer number ("1" / "2" after "Overall Judgment: Answer"): the likelier of 1 / 2?
+- judge_located only, the slot ("blue : Answer 1"): the answer that holds the wrong claim, which only the
+  prompt can tell (``flip_slot``: that number and the verdict flipped: does the verdict follow it?);
 - judge_compared only, each answer's claim (the first word after "Answer k :"): is the answer's own claim
   likelier than the other answer's? This is the model reading which answer of the prompt says what.
 
@@ -60,6 +62,13 @@ def built(example: Example, target: str, variant: str) -> Example:
             text = text.replace(f"Answer 1: {first} ", "Answer 1: @@ ", 1)
             text = text.replace(f"Answer 2: {second} ", f"Answer 2: {first} ", 1)
             text = text.replace("Answer 1: @@ ", f"Answer 1: {second} ", 1)
+    elif target == "located":
+        made = compared_judge_example(example, located=True)
+        text = made.answers[0]
+        if variant == "flip_slot":  # the wrong claim's answer and the verdict with it
+            wrong = 1 - example.preferred
+            text = text.replace(f" : Answer {wrong + 1} . ", f" : Answer {2 - wrong} . ")
+            text = text.replace(verdict(example.preferred), verdict(1 - example.preferred))
     else:
         made = compared_judge_example(example)
         text = made.answers[0]
@@ -84,8 +93,11 @@ def built(example: Example, target: str, variant: str) -> Example:
 def positions(tokens: list[str], target: str) -> dict[str, list[int]]:
     """Token indices of the check words ("check"), of the pair before the verdict ("pair") and of the
     verdict's answer number ("verdict") in a tokenised target."""
-    found: dict[str, list[int]] = {"check": [], "pair": [], "verdict": [], "claim": []}
+    found: dict[str, list[int]] = {"check": [], "pair": [], "verdict": [], "claim": [], "slot": []}
     for i, token in enumerate(tokens):
+        if target == "located" and token in ("1", "2") and tokens[i - 2 : i] == [":", "answer"] \
+                and tokens[i - 3] != "judgment":
+            found["slot"].append(i)
         if target == "compared" and i >= 3 and tokens[i - 3] == "answer" and tokens[i - 2] in ("1", "2") \
                 and tokens[i - 1] == ":":
             found["claim"].append(i)
@@ -105,8 +117,8 @@ def positions(tokens: list[str], target: str) -> dict[str, list[int]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="'embedded' or a model folder")
-    parser.add_argument("--target", default="stepwise", choices=("stepwise", "compared"),
-                        help="judge_stepwise or judge_compared targets")  # fmt: skip
+    parser.add_argument("--target", default="stepwise", choices=("stepwise", "compared", "located"),
+                        help="judge_stepwise, judge_compared or judge_located targets")  # fmt: skip
     parser.add_argument("--split", default="test")
     parser.add_argument("--seed", type=int, default=31337, help="world seed of --split (31337: seed-unseen)")
     parser.add_argument("--pairs", type=int, default=200)
@@ -118,8 +130,8 @@ def main() -> None:
     resolution = processor.image_processor.size["height"]
     examples = world_examples(args.split, args.pairs, "judge", seed=args.seed, resolution=resolution)
     ids = {word: tokenizer.convert_tokens_to_ids(word) for word in ("yes", "no", "1", "2")}
-    extra = ["flip_pair", "swap_claims"] if args.target == "compared" else ["swap_copies"]
-    variants = ["gold", "flip_checks", *extra]
+    variants = {"stepwise": ["gold", "flip_checks", "swap_copies"], "located": ["gold", "flip_slot"],
+                "compared": ["gold", "flip_checks", "flip_pair", "swap_claims"]}[args.target]
     print(f"{args.model}: {len(examples)} judge pairs of {args.split} (world seed {args.seed}), teacher-forced "
           f"judge_{args.target} targets; share of tokens where the model's likelier word is the target's")  # fmt: skip
     for variant in variants:
