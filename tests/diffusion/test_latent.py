@@ -61,6 +61,29 @@ def test_autoencoder_resume_continues_exactly(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_decoder_fine_tuning_keeps_the_encoder_and_scaling_factor(tiny_autoencoder, tmp_path):
+    """train.trainable: decoder (model.init_from): the latents a UNet was trained on stay exactly the same; only
+    the decoder changes. Another architecture or no init_from is a one-line error."""
+    base = _ae_config(tmp_path / "ft")
+    config = base.model_copy(update={
+        "model": base.model.model_copy(update={"init_from": str(tiny_autoencoder)}),
+        "train": base.train.model_copy(update={"trainable": "decoder", "lr": 1e-2})})  # fmt: skip
+    tuned = train_autoencoder(config, progress=False)
+    before, after = AutoencoderKL.from_pretrained(tiny_autoencoder), AutoencoderKL.from_pretrained(tuned)
+    assert after.config.scaling_factor == before.config.scaling_factor
+    old, new = before.state_dict(), after.state_dict()
+    frozen = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(old[k], new[k]) for k in frozen)
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    assert torch.equal(encode(before, images), encode(after, images))
+    other = config.model_copy(update={"model": config.model.model_copy(update={"block_out_channels": [16, 32, 32]})})
+    with pytest.raises(ExploreError, match="another architecture than the config's model section"):
+        train_autoencoder(other.model_copy(update={"output_dir": str(tmp_path / "other")}), progress=False)
+    with pytest.raises(ValueError, match="set model.init_from"):
+        AutoencoderConfig(train={"steps": 2, "trainable": "decoder"})
+
+
 def _interrupt_after_checkpoint(config: AutoencoderConfig) -> None:
     """Run ``config`` and stop it (KeyboardInterrupt) right after its first checkpoint is saved."""
     import explore.diffusion.autoencoder as module

@@ -13,6 +13,10 @@ The finished folder ``<output_dir>/autoencoder`` is a plain diffusers model (``A
 whose ``scaling_factor`` is set to 1 / std of its latents on the val scenes (as SD's 0.18215), so the UNet
 sees unit-variance latents. Run folder: ``config.yaml`` + ``run.json``, ``train_log.jsonl``,
 ``checkpoints/step-*/`` (atomic, ``--resume latest``), ``autoencoder/``.
+
+Decoder fine-tuning (``model.init_from`` + ``train.trainable: decoder``), as Stability did for SD's ft-MSE VAE:
+the encoder (and so the latent space, its ``scaling_factor`` and every latent a UNet was trained on) stays
+fixed, only the decoder learns more, so a trained latent UNet keeps working with the new decoder.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from explore.diffusion.config import DataSection
 from explore.diffusion.data import to_tensor
 from explore.diffusion.features import perceptual_features
 from explore.errors import ExploreError
+from explore.packaged import packaged
 from explore.runs import append_jsonl, atomic_folder, rewind_jsonl, write_run_info
 from explore.train.checkpoint import (
     check_run,
@@ -65,6 +70,9 @@ class AutoencoderModelSection(StrictModel):
     mid_block_attention: bool = Field(False, description="self-attention in the middle blocks (SD: on; costly "
                                       "on a CPU and not needed for the world's flat shapes, measured)")  # fmt: skip
     seed: int = Field(0, ge=0, description="seed of the weight initialisation")
+    init_from: str | None = Field(None, description="start from this AutoencoderKL folder ('embedded': the shipped "
+                                  "diffusion pipeline's vae/) instead of random weights; its architecture must be "
+                                  "this section's")  # fmt: skip
 
     @model_validator(mode="after")
     def _groups_divide(self) -> AutoencoderModelSection:
@@ -88,6 +96,9 @@ class AutoencoderTrainSection(StrictModel):
         "objects-pretrained ViT, which tells the world's shapes apart")  # fmt: skip
     perceptual_layers: list[int] = Field([1, 2, 3], min_length=1, description="vision-encoder layers compared")
     seed: int = Field(0, ge=0, description="seed of the latent sampling noise")
+    trainable: Literal["all", "decoder"] = Field("all", description="decoder: train only the decoder (and "
+                                                 "post_quant_conv) of model.init_from, keeping its latent space "
+                                                 "and scaling_factor, so latent UNets trained on it still fit")  # fmt: skip
 
 
 class AutoencoderConfig(StrictModel):
@@ -104,6 +115,8 @@ class AutoencoderConfig(StrictModel):
         factor = 2 ** (len(self.model.block_out_channels) - 1)
         if self.data.resolution % factor:
             raise ValueError(f"data.resolution {self.data.resolution} must be divisible by {factor}")
+        if self.train.trainable == "decoder" and self.model.init_from is None:
+            raise ValueError("train.trainable: decoder fine-tunes a trained autoencoder; set model.init_from")
         return self
 
 
@@ -122,6 +135,40 @@ def build_autoencoder(model: AutoencoderModelSection, resolution: int) -> Autoen
         layers_per_block=model.layers_per_block, latent_channels=model.latent_channels,
         norm_num_groups=model.norm_num_groups, sample_size=resolution, mid_block_add_attention=model.mid_block_attention,
     )  # fmt: skip
+
+
+@torch.no_grad()
+def initial_autoencoder(model: AutoencoderModelSection, resolution: int) -> AutoencoderKL:
+    """:func:`build_autoencoder`, loaded from ``model.init_from`` when set.
+
+    Raises:
+        ExploreError: ``init_from`` is not an AutoencoderKL folder or has another architecture than ``model``.
+    """
+    vae = build_autoencoder(model, resolution)
+    if model.init_from is None:
+        return vae
+    folder = packaged("diffusion-small") / "vae" if model.init_from == "embedded" else Path(model.init_from)
+    source = load_autoencoder(folder)
+    keys = ("block_out_channels", "layers_per_block", "latent_channels", "norm_num_groups", "mid_block_add_attention",
+            "down_block_types", "up_block_types")  # fmt: skip
+    differ = [k for k in keys if list(np.atleast_1d(source.config[k])) != list(np.atleast_1d(vae.config[k]))]
+    if differ:
+        raise ExploreError(f"model.init_from {folder}: another architecture than the config's model section "
+                           f"({', '.join(differ)} differ); copy its values into the config")  # fmt: skip
+    vae.load_state_dict(source.state_dict(), strict=True)
+    vae.register_to_config(scaling_factor=source.config.scaling_factor)
+    return vae.requires_grad_(True)
+
+
+def trainable_parameters(vae: AutoencoderKL, trainable: str) -> list[torch.nn.Parameter]:
+    """All parameters, or (``"decoder"``) the decoder's and post_quant_conv's with the rest frozen."""
+    if trainable == "all":
+        return list(vae.parameters())
+    vae.requires_grad_(False)
+    parts = [vae.decoder] + ([vae.post_quant_conv] if vae.post_quant_conv is not None else [])
+    for part in parts:
+        part.requires_grad_(True)
+    return [p for part in parts for p in part.parameters()]
 
 
 @torch.no_grad()
@@ -181,8 +228,8 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
     t = config.train
     features = perceptual_features(t)  # first: a missing network fails before any work
     next_batch = training_data(config.data, progress=progress)
-    vae = build_autoencoder(config.model, config.data.resolution)
-    params = list(vae.parameters())
+    vae = initial_autoencoder(config.model, config.data.resolution)
+    params = trainable_parameters(vae, t.trainable)
     optimizer = torch.optim.AdamW(params, lr=t.lr)
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps, t.steps)
     generator = torch.Generator().manual_seed(t.seed)
@@ -198,7 +245,8 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
         print(f"resumed from {checkpoint} (step {state['global_step']})", flush=True)
     rewind_jsonl(run_dir / "train_log.jsonl", state["global_step"])
     write_run_info(run_dir, config.model_dump())
-    print(f"parameters: autoencoder {sum(p.numel() for p in params):,}", flush=True)
+    print(f"parameters: autoencoder {sum(p.numel() for p in vae.parameters()):,}, trained "
+          f"{sum(p.numel() for p in params):,}", flush=True)  # fmt: skip
     scenes = validation_scenes(config)
     interactive = progress and sys.stderr.isatty()
     columns = (TextColumn("[bold]autoencoder"), BarColumn(), MofNCompleteColumn(),
@@ -210,7 +258,8 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
         while state["global_step"] < t.steps:
             images, _, _ = next_batch(state["data_position"], t.batch_size)  # (B, 3, R, R) in [-1, 1]
             state["data_position"] += t.batch_size
-            posterior = vae.encode(images).latent_dist
+            with torch.set_grad_enabled(t.trainable == "all"):
+                posterior = vae.encode(images).latent_dist
             noise = torch.randn(posterior.mean.shape, generator=generator)
             recon = vae.decode(posterior.mean + posterior.std * noise).sample
             l1 = (recon - images).abs().mean()
@@ -246,7 +295,8 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
                                 optimizer=optimizer, scheduler=lr_scheduler, state=state,
                                 run=_run_record(config))  # fmt: skip
     scores = reconstruction_scores(vae, scenes, config.data.resolution)
-    vae.register_to_config(scaling_factor=round(1.0 / scores["latent_std"], 5))
+    if t.trainable == "all":  # a fine-tuned decoder keeps the latent space, so its scaling_factor too
+        vae.register_to_config(scaling_factor=round(1.0 / scores["latent_std"], 5))
     vae.eval()
     final = run_dir / "autoencoder"
     with atomic_folder(final) as staging:
