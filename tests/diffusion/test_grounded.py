@@ -285,3 +285,39 @@ def test_the_diffusers_baseline_reads_the_layout_as_input_channels(tmp_path):
     with pytest.raises(ValueError, match="pixel_unshuffle needs model.kind: efficient"):
         load_diffusion_config(TINY_GROUNDED).model_validate(
             {**config.model_dump(), "model": {**config.model.model_dump(), "pixel_unshuffle": 2}})
+
+
+def test_world_t2i_layout_picks_the_path_and_a_folder_keeps_its_path(grounded_dir, tiny_pipeline_dir, tmp_path,
+                                                                      monkeypatch, capsys):  # fmt: skip
+    """``explore eval --task world-t2i --layout none`` measures the free-text path of a grounded pipeline (the issue's
+    own task for it); the path is part of the run's header, so a folder is not resumed on the other path."""
+
+    def run(out, *extra):
+        monkeypatch.setattr(sys, "argv", ["explore", "eval", "--task", "world-t2i", "--checkpoint", str(grounded_dir),
+                                          "--limit", "2", "--steps", "1", "--batch-size", "2", "--out", str(out),
+                                          *extra])  # fmt: skip
+        try:
+            main()
+            code = 0
+        except SystemExit as exit_info:  # a failure exits; success may return
+            code = exit_info.code or 0
+        return code, capsys.readouterr().err
+
+    assert run(tmp_path / "auto")[0] == 0
+    assert run(tmp_path / "none", "--layout", "none")[0] == 0
+    import json
+
+    assert json.loads((tmp_path / "none" / "summary.json").read_text())["layout"] == "none"
+    assert "layout" not in json.loads((tmp_path / "auto" / "summary.json").read_text())  # the pipeline's own path
+    images = [sorted((tmp_path / name / "images").glob("*.png")) for name in ("auto", "none")]
+    assert len(images[0]) == 2 and [p.read_bytes() for p in images[0]] != [p.read_bytes() for p in images[1]]
+    code, err = run(tmp_path / "none", "--layout", "auto")
+    assert code == 2 and "layout" in err, err
+    code, err = run(tmp_path / "bad", "--layout", "grid")
+    assert code == 2 and "--layout must be auto or none, got 'grid'" in err
+    monkeypatch.setattr(sys, "argv", ["explore", "eval", "--task", "world-t2i", "--checkpoint", str(tiny_pipeline_dir),
+                                      "--limit", "2", "--layout", "auto", "--out", str(tmp_path / "text-only")])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2 and "needs a grounded pipeline" in capsys.readouterr().err
+    assert not (tmp_path / "text-only" / "predictions.jsonl").exists()

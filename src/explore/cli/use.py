@@ -211,7 +211,10 @@ def eval_command(
         str | None, typer.Option(help="world-t2i / world-geneval: sampler (ddpm, ddim, dpm, unipc); default: explore "
                                  "generate's, ddim with a layout, dpm without.")
     ] = None,
-    layout: Annotated[str, typer.Option(help="world-geneval: auto (grounded) or none (free text).")] = "auto",
+    layout: Annotated[
+        str | None, typer.Option(help="world-geneval / world-t2i: auto (grounded) or none (free text); default: auto for "
+                                 "world-geneval, the pipeline's own path for world-t2i.")
+    ] = None,
     layout_text: Annotated[
         str, typer.Option(help="world-geneval with a layout: what the text encoder reads, caption (default) or prompt.")
     ] = "caption",
@@ -243,7 +246,7 @@ def eval_command(
         raise ExploreError(f"{task} runs in one process; launch it without accelerate launch / torchrun "
                            "(several processes share the VQA, caption and judge tasks)")  # fmt: skip
     if spec.kind == "geneval":
-        _eval_geneval(spec, options, model, out, steps=steps, guidance=guidance, scheduler=scheduler, layout=layout,
+        _eval_geneval(spec, options, model, out, steps=steps, guidance=guidance, scheduler=scheduler, layout=layout or "auto",
                       layout_text=layout_text, batch_size=16 if batch_size == "auto" else int(batch_size))  # fmt: skip
         return
     state = _data_parallel_state()
@@ -251,7 +254,7 @@ def eval_command(
     vlm, processor = load_model(model, device=state.device if state is not None else "cpu")
     if spec.kind == "t2i":
         _eval_t2i(spec, vlm, processor, out, checkpoint=checkpoint, steps=steps, guidance=guidance, scheduler=scheduler,
-                  split=split,
+                  split=split, layout=layout,
                   seed=seed, limit=limit,
                   batch_size=16 if batch_size == "auto" else int(batch_size), title=f"{model} judging")  # fmt: skip
         return
@@ -308,9 +311,10 @@ def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance:
 
 
 def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps: int, guidance: float | None,
-              scheduler: str | None, split: str, seed: int, limit: int | None, batch_size: int, title: str) -> None:  # fmt: skip
-    """``explore eval --task world-t2i``: generate (the pipeline's own path, with ``explore generate``'s sampler and
-    guidance for it by default), then score exactly, by the VLM judge and by Fréchet distance."""
+              scheduler: str | None, split: str, seed: int, limit: int | None, batch_size: int, title: str,
+              layout: str | None = None) -> None:  # fmt: skip
+    """``explore eval --task world-t2i``: generate (the pipeline's own path, or ``layout`` auto / none, with ``explore
+    generate``'s sampler and guidance for it by default), then score exactly, by the VLM judge and by Fréchet distance."""
     from explore.diffusion.pipeline import DEFAULT_SAMPLING, load_pipeline, set_scheduler
     from explore.eval.t2i import evaluate_t2i
     from explore.eval.tasks import TaskOptions
@@ -319,12 +323,18 @@ def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps
     if guidance is not None and guidance < 1:
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     check_split(split)
+    if layout not in (None, "auto", "none"):
+        raise ExploreError(f"--layout must be auto or none, got {layout!r}")
     pipe = load_pipeline(checkpoint)
-    default_scheduler, default_guidance = DEFAULT_SAMPLING["auto" if pipe.grounded else "none"]
+    if layout == "auto" and not pipe.grounded:
+        raise ExploreError(f"--layout auto needs a grounded pipeline; {checkpoint or 'the embedded one'} has no layout "
+                           "input: drop --layout or pass --layout none")  # fmt: skip
+    default_scheduler, default_guidance = DEFAULT_SAMPLING[layout or ("auto" if pipe.grounded else "none")]
     scheduler = scheduler or default_scheduler
     guidance = default_guidance if guidance is None else guidance
     pipe = set_scheduler(pipe, scheduler)
     examples = spec.load(TaskOptions(split=split, seed=seed, limit=limit, resolution=pipe.image_size))
-    summary = evaluate_t2i(pipe, vlm, processor, examples, out, steps=steps, guidance=guidance, batch_size=batch_size)
+    summary = evaluate_t2i(pipe, vlm, processor, examples, out, steps=steps, guidance=guidance, batch_size=batch_size,
+                           layout=layout)  # fmt: skip
     _print_summary(f"world-t2i ({summary['examples']} prompts, {scheduler} {steps} steps; {title})", summary)
     typer.echo(f"wrote {out / 'predictions.jsonl'}, {out / 'images'} and {out / 'summary.json'}")

@@ -131,13 +131,14 @@ def vlm_answers(vlm, processor, images: list[Image.Image], questions: list[str],
     return answers
 
 
-def run_header(pipe, vlm, *, steps: int, guidance: float) -> dict:
+def run_header(pipe, vlm, *, steps: int, guidance: float, layout: str | None = None) -> dict:
     """What identifies a world-t2i run: the generator (its weights and sampler), the VLM judge and the
     sampling settings. Resuming a folder with any of them changed is refused (:func:`explore.runs.check_header`)."""
     modules = {name: model_fingerprint(part) for name, part in sorted(pipe.components.items())
                if isinstance(part, torch.nn.Module)}  # fmt: skip
     return {"command": "eval", "task": "world-t2i", "pipeline": config_hash(modules), "judge": model_fingerprint(vlm),
-            "scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance}  # fmt: skip
+            "scheduler": type(pipe.scheduler).__name__, "steps": steps, "guidance": guidance,
+            **({"layout": layout} if layout is not None else {})}  # fmt: skip  (no key for the default: old folders resume)
 
 
 def evaluate_t2i(
@@ -151,14 +152,16 @@ def evaluate_t2i(
     guidance: float = 3.0,
     batch_size: int = 16,
     progress: bool = True,
+    layout: str | None = None,
 ) -> dict:
     """Generate an image per example (seeded by the example's scene seed), score it three ways and
-    write ``predictions.jsonl``, ``images/`` and ``summary.json`` to ``out_dir``; resumes from it."""
+    write ``predictions.jsonl``, ``images/`` and ``summary.json`` to ``out_dir``; resumes from it.
+    ``layout``: the pipeline's path, "auto" or "none" (free text); None: the pipeline's default."""
     if not examples:
         raise ExploreError("world-t2i has no examples; check --limit")
     path = out_dir / "predictions.jsonl"
     log = JsonlLog(path)  # a line cut off by a kill is truncated away and redone
-    check_header(out_dir, run_header(pipe, vlm, steps=steps, guidance=guidance), has_outputs=bool(log.records))
+    check_header(out_dir, run_header(pipe, vlm, steps=steps, guidance=guidance, layout=layout), has_outputs=bool(log.records))
     (out_dir / "images").mkdir(exist_ok=True)
     remove_temporaries(out_dir / "images")
     done = {record["id"] for record in log.records}
@@ -178,7 +181,7 @@ def evaluate_t2i(
             batch = todo[start : start + batch_size]
             generators = [torch.Generator().manual_seed(int(e.meta["seed"])) for e in batch]
             generated = pipe([e.prompt for e in batch], num_inference_steps=steps, guidance_scale=guidance,
-                             generator=generators).images  # fmt: skip
+                             generator=generators, **({"layout": layout} if layout else {})).images  # fmt: skip
             log.append([_score(example, image, classifier, vlm, processor, out_dir)
                         for example, image in zip(batch, generated)])  # fmt: skip
             bar.update(job, advance=len(batch))
@@ -186,7 +189,7 @@ def evaluate_t2i(
     summary = summarize_t2i(records)
     summary["frechet"] = frechet_scores(records, out_dir, examples, vlm)
     summary.update(task="world-t2i", examples=len(records), steps=steps, guidance=guidance,
-                   scheduler=type(pipe.scheduler).__name__)  # fmt: skip
+                   scheduler=type(pipe.scheduler).__name__, **({"layout": layout} if layout else {}))  # fmt: skip
     write_json(out_dir / "summary.json", summary)
     return summary
 
