@@ -169,3 +169,51 @@ def test_located_judge_targets_name_the_wrong_claim_and_its_answer_then_the_offi
         assert claim in example.responses[wrong]
         assert target == f"{example.meta['reason']} {claim} : Answer {wrong + 1} . Overall Judgment: Answer " \
                          f"{example.preferred + 1} is better."
+
+
+def test_answer_slots_mark_each_answers_tokens_in_the_official_prompt(tmp_path):
+    from explore.train.slots import answer_slots, slot_token_ids
+
+    _, processor = loop.build_fresh(config(tmp_path, **{"data.judge_vocabulary": True}))
+    tokenizer = processor.tokenizer
+    example = WorldStream({"judge_compared": 1.0}, templates=True, resolution=16).batch(0, 1)[0]
+    ids = tokenizer(example.prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    slots = answer_slots(ids, slot_token_ids(tokenizer))[0]
+    words = tokenizer.convert_ids_to_tokens(ids[0])
+    for k, response in enumerate(example.responses):  # exactly the response's words carry its slot
+        marked = [w for w, s in zip(words, slots.tolist(), strict=True) if s == k + 1]
+        assert marked == tokenizer.tokenize(response), (k, marked)
+    assert answer_slots(tokenizer("Answer 1: a circle.", return_tensors="pt")["input_ids"], slot_token_ids(tokenizer)).sum() == 0
+    from explore.models.tokenizer import build_word_tokenizer
+
+    with pytest.raises(Exception, match="judge_vocabulary"):  # a tokenizer without the prompt's words: one clear error
+        slot_token_ids(build_word_tokenizer(["circle", "square"]))
+
+
+def test_a_slot_loss_stage_trains_keeps_its_head_for_a_resume_and_saves_a_plain_model(tmp_path):
+    """The answer-slot head trains beside the model, is kept in checkpoints for a resume and never enters the model
+    folder; the loss reaches the model's weights."""
+    from safetensors.torch import load_file
+
+    from explore.errors import ExploreError
+    from explore.train.slots import SLOT_HEAD_FILE
+
+    stage = {"name": "judge", "steps": 4, "batch_size": 4, "warmup_steps": 1, "slot_loss": 1.0,
+             "trainable": ["qformer", "query_tokens", "projection", "lm"], "tasks": {"judge_compared": 1.0}}  # fmt: skip
+    whole = config(tmp_path / "whole", **{"data.judge_vocabulary": True, "stages": [stage], "checkpoint_every": 2})
+    final = loop.pretrain(whole, progress=False)
+    checkpoint = tmp_path / "whole/run/checkpoints/step-0000004"
+    assert not list(final.glob("slot_head*")) and (checkpoint / SLOT_HEAD_FILE).is_file()
+    model = load_model(final)[0]
+    head = loop._slot_head(model, whole, checkpoint)  # what a resume of this stage loads
+    saved = load_file(checkpoint / SLOT_HEAD_FILE)
+    assert all(torch.equal(head.state_dict()[k], saved[k]) for k in saved)
+    assert not torch.equal(loop._slot_head(model, whole, None).proj.weight, saved["proj.weight"])  # it trained
+    with pytest.raises(ExploreError, match="slot_loss stage"):
+        loop._slot_head(model, whole, final)
+    plain = config(tmp_path / "plain", **{"data.judge_vocabulary": True, "stages": [{**stage, "slot_loss": 0.0}]})
+    reference = model.state_dict()
+    other = load_model(loop.pretrain(plain, progress=False))[0].state_dict()
+    assert any(not torch.equal(reference[n], other[n]) for n in reference)  # the loss reaches the LM's weights
+    with pytest.raises(ValidationError, match="slot_loss"):
+        config(tmp_path / "x", **{"data.judge_vocabulary": True, "stages": [{**stage, "tasks": {"vqa": 1.0}}]})

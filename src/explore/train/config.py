@@ -77,6 +77,9 @@ class StageSection(StrictModel):
         "subject_first", description="relation step of relation_stepwise targets (explore.world.text."
         "RELATION_SENTENCES): 'the A is left of the B', or 'relative to the B the A is left' and for a yes/no "
         "'left compared to right'")  # fmt: skip
+    slot_loss: float = Field(0.0, ge=0, description="weight of the answer-slot auxiliary loss on official-judge "
+                             "batches (explore.train.slots: a discarded linear head tells from the T5 encoder's states "
+                             "which answer each answer token belongs to); 0: off")  # fmt: skip
     max_objects: int | None = Field(None, ge=1, le=9, description="most objects per scene in this stage "
                                     "(default: data.max_objects); 1 gives a curriculum warm-up")  # fmt: skip
 
@@ -107,6 +110,9 @@ class StageSection(StrictModel):
             raise ValueError(f"warmup_steps ({self.warmup_steps}) must be smaller than steps ({self.steps})")
         if self.objective == "language" and self.tasks is None:
             raise ValueError(f"a language stage needs tasks, a mix of {', '.join(TASKS)}")
+        if self.slot_loss and not set(self.tasks or {}) & set(OFFICIAL_JUDGE_TASKS):
+            raise ValueError(f"slot_loss acts on official-judge batches; add one of {OFFICIAL_JUDGE_TASKS} to tasks "
+                             "or drop slot_loss")  # fmt: skip
         if self.objective == "objects" and (self.trainable != ["vision"] or self.tasks is not None):
             raise ValueError("an objects stage trains the vision encoder alone: set trainable: [vision] and no tasks")
         return self

@@ -42,6 +42,7 @@ from explore.train.checkpoint import (
 )
 from explore.train.config import OFFICIAL_JUDGE_TASKS, StageSection, TrainConfig
 from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixels, validate_objects
+from explore.train.slots import SLOT_HEAD_FILE, SlotHead, answer_slots, slot_token_ids
 from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
@@ -243,6 +244,14 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
         if stage.objective == "objects":
             heads = _object_heads(unwrapped, config, checkpoint if state.stage_step > 0 else None)
             heads.to(accelerator.device)
+        slot_ids = None
+        if stage.slot_loss:
+            if decoder_only:
+                raise ExploreError(f"stage {stage.name!r}: slot_loss reads a T5 encoder's states; this model's LM is "
+                                   "decoder-only: drop slot_loss")  # fmt: skip
+            slot_ids = slot_token_ids(processor.tokenizer)
+            heads = _slot_head(unwrapped, config, checkpoint if state.stage_step > 0 else None)
+            heads.to(accelerator.device)
         optimizer, scheduler = _make_optimizer(unwrapped, stage, list(heads.parameters()) if heads else [])
         if checkpoint is not None and state.stage_step > 0:
             load_optimizer_states(checkpoint, optimizer, scheduler)
@@ -273,7 +282,12 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                     batch = collate(examples, processor, with_labels=True, max_length=max_length,
                                     decoder_only=decoder_only)  # fmt: skip
                     batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-                    loss = model(**batch).loss
+                    if slot_ids is not None and official:
+                        outputs = model(**batch)
+                        states = outputs.language_model_outputs.encoder_last_hidden_state
+                        loss = outputs.loss + stage.slot_loss * heads.loss(states, answer_slots(batch["input_ids"], slot_ids))
+                    else:
+                        loss = model(**batch).loss
                 if not torch.isfinite(loss):
                     raise ExploreError(f"non-finite loss {loss.item()} at step {state.global_step + 1} "
                                        f"(stage {stage.name!r}); the last good checkpoint is kept in "
@@ -300,7 +314,8 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                         print(json.dumps(record), flush=True)
                 last = state.stage_step == stage.steps
                 if accelerator.is_main_process and (state.stage_step % config.eval.every == 0 or last):
-                    _validate(unwrapped, processor, config, run_dir, state, stage, progress, heads)
+                    _validate(unwrapped, processor, config, run_dir, state, stage, progress,
+                              heads if stream is None else None)  # fmt: skip
                     model.train()
                 if accelerator.is_main_process and (state.global_step % config.checkpoint_every == 0 or last):
                     save_checkpoint(run_dir / "checkpoints", state.global_step,
@@ -325,8 +340,23 @@ def _write_model(model, processor, heads: ObjectHeads | None, folder: Path) -> N
     and in an objects stage the heads beside them."""
     model.save_pretrained(folder / "model")  # transformers >= 5 always writes safetensors
     save_processor(processor, folder / "model", decoder_only=bool(model.config.use_decoder_only_language_model))
-    if heads is not None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()}, folder / HEADS_FILE)
+    if heads is not None:  # object heads, or the answer-slot head (kept for a resume; never in the model folder)
+        save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
+                  folder / getattr(heads, "file", HEADS_FILE))  # fmt: skip
+
+
+def _slot_head(model, config: TrainConfig, checkpoint: Path | None) -> SlotHead:
+    """A fresh answer-slot head (seeded by ``model.seed``, the global RNG left alone), or a checkpoint's."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.model.seed)
+        head = SlotHead(model.config.text_config.d_model)
+    if checkpoint is not None:
+        path = checkpoint / SLOT_HEAD_FILE
+        if not path.is_file():
+            raise ExploreError(f"{checkpoint} has no {SLOT_HEAD_FILE}: it was not written in a slot_loss stage; "
+                               "resume from a checkpoint of this stage or start the run anew")  # fmt: skip
+        head.load_state_dict(load_file(path))
+    return head
 
 
 def _object_heads(model, config: TrainConfig, checkpoint: Path | None) -> ObjectHeads:
