@@ -346,31 +346,30 @@ def _write_model(model, processor, heads: ObjectHeads | None, folder: Path) -> N
 
 
 def _slot_head(model, config: TrainConfig, checkpoint: Path | None) -> SlotHead:
-    """A fresh answer-slot head (seeded by ``model.seed``, the global RNG left alone), or a checkpoint's."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.model.seed)
-        head = SlotHead(model.config.text_config.d_model)
-    if checkpoint is not None:
-        path = checkpoint / SLOT_HEAD_FILE
-        if not path.is_file():
-            raise ExploreError(f"{checkpoint} has no {SLOT_HEAD_FILE}: it was not written in a slot_loss stage; "
-                               "resume from a checkpoint of this stage or start the run anew")  # fmt: skip
-        head.load_state_dict(load_file(path))
-    return head
+    """A fresh answer-slot head, or a checkpoint's (:func:`_training_head`)."""
+    return _training_head(lambda: SlotHead(model.config.text_config.d_model), config, checkpoint, SLOT_HEAD_FILE,
+                          "a slot_loss stage")  # fmt: skip
 
 
 def _object_heads(model, config: TrainConfig, checkpoint: Path | None) -> ObjectHeads:
-    """Fresh heads (seeded by ``model.seed``, leaving the global RNG alone), or a checkpoint's."""
+    """Fresh object heads, or a checkpoint's (:func:`_training_head`)."""
+    return _training_head(lambda: ObjectHeads(model.config.vision_config.hidden_size), config, checkpoint, HEADS_FILE,
+                          "an objects stage")  # fmt: skip
+
+
+def _training_head(make, config: TrainConfig, checkpoint: Path | None, file: str, stage_kind: str):
+    """A head trained beside the model and never saved in its folder: fresh from ``make()`` (seeded by
+    ``model.seed``, leaving the global RNG alone), or loaded from ``checkpoint/file`` for a resume."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.model.seed)
-        heads = ObjectHeads(model.config.vision_config.hidden_size)
+        head = make()
     if checkpoint is not None:
-        path = checkpoint / HEADS_FILE
-        if not path.exists():
-            raise ExploreError(f"{checkpoint} has no {HEADS_FILE}: it was not written in an objects stage; "
-                               "resume from another checkpoint or start again")  # fmt: skip
-        heads.load_state_dict(load_file(path))
-    return heads
+        path = checkpoint / file
+        if not path.is_file():
+            raise ExploreError(f"{checkpoint} has no {file}: it was not written in {stage_kind}; "
+                               "resume from a checkpoint of this stage or start the run anew")  # fmt: skip
+        head.load_state_dict(load_file(path))
+    return head
 
 
 def _validate(model, processor, config: TrainConfig, run_dir: Path, state: TrainerState, stage: StageSection,
