@@ -10,11 +10,11 @@ A1 = Answer 1's own claim likelier than the other claim at its slot (the binding
 explore.train.slots (weight W) and prints the head's accuracy on the answers' tokens; ``--unrelated P`` gives a
 share P of pairs a second answer from another pair (whole sentences differ: a copy curriculum).
 
-    OMP_NUM_THREADS=1 python benchmarks/judge_binding_probe.py --steps 600                 # T5 as shipped, no aux
-    OMP_NUM_THREADS=1 python benchmarks/judge_binding_probe.py --steps 600 --aux 1.0
+    OMP_NUM_THREADS=1 python benchmarks/judge_binding_probe.py --steps 600 --init runs/shapes-judge-2/model
+    OMP_NUM_THREADS=1 python benchmarks/judge_binding_probe.py --steps 600 --aux 1.0     # from scratch
 
 Measured in session 10 (one thread, 2-core machine, other jobs beside; lr 1e-3, batch 32; A1 / A2 at step 600):
-  judge-2's LM as init (runs/shapes-judge-2/model), no aux:   A1 0.48 (0.42-0.53 all along), A2 0.88-0.96
+  --init runs/shapes-judge-2/model (its T5), no aux:         A1 0.48 (0.42-0.53 all along), A2 0.88-0.96
   from scratch, --aux 1.0:                                    slot head 0.90 at step 450; A1 0.50 -> 0.55 (500) -> 0.65
   from scratch, --aux 1.0 --unrelated 0.5:                    slot head 0.96 at 600; A1 0.60
   from scratch, 4 encoder layers, --aux 1.0 (stopped at 200): slot head 0.52
@@ -68,6 +68,8 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="T5 encoder layers (the embedded model: 2)")
     parser.add_argument("--aux", type=float, default=0.0, help="weight of the answer-slot loss (0: off)")
     parser.add_argument("--unrelated", type=float, default=0.0, help="share of pairs with an unrelated second answer")
+    parser.add_argument("--init", help="a model folder with the judge vocabulary whose T5 weights start the probe "
+                        "(default: from scratch)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -78,6 +80,12 @@ def main() -> None:
     config = copy.deepcopy(build_model(get_preset("shapes-small-judge"), tokenizer, seed=0).config.text_config)
     config.num_layers = args.layers
     lm = T5ForConditionalGeneration(config)
+    if args.init:
+        from explore.models.loading import load_model
+
+        source = load_model(args.init)[0].language_model.state_dict()
+        mine = lm.state_dict()
+        lm.load_state_dict({k: v for k, v in source.items() if k in mine and mine[k].shape == v.shape}, strict=False)
     head = SlotHead(config.d_model)
     ids = slot_token_ids(tokenizer)
     train, test = pairs("train", 4000, 0, args.unrelated, rng), pairs("test", 300, 31337, 0.0, rng)
