@@ -21,6 +21,8 @@ Measured in session 10 (one thread, 2-core machine, other jobs beside; lr 1e-3, 
   from scratch, no aux:                                       A1 0.49 (0.51-0.52 all along), A2 0.92
   --arch llama, from scratch, no aux:                         A1 0.72 (0.68 at 200), A2 0.75
   --arch llama, from scratch, --aux 1.0:                      slot head 1.00 from step 200; A1 0.76 (0.80 at 500)
+Longer (session 10, stopped by a 25-min limit): T5 from scratch --aux 1.0 --steps 1500: A1 0.83 at 1000 and 1200
+(0.74 at 1100); --arch llama --aux 1.0: A1 0.74 at 900 (0.73-0.74 from 700): the T5 with the slot loss catches up.
 So the T5 learns the binding only once its encoder writes the slot into its states, and slowly; a decoder-only LM
 of the same size (rotary positions, causal attention: a token of Answer 2 has "Answer 2" as its nearest mark) has
 the slot at once and reads Answer 1's claim 0.72-0.80 after 600 steps.
