@@ -52,8 +52,7 @@ def generate_command(
     positive_int("scale", scale)
     if guidance is not None and guidance < 1:
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
-    if layout not in (None, "auto", "none"):
-        raise ExploreError(f"--layout must be auto or none, got {layout!r}")
+    _check_layout(layout)
     _check_layout_text(layout_text)
     if out.suffix.lower() != ".png":
         raise ExploreError(f"--out must be a .png file, got {out}")
@@ -71,6 +70,12 @@ def generate_command(
         image_grid(images, scale=scale).save(tmp)
     typer.echo(f"wrote {out} ({n} images, layout {layout}, {scheduler} {steps} steps, guidance {guidance}, "
                f"seed {seed})")  # fmt: skip
+
+
+def _check_layout(layout: str | None) -> None:
+    """``--layout``: auto, none, or not given (None: the command's default)."""
+    if layout not in (None, "auto", "none"):
+        raise ExploreError(f"--layout must be auto or none, got {layout!r}")
 
 
 def _check_layout_text(layout_text: str) -> None:
@@ -288,8 +293,7 @@ def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance:
     from explore.eval.geneval import evaluate_geneval
 
     positive_int("steps", steps)
-    if layout not in ("auto", "none"):
-        raise ExploreError(f"--layout must be auto or none, got {layout!r}")
+    _check_layout(layout)
     _check_layout_text(layout_text)
     scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
     guidance = DEFAULT_SAMPLING[layout][1] if guidance is None else guidance
@@ -323,8 +327,7 @@ def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps
     if guidance is not None and guidance < 1:
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     check_split(split)
-    if layout not in (None, "auto", "none"):
-        raise ExploreError(f"--layout must be auto or none, got {layout!r}")
+    _check_layout(layout)
     pipe = load_pipeline(checkpoint)
     if layout == "auto" and not pipe.grounded:
         raise ExploreError(f"--layout auto needs a grounded pipeline; {checkpoint or 'the embedded one'} has no layout "

@@ -181,7 +181,7 @@ def evaluate_t2i(
             batch = todo[start : start + batch_size]
             generators = [torch.Generator().manual_seed(int(e.meta["seed"])) for e in batch]
             generated = pipe([e.prompt for e in batch], num_inference_steps=steps, guidance_scale=guidance,
-                             generator=generators, **({"layout": layout} if layout else {})).images  # fmt: skip
+                             generator=generators, layout=layout).images  # fmt: skip
             log.append([_score(example, image, classifier, vlm, processor, out_dir)
                         for example, image in zip(batch, generated)])  # fmt: skip
             bar.update(job, advance=len(batch))

@@ -332,7 +332,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
     return final
 
 
-HEADS_FILE = "object_heads.safetensors"
+HEADS_FILE = ObjectHeads.file
 
 
 def _write_model(model, processor, heads: ObjectHeads | None, folder: Path) -> None:
@@ -342,7 +342,7 @@ def _write_model(model, processor, heads: ObjectHeads | None, folder: Path) -> N
     save_processor(processor, folder / "model", decoder_only=bool(model.config.use_decoder_only_language_model))
     if heads is not None:  # object heads, or the answer-slot head (kept for a resume; never in the model folder)
         save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
-                  folder / getattr(heads, "file", HEADS_FILE))  # fmt: skip
+                  folder / heads.file)  # fmt: skip
 
 
 def _slot_head(model, config: TrainConfig, checkpoint: Path | None) -> SlotHead:

@@ -32,6 +32,8 @@ ATTRIBUTES: dict[str, tuple[str, ...]] = {"shape": tuple(SHAPES), "colour": tupl
 class ObjectHeads(nn.Module):
     """One linear classifier per attribute over a ViT token of width ``hidden_size``."""
 
+    file = "object_heads.safetensors"  # beside a checkpoint's model, for a resume
+
     def __init__(self, hidden_size: int):
         super().__init__()
         self.heads = nn.ModuleDict({name: nn.Linear(hidden_size, len(values)) for name, values in ATTRIBUTES.items()})
