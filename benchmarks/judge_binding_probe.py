@@ -12,6 +12,7 @@ share P of pairs a second answer from another pair (whole sentences differ: a co
 
     OMP_NUM_THREADS=1 python benchmarks/judge_binding_probe.py --steps 600 --init runs/shapes-judge-2/model
     OMP_NUM_THREADS=1 python benchmarks/judge_binding_probe.py --steps 600 --aux 1.0     # from scratch
+    OMP_NUM_THREADS=1 python benchmarks/judge_binding_probe.py --steps 1000 --aux 1.0 --target copy
 
 Measured in session 10 (one thread, 2-core machine, other jobs beside; lr 1e-3, batch 32; A1 / A2 at step 600):
   --init runs/shapes-judge-2/model (its T5), no aux:         A1 0.48 (0.42-0.53 all along), A2 0.88-0.96
@@ -23,6 +24,12 @@ Measured in session 10 (one thread, 2-core machine, other jobs beside; lr 1e-3, 
   --arch llama, from scratch, --aux 1.0:                      slot head 1.00 from step 200; A1 0.76 (0.80 at 500)
 Longer (session 10, stopped by a 25-min limit): T5 from scratch --aux 1.0 --steps 1500: A1 0.83 at 1000 and 1200
 (0.74 at 1100); --arch llama --aux 1.0: A1 0.74 at 900 (0.73-0.74 from 700): the T5 with the slot loss catches up.
+Session 11 (one thread, a diffusion training beside): 128 relative-attention buckets (max distance 512, every offset
+up to 64 its own bucket; --buckets 128 --max-distance 512 --aux 1.0): slot head 0.99 from step 600 (0.90 with 32
+buckets), A1 0.63 at 600, 0.71 at 1000: finer positions give the slot, not the claim. --target copy --aux 1.0 (each
+answer copied whole, scored at the first word where the answers differ): A1 / A2 0.66 / 0.71 at 500, 0.81 / 0.82 at
+700, 0.885 / 0.83 at 1000 (1.6 s a step: the targets are longer) — both answers read symmetrically, as fast as the
+claims are, so copying is no shortcut to the binding.
 So the T5 learns the binding only once its encoder writes the slot into its states, and slowly; a decoder-only LM
 of the same size (rotary positions, causal attention: a token of Answer 2 has "Answer 2" as its nearest mark) has
 the slot at once and reads Answer 1's claim 0.72-0.80 after 600 steps.
@@ -49,15 +56,16 @@ from explore.world.examples import world_examples
 from explore.world.vocabulary import vocabulary
 
 
-def pairs(split: str, n: int, seed: int, unrelated: float, rng: random.Random) -> list[tuple[str, list[str], bool]]:
-    """(official prompt, the two claims or responses in shown order, whether the second answer is unrelated)."""
+def pairs(split: str, n: int, seed: int, unrelated: float, rng: random.Random) -> list[tuple[str, list[str], bool, list[str]]]:
+    """(official prompt, the two claims or responses in shown order, whether the second answer is unrelated, the two
+    responses in shown order)."""
     out = []
     examples = world_examples(split, n, "judge", seed=seed)
     for i, example in enumerate(examples):
         if rng.random() < unrelated:
             shown = [example.responses[0], examples[(i + 7) % len(examples)].responses[1]]
             shown = shown[::-1] if rng.random() < 0.5 else shown
-            out.append((judge_prompt(example.prompt, *shown), shown, True))
+            out.append((judge_prompt(example.prompt, *shown), shown, True, shown))
             continue
         try:
             claims = judge_claims(example)
@@ -66,7 +74,7 @@ def pairs(split: str, n: int, seed: int, unrelated: float, rng: random.Random) -
         responses = list(example.responses)
         if rng.random() < 0.5:
             responses, claims = responses[::-1], claims[::-1]
-        out.append((judge_prompt(example.prompt, *responses), claims, False))
+        out.append((judge_prompt(example.prompt, *responses), claims, False, responses))
     return out
 
 
@@ -79,6 +87,12 @@ def main() -> None:
     parser.add_argument("--unrelated", type=float, default=0.0, help="share of pairs with an unrelated second answer")
     parser.add_argument("--init", help="a model folder with the judge vocabulary whose T5 weights start the probe "
                         "(default: from scratch)")
+    parser.add_argument("--buckets", type=int, help="T5 relative-attention buckets (the embedded model: 32, so offsets "
+                        "beyond 8 share log-spaced buckets)")
+    parser.add_argument("--max-distance", type=int, help="T5 relative_attention_max_distance (the embedded model: 128)")
+    parser.add_argument("--target", choices=("claims", "copy"), default="claims", help="claims: 'Answer 1 : c1 . "
+                        "Answer 2 : c2 .'; copy: each answer copied whole ('Answer 1 : r1 Answer 2 : r2'), scored at the "
+                        "first token where the two answers differ (the previous words given, teacher-forced)")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch-size", type=int, default=32)
@@ -88,6 +102,8 @@ def main() -> None:
     tokenizer = build_word_tokenizer(vocabulary(), extra_words=judge_words())
     config = copy.deepcopy(build_model(get_preset("shapes-small-judge"), tokenizer, seed=0).config.text_config)
     config.num_layers = args.layers
+    config.relative_attention_num_buckets = args.buckets or config.relative_attention_num_buckets
+    config.relative_attention_max_distance = args.max_distance or config.relative_attention_max_distance
     lm = T5ForConditionalGeneration(config)
     if args.arch == "llama":
         lm = LlamaForCausalLM(LlamaConfig(vocab_size=len(tokenizer), hidden_size=config.d_model, intermediate_size=
@@ -105,9 +121,25 @@ def main() -> None:
 
     def encode(batch):
         x = tokenizer([b[0] for b in batch], return_tensors="pt", padding=True)
-        y = tokenizer([f"Answer 1 : {b[1][0]} Answer 2 : {b[1][1]}" if b[2] else f"Answer 1 : {b[1][0]} . Answer 2 : "
-                       f"{b[1][1]} ." for b in batch], return_tensors="pt", padding=True)  # fmt: skip
+        if args.target == "copy":
+            y = tokenizer([f"Answer 1 : {b[3][0]} Answer 2 : {b[3][1]}" for b in batch], return_tensors="pt", padding=True)
+        else:
+            y = tokenizer([f"Answer 1 : {b[1][0]} Answer 2 : {b[1][1]}" if b[2] else f"Answer 1 : {b[1][0]} . Answer 2 : "
+                           f"{b[1][1]} ." for b in batch], return_tensors="pt", padding=True)  # fmt: skip
         return x, y.input_ids.masked_fill(y.attention_mask == 0, -100)
+
+    def scored(labels_row, item) -> list[tuple[int, int, int]]:
+        """(label position, own token, the other answer's token) for each answer: the claim's first token after
+        "Answer k :" (claims), or the first token where the two answers differ (copy)."""
+        slots = [i + 3 for i in range(len(labels_row) - 3) if labels_row[i] == ids["answer"]]
+        if args.target == "claims":
+            return [(slots[k], int(labels_row[slots[k]]), tokenizer(item[1][1 - k], add_special_tokens=False).input_ids[0])
+                    for k in range(2)]  # fmt: skip
+        shown = [tokenizer(r, add_special_tokens=False).input_ids for r in item[3]]
+        j = next((i for i, (a, b) in enumerate(zip(*shown)) if a != b), None)
+        if j is None:  # one answer a prefix of the other (an invented object appended): nothing to score
+            return []
+        return [(slots[k] + j, shown[k][j], shown[1 - k][j]) for k in range(2)]
 
     def run(x, labels):
         """(loss, logits aligned with labels, encoder-side states aligned with x.input_ids)."""
@@ -132,19 +164,18 @@ def main() -> None:
     @torch.no_grad()
     def evaluate() -> list[float]:
         lm.eval()
-        hits = [0, 0]
+        hits, n = [0, 0], 0
         for start in range(0, len(test), 50):
             batch = test[start : start + 50]
             x, labels = encode(batch)
             logits = run(x, labels)[1]
-            for row, (_, claims, _) in enumerate(batch):
-                slots = [i + 3 for i in range(labels.shape[1] - 3) if labels[row, i] == ids["answer"]]
-                for k in range(2):  # the claim's first token against the other claim's
-                    own = int(labels[row, slots[k]])
-                    other = tokenizer(claims[1 - k], add_special_tokens=False).input_ids[0]
-                    hits[k] += int(logits[row, slots[k], own] > logits[row, slots[k], other])
+            for row, item in enumerate(batch):
+                n += bool(scored(labels[row].tolist(), item))
+                for k, (position, own, other) in enumerate(scored(labels[row].tolist(), item)):
+                    assert int(labels[row, position]) == own, "scored position does not hold the answer's own token"
+                    hits[k] += int(logits[row, position, own] > logits[row, position, other])
         lm.train()
-        return [round(h / len(test), 3) for h in hits]
+        return [round(h / n, 3) for h in hits]
 
     optimizer = torch.optim.AdamW([*lm.parameters(), *head.parameters()], lr=args.lr)
     started = time.perf_counter()
