@@ -72,6 +72,26 @@ def test_init_from_copies_the_old_weights_into_the_grown_model_and_trains(tmp_pa
     assert trained.language_model.shared.weight.shape[0] == len(processor.tokenizer)
 
 
+def test_init_components_copies_only_those_components(tmp_path):
+    """model.init_components [vision]: the trained ViT is copied, the Q-Former and the LM keep the fresh weights of
+    the same seed; without init_from or with an unknown component the config is refused."""
+    first = loop.pretrain(config(tmp_path / "a"), progress=False)
+    old = load_model(first)[0].state_dict()
+    changes = {"model.init_from": str(first), "data.judge_vocabulary": True}
+    partial, _ = loop.build_fresh(config(tmp_path / "b", **changes, **{"model.init_components": ["vision"]}))
+    fresh, _ = loop.build_fresh(config(tmp_path / "c", **{"data.judge_vocabulary": True}))
+    state, fresh_state = partial.state_dict(), fresh.state_dict()
+    vision = [name for name in state if name.startswith(("vision_model.", "model.vision_model."))]
+    assert vision and all(torch.equal(state[name], old[name]) for name in vision)
+    others = [name for name in state if name not in vision]
+    assert all(torch.equal(state[name], fresh_state[name]) for name in others)
+    assert not all(torch.equal(old[name], fresh_state[name]) for name in others if name in old)
+    with pytest.raises(ValidationError, match="init_components needs model.init_from"):
+        config(tmp_path / "d", **{"model.init_components": ["vision"]})
+    with pytest.raises(ValidationError, match=r"unknown \['vit'\]"):
+        config(tmp_path / "e", **changes, **{"model.init_components": ["vit"]})
+
+
 def test_judge_official_needs_the_judge_vocabulary(tmp_path):
     stages = [{"name": "j", "steps": 2, "warmup_steps": 1, "trainable": ["lm"], "tasks": {"judge_official": 1.0}}]
     with pytest.raises(ValidationError, match="judge_vocabulary"):

@@ -81,7 +81,7 @@ def test_shipped_configs_validate():
     "patch, message",
     [
         ({"checkpoint_evry": 3}, "unknown key 'checkpoint_evry'; allowed keys here: checkpoint_every, data, eval"),
-        ({"model": {"preset": "tiny-t5", "sed": 1}}, "unknown key 'model.sed'; allowed keys here: init_from, preset, seed"),
+        ({"model": {"preset": "tiny-t5", "sed": 1}}, "unknown key 'model.sed'; allowed keys here: init_components, init_from, preset, seed"),
         ({"eval": {"every": -1}}, "invalid value for 'eval.every'"),
     ],
 )

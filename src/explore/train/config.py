@@ -40,6 +40,22 @@ class ModelSection(StrictModel):
         description="a model folder (written by an earlier recipe) whose weights start this run; a tensor whose "
         "first dimension grew (more words, more text positions) keeps the old rows and its fresh new rows",
     )
+    init_components: list[str] | None = Field(
+        None,
+        description=f"with init_from, copy only these components' weights ({', '.join(COMPONENTS)}); the rest keep "
+        "their fresh initialisation (e.g. [vision]: a trained, frozen ViT under a new Q-Former and LM)",
+    )
+
+    @model_validator(mode="after")
+    def _components_known(self) -> ModelSection:
+        if self.init_components is None:
+            return self
+        if self.init_from is None:
+            raise ValueError("model.init_components needs model.init_from (the folder to copy them from)")
+        unknown = sorted(set(self.init_components) - set(COMPONENTS))
+        if unknown or not self.init_components:
+            raise ValueError(f"model.init_components: unknown {unknown or 'empty list'}; expected some of {COMPONENTS}")
+        return self
 
 
 class DataSection(StrictModel):

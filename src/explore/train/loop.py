@@ -82,13 +82,29 @@ def resume_identity(config: TrainConfig, checkpoint: Path) -> dict:
     return identity
 
 
+def _component_module(model, component: str) -> torch.nn.Module:
+    return {"vision": model.vision_model, "qformer": model.qformer, "projection": model.language_projection,
+            "lm": model.language_model}[component]  # fmt: skip
+
+
 def component_parameters(model, component: str) -> list[torch.nn.Parameter]:
     """The parameters of one InstructBLIP component (vision / qformer / query_tokens / projection / lm)."""
     if component == "query_tokens":
         return [model.query_tokens]
-    module = {"vision": model.vision_model, "qformer": model.qformer, "projection": model.language_projection,
-              "lm": model.language_model}[component]  # fmt: skip
-    return list(module.parameters())
+    return list(_component_module(model, component).parameters())
+
+
+def component_state_names(model, components: list[str]) -> set[str]:
+    """The state-dict names of ``components``' parameters and buffers (tied tensors under every name they have)."""
+    tensors = []
+    for component in components:
+        if component == "query_tokens":
+            tensors.append(model.query_tokens)
+        else:
+            module = _component_module(model, component)
+            tensors += [*module.parameters(), *module.buffers()]
+    pointers = {t.data_ptr() for t in tensors}
+    return {name for name, tensor in model.state_dict().items() if tensor.data_ptr() in pointers}
 
 
 def set_trainable(model, components: list[str]) -> list[torch.nn.Parameter]:
@@ -169,17 +185,21 @@ def build_fresh(config: TrainConfig):
             if moved:
                 raise ExploreError(f"model.init_from {config.model.init_from}: its {name} gives other ids to "
                                    f"{moved[:5]}; it was trained on another vocabulary")  # fmt: skip
-        copy_weights(source, model)
+        components = config.model.init_components
+        copy_weights(source, model, only=None if components is None else component_state_names(model, components))
     return model, processor
 
 
 @torch.no_grad()
-def copy_weights(source, target) -> None:
-    """Copy every tensor of ``source`` into the same-named tensor of ``target``. Where ``target``'s
-    first dimension is larger (a longer vocabulary, more position embeddings) the old rows are copied
-    and the new rows keep their initialisation. Any other difference is an :class:`ExploreError`."""
+def copy_weights(source, target, only: set[str] | None = None) -> None:
+    """Copy every tensor of ``source`` (with ``only``: the tensors of those names) into the same-named tensor of
+    ``target``. Where ``target``'s first dimension is larger (a longer vocabulary, more position embeddings) the
+    old rows are copied and the new rows keep their initialisation. Any other difference is an
+    :class:`ExploreError`."""
     target_state = target.state_dict()
     for name, tensor in source.state_dict().items():
+        if only is not None and name not in only:
+            continue
         if name not in target_state:
             raise ExploreError(f"model.init_from: the new model has no tensor {name!r}; use the same preset family")
         goal = target_state[name]
