@@ -38,11 +38,13 @@ from collections import defaultdict
 from dataclasses import replace
 
 import torch
+from safetensors.torch import load_file
 
 from explore.data.example import Example
 from explore.data.judge_prompt import verdict
 from explore.models.collate import collate
 from explore.models.loading import load_model
+from explore.train.slots import SlotHead, answer_slots, slot_token_ids
 from explore.train.stream import compared_judge_example, judge_claims, official_judge_example
 from explore.world.examples import world_examples
 
@@ -114,6 +116,25 @@ def positions(tokens: list[str], target: str) -> dict[str, list[int]]:
     return found
 
 
+@torch.no_grad()
+def slot_head_accuracy(model, processor, examples: list[Example], path: str, batch_size: int) -> None:
+    """How well a checkpoint's slot head (explore.train.slots) tells Answer 1's tokens from Answer 2's in the LM
+    encoder's last states, on the official prompts of ``examples`` (their stored order)."""
+    head = SlotHead(model.config.text_config.d_model)
+    head.load_state_dict(load_file(path))
+    ids = slot_token_ids(processor.tokenizer)
+    right = total = 0
+    for start in range(0, len(examples), batch_size):
+        chunk = [official_judge_example(e) for e in examples[start : start + batch_size]]
+        batch = collate(chunk, processor, with_labels=True, max_length=512, decoder_only=False)
+        states = model(**batch).language_model_outputs.encoder_last_hidden_state
+        slots = answer_slots(batch["input_ids"], ids)
+        inside = slots > 0
+        right += int((head.proj(states[inside]).argmax(-1) + 1 == slots[inside]).sum())
+        total += int(inside.sum())
+    print(f"  slot head: {100 * right / total:.1f}% of {total} answer tokens assigned to their answer")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="'embedded' or a model folder")
@@ -123,6 +144,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=31337, help="world seed of --split (31337: seed-unseen)")
     parser.add_argument("--pairs", type=int, default=200)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--slot-head", help="a training checkpoint's slot_head.safetensors (stages with slot_loss): "
+                        "also print the head's accuracy on the answers' tokens of the official prompts")  # fmt: skip
     args = parser.parse_args()
     model, processor = load_model(args.model)
     model.eval()
@@ -134,6 +157,8 @@ def main() -> None:
                 "compared": ["gold", "flip_checks", "flip_pair", "swap_claims"]}[args.target]
     print(f"{args.model}: {len(examples)} judge pairs of {args.split} (world seed {args.seed}), teacher-forced "
           f"judge_{args.target} targets; share of tokens where the model's likelier word is the target's")  # fmt: skip
+    if args.slot_head:
+        slot_head_accuracy(model, processor, examples, args.slot_head, args.batch_size)
     for variant in variants:
         hits: dict[str, list[bool]] = defaultdict(list)
         for start in range(0, len(examples), args.batch_size):
