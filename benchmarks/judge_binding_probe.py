@@ -29,7 +29,9 @@ up to 64 its own bucket; --buckets 128 --max-distance 512 --aux 1.0): slot head 
 buckets), A1 0.63 at 600, 0.71 at 1000: finer positions give the slot, not the claim. --target copy --aux 1.0 (each
 answer copied whole, scored at the first word where the answers differ): A1 / A2 0.66 / 0.71 at 500, 0.81 / 0.82 at
 700, 0.885 / 0.83 at 1000 (1.6 s a step: the targets are longer) — both answers read symmetrically, as fast as the
-claims are, so copying is no shortcut to the binding.
+claims are, so copying is no shortcut to the binding. Longer, claims target, 32 buckets, --aux 1.0 --steps 3000: A1 / A2
+0.84 / 0.98 at 1,400, 0.91 at 2,100 and 2,300, 0.93-0.94 at 2,500-2,700 and 3,000 (0.84 at 2,800; slot head 1.00):
+the binding keeps rising with time, the reason for configs/pretrain/shapes-judge-3.yaml.
 So the T5 learns the binding only once its encoder writes the slot into its states, and slowly; a decoder-only LM
 of the same size (rotary positions, causal attention: a token of Answer 2 has "Answer 2" as its nearest mark) has
 the slot at once and reads Answer 1's claim 0.72-0.80 after 600 steps.
