@@ -21,6 +21,7 @@
    latent-baseline.yaml): world-geneval, seen and held-out pairs, and seconds per image, in one run.
 
     python benchmarks/diffusion.py --compare runs/diffusion/latent/pipeline runs/diffusion/latent-baseline/pipeline
+    python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-steps 10 14 20   # both speed / quality curves
 
 5. The autoencoder's bound on a latent generator (--autoencoder-ceiling FOLDER): world-geneval of the real
    renders after an encode-decode round trip.
@@ -55,9 +56,9 @@ def _variant(config, **model):
     return config.model_copy(update={"model": config.model.model_copy(update=model)})
 
 
-def latency_per_image(pipe, steps: int = 20, repeats: int = 3) -> float:
-    """Best-of-``repeats`` seconds to generate one image (``steps`` DPM-Solver++ steps, guidance 3)."""
-    set_scheduler(pipe, "dpm")
+def latency_per_image(pipe, steps: int = 20, repeats: int = 3, scheduler: str = "dpm") -> float:
+    """Best-of-``repeats`` seconds to generate one image (``steps`` steps of ``scheduler``, guidance 3)."""
+    set_scheduler(pipe, scheduler)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
@@ -158,10 +159,12 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
                   f"{r['full_scene_objects']:.2f} | {r['full_scene_exact']:.2f} | {r['s_per_image']:.3f} |", flush=True)
 
 
-def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int) -> None:
+def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, steps: tuple[int, ...] = (20,)) -> None:
     """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
-    budget (same config but model.kind), world-geneval (grounded, DDIM 20, guidance 3, seen and held-out pairs)
-    and seconds per image, measured in one run, interleaved so that load on the machine hits both alike."""
+    budget (same config but model.kind), world-geneval (grounded, DDIM, guidance 3, seen and held-out pairs)
+    and seconds per image, measured in one run, interleaved so that load on the machine hits both alike; one row
+    per UNet and sampling-step count, so that faithfulness can be compared at equal seconds (the speed / quality
+    curve of each), not only at one step count."""
     import tempfile
 
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
@@ -171,25 +174,29 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int) ->
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
         for index, (name, pipe) in enumerate(pipes.items()):
-            summary = evaluate_geneval(set_scheduler(pipe, "ddim"), examples, Path(scratch) / str(index), layout="auto",
-                                       seed=seed, steps=20, guidance=3.0, progress=False)  # fmt: skip
-            rows[name] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
-    seconds = {name: [] for name in pipes}
+            for n in steps:
+                summary = evaluate_geneval(set_scheduler(pipe, "ddim"), examples, Path(scratch) / f"{index}-{n}",
+                                           layout="auto", seed=seed, steps=n, guidance=3.0, progress=False)  # fmt: skip
+                rows[name, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
+    seconds = {key: [] for key in rows}
     for _ in range(3):  # interleaved rounds, the best of each
-        for name, pipe in pipes.items():
-            seconds[name].append(latency_per_image(set_scheduler(pipe, "ddim"), repeats=1))
+        for name, n in rows:
+            seconds[name, n].append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim"))
     print(f"## Efficient UNet vs diffusers UNet2DConditionModel, same budget: world-geneval ({prompts} prompts per "
-          f"category x 4 images, seed {seed}, grounded, DDIM 20, guidance 3), CPU {torch.get_num_threads()} threads\n")
-    print("| UNet | parameters | pairs | overall | " + " | ".join(CATEGORIES) + " | scene objects | exact | s / image |")
-    print("|---|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|")
-    for name, r in rows.items():
+          f"category x 4 images, seed {seed}, grounded, DDIM, guidance 3), CPU {torch.get_num_threads()} threads\n")
+    print("| UNet | parameters | DDIM steps | pairs | overall | " + " | ".join(CATEGORIES) +
+          " | scene objects | exact | s / image |")  # fmt: skip
+    print("|---|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|")
+    for (name, n), r in rows.items():
         for pairs in ("seen", "held_out"):
             g = r[pairs]["generated"]
             cells = " | ".join(f"{g[c]:.2f}" if c in g else "-" for c in CATEGORIES)  # held-out: fewer categories
-            print(f"| {name} | {r['params'] / 1e6:.2f} M | {pairs} | {g['overall']:.3f} | {cells} | "
-                  f"{g['full_scene_objects']:.2f} | {g['full_scene_exact']:.2f} | {min(seconds[name]):.3f} |")
-    e, b = (min(seconds[n]) for n in pipes)
-    print(f"\nspeed-up per image (DDIM 20, guidance 3, batch 1): {b / e:.2f}x")
+            print(f"| {name} | {r['params'] / 1e6:.2f} M | {n} | {pairs} | {g['overall']:.3f} | {cells} | "
+                  f"{g['full_scene_objects']:.2f} | {g['full_scene_exact']:.2f} | {min(seconds[name, n]):.3f} |")
+    names = list(pipes)
+    for n in steps:
+        e, b = (min(seconds[name, n]) for name in names)
+        print(f"\nspeed-up per image at {n} DDIM steps (guidance 3, batch 1): {b / e:.2f}x")
 
 
 @torch.no_grad()
@@ -245,6 +252,8 @@ def main() -> None:
                         help="world-geneval on real renders through this autoencoder (a latent model's bound)")
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("EFFICIENT", "BASELINE"),
                         help="two grounded pipelines trained on the same budget: world-geneval and s / image")
+    parser.add_argument("--compare-steps", type=int, nargs="+", default=[20],
+                        help="--compare at these DDIM step counts (the speed / quality curve of each UNet)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.geneval is not None:
@@ -254,7 +263,7 @@ def main() -> None:
         autoencoder_ceiling(args.autoencoder_ceiling, args.geneval_prompts, args.geneval_seed)
         return
     if args.compare is not None:
-        compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed)
+        compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps))
         return
     config = load_diffusion_config(args.config)
 
