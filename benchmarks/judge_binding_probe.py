@@ -172,8 +172,9 @@ def main() -> None:
             x, labels = encode(batch)
             logits = run(x, labels)[1]
             for row, item in enumerate(batch):
-                n += bool(scored(labels[row].tolist(), item))
-                for k, (position, own, other) in enumerate(scored(labels[row].tolist(), item)):
+                points = scored(labels[row].tolist(), item)
+                n += bool(points)
+                for k, (position, own, other) in enumerate(points):
                     assert int(labels[row, position]) == own, "scored position does not hold the answer's own token"
                     hits[k] += int(logits[row, position, own] > logits[row, position, other])
         lm.train()
@@ -194,9 +195,8 @@ def main() -> None:
         if step % 100 == 0:
             line = f"step {step} loss {loss.item():.4f} A1 / A2 {evaluate()}"
             if args.aux:
-                inside = slots > 0
-                guess = head.proj(states[inside]).argmax(-1) + 1
-                line += f" slot head {(guess == slots[inside]).float().mean().item():.3f}"
+                hit, total = head.accuracy(states, slots)
+                line += f" slot head {hit / total:.3f}"
             print(f"{line} ({time.perf_counter() - started:.0f} s)", flush=True)
 
 

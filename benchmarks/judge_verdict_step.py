@@ -128,10 +128,8 @@ def slot_head_accuracy(model, processor, examples: list[Example], path: str, bat
         chunk = [official_judge_example(e) for e in examples[start : start + batch_size]]
         batch = collate(chunk, processor, with_labels=True, max_length=512, decoder_only=False)
         states = model(**batch).language_model_outputs.encoder_last_hidden_state
-        slots = answer_slots(batch["input_ids"], ids)
-        inside = slots > 0
-        right += int((head.proj(states[inside]).argmax(-1) + 1 == slots[inside]).sum())
-        total += int(inside.sum())
+        hit, n = head.accuracy(states, answer_slots(batch["input_ids"], ids))
+        right, total = right + hit, total + n
     print(f"  slot head: {100 * right / total:.1f}% of {total} answer tokens assigned to their answer")
 
 

@@ -63,6 +63,11 @@ class SlotHead(nn.Module):
         super().__init__()
         self.proj = nn.Linear(hidden_size, 2)
 
+    def accuracy(self, states: Tensor, slots: Tensor) -> tuple[int, int]:
+        """(tokens assigned to their answer, answer tokens) over the tokens with ``slots`` > 0."""
+        inside = slots > 0
+        return int((self.proj(states[inside]).argmax(-1) + 1 == slots[inside]).sum()), int(inside.sum())
+
     def loss(self, states: Tensor, slots: Tensor) -> Tensor:
         """Cross-entropy over the answers' tokens (``slots`` > 0); 0 when a batch has none."""
         inside = slots > 0
