@@ -12,12 +12,19 @@ pretraining stage, :mod:`explore.train.objects`).
 
     python benchmarks/vision_probe.py --model embedded --scenes 2000
     python benchmarks/vision_probe.py --vision src/explore/embedded/world-vit --scenes 2000  # the first model's ViT
+    python benchmarks/vision_probe.py --model embedded --scenes 2000 --held-out --layers -1
+
+``--held-out`` asks whether the ViT's read-out generalises to colour-shape pairs it never saw: the probe is
+fitted on every object of the train-split scenes and scored on the objects of compositional-split scenes whose
+colour-shape pair is held out (explore.world.HELD_OUT_PAIRS; each drawn with those objects only). If it reads their shape there, a compositional
+VQA error on shape comes from the Q-Former / LM path, not from the ViT.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+from dataclasses import replace
 
 import torch
 from tqdm.auto import tqdm
@@ -26,6 +33,7 @@ from transformers import InstructBlipVisionModel
 from explore.models.build import build_model
 from explore.models.loading import load_model
 from explore.train.objects import ATTRIBUTES, object_targets, pixels
+from explore.world import HELD_OUT_PAIRS
 from explore.world.splits import split_scene
 
 
@@ -45,9 +53,10 @@ def object_tokens(vision, processor, scenes, layers, batch_size=64):
     return {k: torch.cat(v) for k, v in feats.items()}, labels
 
 
-def probe(x: torch.Tensor, y: torch.Tensor, classes: int, steps: int = 400) -> float:
-    """Held-out accuracy of a linear classifier on standardised features (80 / 20 split)."""
-    n = int(0.8 * len(x))
+def probe(x: torch.Tensor, y: torch.Tensor, classes: int, steps: int = 400, n: int | None = None) -> float:
+    """Accuracy of a linear classifier on standardised features, fitted on the first ``n`` rows (default 80%)
+    and scored on the rest."""
+    n = int(0.8 * len(x)) if n is None else n
     mean, std = x[:n].mean(0), x[:n].std(0) + 1e-6
     x = (x - mean) / std
     torch.manual_seed(0)
@@ -71,6 +80,11 @@ def main() -> None:
                              "world-vit: the first embedded model's ViT) instead of --model's; --model's processor "
                              "prepares the images")  # fmt: skip
     parser.add_argument("--preset", default="shapes-small", help="preset of the randomly initialised control")
+    parser.add_argument("--held-out", action="store_true",
+                        help="fit on the train-split objects, score on held-out colour-shape objects of the "
+                             "compositional split (as many scenes)")  # fmt: skip
+    parser.add_argument("--layers", type=int, nargs="*", default=None,
+                        help="probe only these layers (default: all; -1 is the last)")  # fmt: skip
     args = parser.parse_args()
     model, processor = load_model(args.model)
     trained = model.vision_model.eval()
@@ -78,14 +92,24 @@ def main() -> None:
         trained = InstructBlipVisionModel.from_pretrained(args.vision, use_safetensors=True).eval()
     random = copy.deepcopy(trained)
     random.load_state_dict(build_model(args.preset, processor.tokenizer, seed=0).vision_model.state_dict())
-    layers = list(range(trained.config.num_hidden_layers + 1))
+    every = list(range(trained.config.num_hidden_layers + 1))
+    layers = every if args.layers is None else sorted({every[layer] for layer in args.layers})
     scenes = [split_scene("train", i) for i in range(args.scenes)]
-    print(f"{args.vision or args.model}: linear probes on the token under each object's centre ({args.scenes} scenes)")
+    fit = None
+    if args.held_out:
+        # The fitted rows first, then only the held-out-pair objects of compositional scenes.
+        held = [split_scene("compositional", i) for i in range(args.scenes)]
+        held = [replace(s, objects=tuple(o for o in s.objects if (o.colour, o.shape) in HELD_OUT_PAIRS)) for s in held]
+        fit = sum(len(s.objects) for s in scenes)
+        scenes = scenes + [s for s in held if s.objects]
+    where = "fitted on train objects, scored on held-out colour-shape objects" if args.held_out else "80/20 split"
+    print(f"{args.vision or args.model}: linear probes on the token under each object's centre ({args.scenes} "
+          f"scenes; {where})")  # fmt: skip
     print(f"{'ViT':<8} {'layer':>5}  " + "  ".join(f"{k:>8}" for k in ATTRIBUTES))
     for name, vision in (("random", random), ("trained", trained)):
         feats, labels = object_tokens(vision, processor, scenes, layers)
         for layer in layers:
-            accs = [probe(feats[layer], labels[k], len(values)) for k, values in ATTRIBUTES.items()]
+            accs = [probe(feats[layer], labels[k], len(values), n=fit) for k, values in ATTRIBUTES.items()]
             print(f"{name:<8} {layer:>5}  " + "  ".join(f"{a:>8.1%}" for a in accs))
     chance = {k: float(torch.bincount(v).max() / len(v)) for k, v in labels.items()}
     print("majority class: " + ", ".join(f"{k} {v:.1%}" for k, v in chance.items()))

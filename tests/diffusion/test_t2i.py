@@ -2,7 +2,9 @@
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from explore.eval import t2i
 from explore.eval.t2i import cohen_kappa, exact_answer, judge_questions, summarize_t2i, t2i_examples
 from explore.world.detect import check_scene, detect, detected_scene, detector_accuracy
 from explore.world.render import render
@@ -85,3 +87,22 @@ def test_kappa_is_agreement_beyond_chance():
     assert cohen_kappa(np.array([1, 1, 1, 0]), np.array([1, 1, 0, 1])) == pytest.approx(-1 / 3)
     assert cohen_kappa(np.array([1, 0, 1, 1]), np.array([1, 0, 0, 1])) == pytest.approx(0.5)
     assert np.isnan(cohen_kappa(np.array([1, 1]), np.array([1, 1])))  # chance agreement 1: undefined
+
+
+def test_the_vlm_judge_scores_a_stepwise_relation_answer_by_its_last_step(monkeypatch):
+    """A VLM trained to work relation questions out step by step answers TIFA's relation questions the same way;
+    world-vqa scores such an answer by its last step and so does the text-to-image judge (before: a 6-token cut of
+    the first step, and relation questions scored 0% on real renders)."""
+    budgets = []
+
+    def fake_generate(model, processor, batch, max_new_tokens):
+        budgets.append(max_new_tokens)
+        stepwise = ("the red circle is at the top left and the blue square is at the right. relative to the blue "
+                    "square the red circle is left. yes")  # fmt: skip
+        return [stepwise, "top left"][: len(batch)]
+
+    monkeypatch.setattr(t2i, "generate_answers", fake_generate)
+    image = Image.new("RGB", (8, 8))
+    assert t2i.vlm_answers(None, None, [image, image], ["Is the red circle left of the blue square?", "Where?"]) == [
+        "yes", "top left"]  # fmt: skip
+    assert budgets and min(budgets) >= 30  # room for the steps

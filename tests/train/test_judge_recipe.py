@@ -15,6 +15,7 @@ from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.config import TrainConfig
 from explore.train.stream import WorldStream, judge_claims
+from explore.world import HELD_OUT_PAIRS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,6 +71,26 @@ def test_init_from_copies_the_old_weights_into_the_grown_model_and_trains(tmp_pa
     final = loop.pretrain(second, progress=False)
     trained, _ = load_model(final)
     assert trained.language_model.shared.weight.shape[0] == len(processor.tokenizer)
+
+
+def test_a_stage_that_avoids_held_out_pairs_trains_on_a_stream_that_never_names_them(tmp_path, monkeypatch):
+    """avoid_held_out_pairs reaches the stage's stream (explore.world.judge.judge_pair tests what it draws);
+    another stage of the same run keeps the first recipes' data."""
+    seen = []
+
+    class Recording(WorldStream):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            seen.append(self.avoid_pairs)
+
+    monkeypatch.setattr(loop, "WorldStream", Recording)
+    stage = {"steps": 2, "batch_size": 4, "warmup_steps": 1, "trainable": ["qformer"], "tasks": {"vqa": 1.0}}
+    loop.pretrain(config(tmp_path, stages=[{"name": "a", **stage}, {"name": "b", "avoid_held_out_pairs": True, **stage}]),
+                  progress=False)  # fmt: skip
+    assert seen == [frozenset(), HELD_OUT_PAIRS]
+    stream = WorldStream({"judge_compared": 1.0, "vqa": 1.0}, templates=True, resolution=16, avoid_pairs=HELD_OUT_PAIRS)
+    texts = [e.prompt + " " + " ".join(e.answers) for i in range(0, 400, 8) for e in stream.batch(i, 8)]
+    assert not [t for t in texts if any(f"{c} {s}" in t.lower() for c, s in HELD_OUT_PAIRS)]
 
 
 def test_init_components_copies_only_those_components(tmp_path):

@@ -1,6 +1,8 @@
 import hashlib
+import json
 import os
 import random
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -229,6 +231,25 @@ def test_resume_accepts_other_eval_and_checkpoint_settings(finished_run):
         update={"checkpoint_every": 7, "eval": finished_run.eval.model_copy(update={"vqa": 3})}
     )
     assert loop.pretrain(config, resume="latest", progress=False).is_dir()  # nothing left to train: saves the model
+
+
+@pytest.mark.parametrize("section", ["stage", "data"])
+def test_resume_accepts_a_field_added_later_at_its_default_only(finished_run, tmp_path, section):
+    """A checkpoint written before a config field existed resumes while the field holds its default (every new
+    option keeps the old behaviour there); set otherwise, the run is another one and is refused."""
+    step = checkpoint.complete_checkpoints(Path(finished_run.output_dir) / "checkpoints")[-1]
+    older = shutil.copytree(step, tmp_path / step.name)
+    saved = json.loads((older / checkpoint.RUN_FILE).read_text())
+    field, changed = (("avoid_held_out_pairs", True), ("noise", 2.0))[section == "data"]
+    where = saved["config"]["stages"][1] if section == "stage" else saved["config"]["data"]
+    del where[field]
+    (older / checkpoint.RUN_FILE).write_text(json.dumps(saved))
+    checkpoint.check_run(older, loop.resume_identity(finished_run, older))  # the default: the same run
+    data = finished_run.model_dump()
+    (data["stages"][1] if section == "stage" else data["data"])[field] = changed
+    config = TrainConfig.model_validate(data)
+    with pytest.raises(ExploreError, match=f"{field} = '<absent>'"):
+        checkpoint.check_run(older, loop.resume_identity(config, older))
 
 
 def test_resume_refuses_a_finetune_checkpoint(finished_run, tmp_path):

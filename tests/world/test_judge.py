@@ -3,9 +3,10 @@ import re
 import numpy as np
 import pytest
 
+from explore.world import HELD_OUT_PAIRS
 from explore.world.judge import JUDGE_KINDS, judge_pair
 from explore.world.scene import COLOURS, SHAPES, SIZES
-from explore.world.text import parse_caption, scene_facts
+from explore.world.text import ask, parse_caption, scene_facts
 
 _NUMBER = re.compile(r"There (?:are|is) (\d+) (.+)\.$")
 _RELATION = re.compile(r"The (.+) is (left of|right of|above|below) the (.+)\.$")
@@ -97,3 +98,32 @@ def test_every_pair_has_a_reason_that_states_the_truth_and_names_the_error(kind,
         else:
             assert wrong.rstrip(".").split()[-1] in pair.rejected.lower()
     assert checked >= 10
+
+
+def _named_pairs(text: str) -> set[tuple[str, str]]:
+    """Colour-shape pairs a text names: "red square" or "the red object is a square" (an independent parse)."""
+    text = text.lower()
+    named = {(c, s) for c in COLOURS for s in SHAPES if re.search(rf"\b{c} (?:{s}|object is a {s})\b", text)}
+    named |= {(c, s) for c in COLOURS for s in SHAPES if re.search(rf"\bthe (?:\w+ )?{s}(?: at the [\w ]+)? is {c}\b", text)}
+    return named
+
+
+def test_avoided_pairs_are_never_named_and_the_default_draws_are_unchanged(many_scenes):
+    """``avoid``: no wrong answer, invented object or absent-object question names a held-out pair (without it,
+    126 of 1,357 pairs here, always as false); an empty ``avoid`` draws exactly what the first recipes drew."""
+    named = {"default": 0, "avoided": 0}
+    for i, scene in enumerate(many_scenes):
+        for kind in sorted(JUDGE_KINDS):
+            plain = judge_pair(scene, kind, np.random.default_rng(i))
+            assert plain == judge_pair(scene, kind, np.random.default_rng(i), frozenset())
+            avoided = judge_pair(scene, kind, np.random.default_rng(i), HELD_OUT_PAIRS)
+            if plain is None:
+                assert avoided is None
+                continue
+            named["default"] += bool(_named_pairs(plain.rejected + " " + plain.reason) & HELD_OUT_PAIRS)
+            assert not _named_pairs(avoided.rejected + " " + avoided.reason + " " + avoided.chosen) & HELD_OUT_PAIRS
+        rng = np.random.default_rng(i)
+        for _ in range(3):
+            qa = ask(scene, "exist", rng, HELD_OUT_PAIRS)
+            assert not _named_pairs(qa.question) & HELD_OUT_PAIRS, qa.question
+    assert named["default"] > 20, named  # the leak the option closes is real

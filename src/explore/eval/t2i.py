@@ -35,11 +35,19 @@ from torchmetrics.functional.classification import binary_cohen_kappa
 
 from explore.data.example import Example
 from explore.errors import ExploreError
+from explore.eval.scoring import RELATION_MAX_NEW_TOKENS, final_answer
 from explore.eval.world import normalize_answer
 from explore.models.features import VisionFeatures
 from explore.models.generate import generate_answers
-from explore.runs import (JsonlLog, atomic_path, check_header, config_hash, model_fingerprint, remove_temporaries,
-                          write_json)  # fmt: skip
+from explore.runs import (
+    JsonlLog,
+    atomic_path,
+    check_header,
+    config_hash,
+    model_fingerprint,
+    remove_temporaries,
+    write_json,  # fmt: skip
+)
 from explore.world.detect import calibrated_classifier, check_scene, detect, detected_scene
 from explore.world.render import render
 from explore.world.scene import COLOURS, SHAPES, Obj, Scene, SceneSpec
@@ -122,12 +130,17 @@ def t2i_examples(split: str, n: int, seed: int = 0, resolution: int = 32, max_ob
 
 
 def vlm_answers(vlm, processor, images: list[Image.Image], questions: list[str], batch_size: int = 64) -> list[str]:
-    """The VLM's greedy short answer to ``questions[i]`` about ``images[i]``."""
+    """The VLM's greedy short answer to ``questions[i]`` about ``images[i]``.
+
+    A model that works a relation question out step by step is scored by its last step, as world-vqa
+    scores it (:func:`explore.eval.scoring.final_answer`); the token budget leaves room for the steps, and
+    generation stops once every answer of a batch has ended, so a short-answer model pays nothing for it."""
     answers = []
     for start in range(0, len(questions), batch_size):
         batch = [Example(id=str(i), task="vqa", image=images[i], prompt=questions[i])
                  for i in range(start, min(start + batch_size, len(questions)))]  # fmt: skip
-        answers.extend(generate_answers(vlm, processor, batch, max_new_tokens=6))
+        texts = generate_answers(vlm, processor, batch, max_new_tokens=RELATION_MAX_NEW_TOKENS)
+        answers.extend(final_answer(text) for text in texts)
     return answers
 
 

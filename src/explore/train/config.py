@@ -96,6 +96,10 @@ class StageSection(StrictModel):
     slot_loss: float = Field(0.0, ge=0, description="weight of the answer-slot auxiliary loss on official-judge "
                              "batches (explore.train.slots: a discarded linear head tells from the T5 encoder's states "
                              "which answer each answer token belongs to); 0: off")  # fmt: skip
+    avoid_held_out_pairs: bool = Field(False, description="no training text of this stage names a held-out "
+                                       "colour-shape pair (explore.world.HELD_OUT_PAIRS), not even a wrong answer, "
+                                       "an invented object or an absent-object question; false: the first "
+                                       "recipes' data, where such pairs appear only as false")  # fmt: skip
     max_objects: int | None = Field(None, ge=1, le=9, description="most objects per scene in this stage "
                                     "(default: data.max_objects); 1 gives a curriculum warm-up")  # fmt: skip
 

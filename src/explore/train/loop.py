@@ -40,13 +40,13 @@ from explore.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from explore.train.config import OFFICIAL_JUDGE_TASKS, StageSection, TrainConfig
+from explore.train.config import OFFICIAL_JUDGE_TASKS, DataSection, ModelSection, StageSection, TrainConfig
 from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixels, validate_objects
 from explore.train.slots import SLOT_HEAD_FILE, SlotHead, answer_slots, slot_token_ids
 from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
-from explore.world.scene import SceneSpec
 from explore.world.judge import reason_words
+from explore.world.scene import HELD_OUT_PAIRS, SceneSpec
 from explore.world.vocabulary import vocabulary
 
 
@@ -79,7 +79,24 @@ def resume_identity(config: TrainConfig, checkpoint: Path) -> dict:
         finished = state["stage"] == len(saved_stages) - 1 and state["stage_step"] >= saved_stages[-1]["steps"]
         if finished:
             identity["config"]["stages"] = identity["config"]["stages"][: len(saved_stages)]
+    if saved.get("config"):
+        _drop_later_defaults(identity["config"], saved["config"])
     return identity
+
+
+def _drop_later_defaults(now: dict, saved: dict) -> None:
+    """Drop from ``now`` each section key that the checkpoint's config lacks and that holds its default: a
+    field added to explore after the checkpoint was written keeps the old behaviour at its default (every new
+    option does), so it does not make the run another one."""
+    sections = {"model": ModelSection, "data": DataSection}
+    pairs = [(now.get(name), saved.get(name), model) for name, model in sections.items()]
+    pairs += [(a, b, StageSection) for a, b in zip(now.get("stages") or [], saved.get("stages") or [])]
+    for current, old, model in pairs:
+        if not isinstance(current, dict) or not isinstance(old, dict):
+            continue
+        for key in [k for k in current if k not in old and k in model.model_fields]:
+            if current[key] == model.model_fields[key].default:
+                del current[key]
 
 
 def _component_module(model, component: str) -> torch.nn.Module:
@@ -281,7 +298,8 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
         if stage.objective == "language":
             stream = WorldStream(stage.tasks, templates=stage.templates, resolution=resolution,
                                  world_seed=config.data.world_seed, spec=spec,
-                                 relation_sentence=stage.relation_sentence)  # fmt: skip
+                                 relation_sentence=stage.relation_sentence,
+                                 avoid_pairs=HELD_OUT_PAIRS if stage.avoid_held_out_pairs else frozenset())  # fmt: skip
         model.train()
         started, seen = time.perf_counter(), 0
         with training_progress(interactive) as bar:

@@ -51,10 +51,13 @@ class WorldStream:
         spec: how scenes are sampled (object count, noise).
         relation_sentence: how stepwise relation targets word the relation step
             (:data:`explore.world.text.RELATION_SENTENCES`).
+        avoid_pairs: colour-shape pairs no training text names, not even in a wrong answer, an invented
+            object or an absent-object question (the held-out pairs: :func:`explore.world.judge.judge_pair`).
     """
 
     def __init__(self, tasks: dict[str, float], *, templates: bool, resolution: int, world_seed: int = 0,
-                 spec: SceneSpec = SceneSpec(), relation_sentence: str = "subject_first") -> None:  # fmt: skip
+                 spec: SceneSpec = SceneSpec(), relation_sentence: str = "subject_first",
+                 avoid_pairs: frozenset[tuple[str, str]] = frozenset()) -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
@@ -66,6 +69,7 @@ class WorldStream:
         if relation_sentence not in RELATION_SENTENCES:
             raise ValueError(f"unknown relation sentence {relation_sentence!r}; expected one of {RELATION_SENTENCES}")
         self.relation_sentence = relation_sentence
+        self.avoid_pairs = avoid_pairs
 
     def task_of(self, index: int) -> str:
         """The task of the batch that starts at example ``index``."""
@@ -77,10 +81,12 @@ class WorldStream:
         world_task = {"relation": "vqa", "relation_stepwise": "vqa", **dict.fromkeys(judges, "judge")}.get(task, task)
         qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
         examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
-                                  resolution=self.resolution, templates=self.templates, **qtypes)  # fmt: skip
+                                  resolution=self.resolution, templates=self.templates, avoid_pairs=self.avoid_pairs,
+                                  **qtypes)  # fmt: skip
         if not examples:  # a relation needs two objects: a one-object scene gets the usual question cycle
             examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
-                                      resolution=self.resolution, templates=self.templates)  # fmt: skip
+                                      resolution=self.resolution, templates=self.templates,
+                                      avoid_pairs=self.avoid_pairs)  # fmt: skip
         (example,) = examples
         if task == "judge":  # learn to produce the faithful response to the judge query
             example.answers = [example.responses[example.preferred]]

@@ -24,8 +24,8 @@ def _rng(split: str, index: int, seed: int, task: str) -> np.random.Generator:
 
 
 def vqa_example(scene: Scene, rng: np.random.Generator, qtype: str, ex_id: str, *, templates: bool,
-                resolution: int) -> Example | None:
-    qa = ask(scene, qtype, rng)
+                resolution: int, avoid: frozenset[tuple[str, str]] = frozenset()) -> Example | None:  # fmt: skip
+    qa = ask(scene, qtype, rng, avoid)
     if qa is None:
         return None
     prompt = vqa_prompt(qa.question, rng) if templates else qa.question
@@ -43,8 +43,9 @@ def caption_example(scene: Scene, rng: np.random.Generator, ex_id: str, *, templ
                    meta={"scene": scene.to_dict()})  # fmt: skip
 
 
-def judge_example(scene: Scene, rng: np.random.Generator, kind: str, ex_id: str, *, resolution: int) -> Example | None:
-    pair = judge_pair(scene, kind, rng)
+def judge_example(scene: Scene, rng: np.random.Generator, kind: str, ex_id: str, *, resolution: int,
+                  avoid: frozenset[tuple[str, str]] = frozenset()) -> Example | None:  # fmt: skip
+    pair = judge_pair(scene, kind, rng, avoid)
     if pair is None:
         return None
     preferred = int(rng.integers(2))  # the faithful answer's position, at random
@@ -66,13 +67,16 @@ def world_examples(
     resolution: int = DEFAULT_RESOLUTION,
     templates: bool = True,
     qtypes: tuple[str, ...] = QUESTION_TYPES,
+    avoid_pairs: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[Example]:
     """``n`` examples of ``task`` from ``split`` (scenes ``start … start + n - 1``).
 
     VQA examples cycle through ``qtypes`` (and judge examples through the judge kinds) so the
     types are balanced; when a scene cannot support a type (a relation in a one-object scene),
     the next type in the cycle is used. ``templates`` wraps prompts in InstructBLIP's
-    instruction templates; without it, the prompt is the bare question.
+    instruction templates; without it, the prompt is the bare question. ``avoid_pairs``: colour-shape
+    pairs that no wrong answer, invented object or absent-object question names (see
+    :func:`explore.world.judge.judge_pair`).
     """
     if task not in WORLD_TASKS:
         raise ValueError(f"unknown world task {task!r}; expected one of {', '.join(WORLD_TASKS)}")
@@ -89,9 +93,10 @@ def world_examples(
         for shift in range(len(cycle)):
             kind = cycle[(i + shift) % len(cycle)]
             if task == "vqa":
-                example = vqa_example(scene, rng, kind, ex_id, templates=templates, resolution=resolution)
+                example = vqa_example(scene, rng, kind, ex_id, templates=templates, resolution=resolution,
+                                      avoid=avoid_pairs)  # fmt: skip
             else:
-                example = judge_example(scene, rng, kind, ex_id, resolution=resolution)
+                example = judge_example(scene, rng, kind, ex_id, resolution=resolution, avoid=avoid_pairs)
             if example is not None:
                 examples.append(example)
                 break

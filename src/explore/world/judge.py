@@ -90,7 +90,7 @@ def _other(rng: np.random.Generator, options, current):
     return _pick(rng, [o for o in options if o != current])
 
 
-def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> JudgePair:
+def _wrong_attribute(scene: Scene, rng: np.random.Generator, avoid: frozenset[tuple[str, str]]) -> JudgePair:
     obj = _pick(rng, list(scene.objects))
     attr = _pick(rng, ("colour", "shape", "size"))
     t = JUDGE_TEMPLATES
@@ -99,7 +99,10 @@ def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> JudgePair:
     else:
         ref = refer(scene, obj, without=attr)
         value = getattr(obj, attr)
-        wrong = _other(rng, list(COLOURS) if attr == "colour" else SHAPES, value)
+        # The wrong answer names the object with one attribute changed: never as a pair of ``avoid``.
+        options = ([c for c in COLOURS if (c, obj.shape) not in avoid] if attr == "colour"
+                   else [s for s in SHAPES if (obj.colour, s) not in avoid])  # fmt: skip
+        wrong = _other(rng, options, value)
     query = _pick(rng, t[f"{attr}_q"]).format(ref=ref)
     answer = _pick(rng, t[f"{attr}_a"])
     article = "a " if attr == "shape" else ""
@@ -108,9 +111,9 @@ def _wrong_attribute(scene: Scene, rng: np.random.Generator) -> JudgePair:
                      answer.format(ref=ref, value=value), answer.format(ref=ref, value=wrong), reason)  # fmt: skip
 
 
-def _altered_scene(scene: Scene, rng: np.random.Generator) -> Scene:
+def _altered_scene(scene: Scene, rng: np.random.Generator, avoid: frozenset[tuple[str, str]]) -> Scene:
     """The scene with one attribute of one object changed (the last object of the tuple stays
-    where it was), keeping colour–shape pairs unique."""
+    where it was), keeping colour–shape pairs unique and out of ``avoid``."""
     idx = int(rng.integers(len(scene.objects)))
     obj = scene.objects[idx]
     while True:
@@ -121,18 +124,18 @@ def _altered_scene(scene: Scene, rng: np.random.Generator) -> Scene:
             new = replace(obj, colour=_other(rng, list(COLOURS), obj.colour))
         else:
             new = replace(obj, shape=_other(rng, SHAPES, obj.shape))
-        if attr == "size" or scene.find(new.colour, new.shape) is None:
+        if attr == "size" or (scene.find(new.colour, new.shape) is None and (new.colour, new.shape) not in avoid):
             break
     objects = list(scene.objects)
     objects[idx] = new
     return replace(scene, objects=tuple(objects))
 
 
-def _invented_scene(scene: Scene, rng: np.random.Generator) -> Scene:
-    """The scene plus one object in an empty cell (None if the grid is full)."""
+def _invented_scene(scene: Scene, rng: np.random.Generator, avoid: frozenset[tuple[str, str]]) -> Scene:
+    """The scene plus one object (never a pair of ``avoid``) in an empty cell (None if the grid is full)."""
     used = {o.cell for o in scene.objects}
     free = [(r, c) for r in range(3) for c in range(3) if (r, c) not in used]
-    absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None]
+    absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None and (c, s) not in avoid]
     row, col = _pick(rng, free)
     colour, shape = _pick(rng, absent)
     extra = Obj(shape, colour, _pick(rng, SIZES), (col + 0.5) / 3, (row + 0.5) / 3)
@@ -182,11 +185,18 @@ def _wrong_relation(scene: Scene, rng: np.random.Generator) -> JudgePair | None:
     return JudgePair("wrong_relation", "reasoning", query, chosen, rejected, reason)
 
 
-def judge_pair(scene: Scene, kind: str, rng: np.random.Generator) -> JudgePair | None:
+def judge_pair(scene: Scene, kind: str, rng: np.random.Generator,
+               avoid: frozenset[tuple[str, str]] = frozenset()) -> JudgePair | None:  # fmt: skip
     """Make a judge pair of ``kind`` for ``scene``, or None if the scene cannot support it
-    (a relation needs two aligned objects; an invented object needs a free cell)."""
+    (a relation needs two aligned objects; an invented object needs a free cell).
+
+    ``avoid``: colour-shape pairs the unfaithful answer must not name. Training scenes never show a held-out
+    pair (explore.world.HELD_OUT_PAIRS), but a wrong answer or an invented object could still name one, so a
+    model would only ever read "red square" in a rejected answer and learn that the pair is false; the
+    compositional split then shows it. Empty (the default): the draws of the first recipes, unchanged.
+    """
     if kind == "wrong_attribute":
-        return _wrong_attribute(scene, rng)
+        return _wrong_attribute(scene, rng, avoid)
     if kind == "wrong_count":
         return _wrong_count(scene, rng)
     if kind == "wrong_relation":
@@ -194,7 +204,8 @@ def judge_pair(scene: Scene, kind: str, rng: np.random.Generator) -> JudgePair |
     if kind in ("wrong_attribute_description", "invented_object"):
         if kind == "invented_object" and len(scene.objects) >= 9:
             return None
-        fake = _altered_scene(scene, rng) if kind == "wrong_attribute_description" else _invented_scene(scene, rng)
+        fake = (_altered_scene(scene, rng, avoid) if kind == "wrong_attribute_description"
+                else _invented_scene(scene, rng, avoid))  # fmt: skip
         style = _pick(rng, ("canonical", "there_is", "image_shows"))
         true_objects, fake_objects = set(scene.objects), set(fake.objects)
         changed = [describe(o) for o in fake.objects if o not in true_objects]

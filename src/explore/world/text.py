@@ -137,9 +137,10 @@ def holds(a: Obj, rel: str, b: Obj) -> bool | None:
     raise ValueError(f"unknown relation {rel!r}; expected one of {DIRECTIONS}")
 
 
-def ask(scene: Scene, qtype: str, rng: np.random.Generator) -> QA | None:
+def ask(scene: Scene, qtype: str, rng: np.random.Generator, avoid: frozenset[tuple[str, str]] = frozenset()) -> QA | None:
     """Make one question of type ``qtype`` about ``scene`` with its answer, or None if the scene
-    cannot support it (e.g. a relation question in a one-object scene)."""
+    cannot support it (e.g. a relation question in a one-object scene). An existence question about an
+    absent object never names a colour-shape pair of ``avoid`` (see :func:`explore.world.judge.judge_pair`)."""
     objects = list(scene.objects)
     templates = QUESTION_TEMPLATES
     if qtype in ("colour", "shape"):
@@ -169,7 +170,7 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator) -> QA | None:
             obj = _pick(rng, objects)
             colour, shape = obj.colour, obj.shape
         else:  # a colour–shape pair absent from the scene
-            absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None]
+            absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None and (c, s) not in avoid]
             colour, shape = _pick(rng, absent)
         answer = "yes" if scene.find(colour, shape) is not None else "no"
         return QA(qtype, _pick(rng, templates[qtype]).format(obj=f"{colour} {shape}"), answer)
