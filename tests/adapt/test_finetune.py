@@ -12,8 +12,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers import InstructBlipForConditionalGeneration
 
+from explore.adapt.adapters import ADAPTER_FILES, load_adapter, merge_adapter, save_adapter
 from explore.adapt.config import FinetuneConfig
-from explore.adapt.finetune import ADAPTER_FILES, finetune, load_adapter, merge_adapter, save_adapter
+from explore.adapt.finetune import finetune
 from explore.adapt.targets import component_of
 from explore.errors import ConfigError, ExploreError
 from explore.models.collate import collate

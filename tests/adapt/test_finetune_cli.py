@@ -10,7 +10,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from explore.adapt.finetune import ADAPTER_FILES, load_adapter
+from explore.adapt.adapters import ADAPTER_FILES, load_adapter
 from explore.cli import main
 from explore.models.loading import load_model, save_model
 

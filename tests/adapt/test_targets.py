@@ -5,8 +5,8 @@ import re
 import pytest
 import torch
 
+from explore.adapt.adapters import prepare_model
 from explore.adapt.config import FinetuneConfig
-from explore.adapt.finetune import prepare_model
 from explore.adapt.targets import ADAPTER_COMPONENTS, adapter_targets, component_of
 from explore.errors import ConfigError
 

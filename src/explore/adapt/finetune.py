@@ -1,6 +1,6 @@
 """Recovery fine-tuning: adapters (LoRA, DoRA, IA3, QLoRA) or full tuning of chosen components.
 
-The public API is five functions::
+The public API is five functions (the adapter's own in :mod:`explore.adapt.adapters`, also importable from here)::
 
     result = finetune(model, processor, config)              # train; result.model is a PeftModel (or the model, full)
     save_adapter(result.model, folder, processor)            # adapter_config.json + adapter_model.safetensors
@@ -16,9 +16,6 @@ continues from the newest one to the weights an uninterrupted run would end with
 Generation works on the wrapped model as on a plain one (``generate_answers(result.model, ...)``):
 peft forwards ``generate`` and ``config`` to the InstructBLIP inside. Merging first makes
 inference a little faster, since the adapter layers disappear.
-
-peft's ``task_type`` is left unset on purpose: ``CAUSAL_LM`` / ``SEQ_2_SEQ_LM`` wrap the forward
-for a text-only LM and break BLIP-style models (peft#2528).
 """
 
 from __future__ import annotations
@@ -26,32 +23,33 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Protocol
 
 import torch
-from peft import IA3Config, LoraConfig, PeftConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import InstructBlipForConditionalGeneration, InstructBlipProcessor, get_scheduler
 
+from explore.adapt.adapters import (  # noqa: F401  (the public API, here too)
+    QLORA_NEEDS_CUDA,
+    base_model,
+    load_adapter,
+    merge_adapter,
+    prepare_model,
+    save_adapter,
+)
 from explore.adapt.config import FinetuneConfig
 from explore.adapt.distill import TeacherAnswers, answer_logits, distillation_loss, same_answer_tokens
 from explore.adapt.layerwise import eager_attention, forward_options, layerwise_loss
-from explore.adapt.targets import COMPONENT_PREFIXES, adapter_targets
-from explore.runs import atomic_folder
-from explore.runs import model_fingerprint as weights_fingerprint
 from explore.data.example import Example
 from explore.errors import ConfigError, ExploreError
 from explore.models.collate import collate
-from explore.models.loading import PICKLE_SUFFIXES, check_finite, refuse_pickles, save_processor
+from explore.runs import model_fingerprint as weights_fingerprint
 from explore.train.checkpoint import (
     check_run,
     find_checkpoint,
@@ -60,13 +58,11 @@ from explore.train.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from explore.train.loop import set_trainable, training_progress
+from explore.train.loop import training_progress
 from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
 from explore.world.scene import SceneSpec
 
-ADAPTER_FILES: tuple[str, ...] = ("adapter_config.json", "adapter_model.safetensors")
-QLORA_NEEDS_CUDA = "method qlora needs a CUDA GPU (bitsandbytes 4-bit NF4 kernels); on CPU use method lora or dora"
 SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}  # ours → transformers'
 TRAINABLE_FILE = "trainable.safetensors"  # in a checkpoint: every parameter the optimizer updates, by name
 
@@ -124,77 +120,6 @@ class FinetuneResult:
             "total_parameters": self.total_parameters,
             "seconds": round(self.seconds, 2),
         }
-
-
-def peft_config(model: InstructBlipForConditionalGeneration, config: FinetuneConfig) -> PeftConfig:
-    """The peft config for ``config.method`` on ``config.components`` of ``model`` (not for ``full``)."""
-    if config.method == "full":
-        raise ConfigError("method 'full' trains the weights themselves; it has no peft config")
-    if config.method == "ia3":
-        targets = adapter_targets(model, config.components, "ia3")
-        return IA3Config(target_modules=targets.target_modules, feedforward_modules=targets.feedforward_modules or [])
-    targets = adapter_targets(model, config.components, "lora")
-    return LoraConfig(
-        r=config.lora_r,
-        lora_alpha=config.lora_alpha,
-        lora_dropout=config.lora_dropout,
-        target_modules=targets.target_modules,
-        use_dora=config.method == "dora",
-        bias="none",
-    )
-
-
-def prepare_model(model: InstructBlipForConditionalGeneration, config: FinetuneConfig) -> nn.Module:
-    """Make ``model`` ready to train with ``config.method``: the PeftModel, or ``model`` with only the
-    components trainable (full). Adapter weights are drawn from the global RNG (seed it first).
-
-    ``model`` itself is changed (adapters are injected into it); deep-copy it first to keep the original.
-    QLoRA returns a 4-bit copy on the GPU instead and leaves ``model`` alone.
-    """
-    if config.method == "full":
-        set_trainable(model, list(config.components))
-        return model
-    if config.method == "qlora":
-        model = quantize_4bit(model, config.components)
-    with _quiet_peft():
-        return get_peft_model(model, peft_config(model, config))
-
-
-def quantize_4bit(
-    model: InstructBlipForConditionalGeneration, components: list[str]
-) -> InstructBlipForConditionalGeneration:
-    """A copy of ``model`` on the GPU whose ``components`` have 4-bit NF4 linear layers (QLoRA's base).
-
-    The other components, the LM head and the query tokens stay in higher precision; compute runs
-    in bfloat16 (fp16 would overflow T5's ``wo``). Raises ExploreError without CUDA or bitsandbytes.
-    """
-    if not torch.cuda.is_available():
-        raise ExploreError(QLORA_NEEDS_CUDA)
-    try:
-        import bitsandbytes  # noqa: F401  (imported only to check that it is installed)
-    except ImportError:
-        raise ExploreError("method qlora needs bitsandbytes: pip install 'explore-vlm[gpu]'") from None
-    from peft import prepare_model_for_kbit_training
-    from transformers import BitsAndBytesConfig
-
-    skip = [prefix.rstrip(".") for component, prefix in COMPONENT_PREFIXES.items() if component not in components]
-    quantization = BitsAndBytesConfig(
-        load_in_4bit=True,
-        bnb_4bit_quant_type="nf4",
-        bnb_4bit_use_double_quant=True,
-        bnb_4bit_compute_dtype=torch.bfloat16,
-        llm_int8_skip_modules=[*skip, "language_model.lm_head"],
-    )
-    with tempfile.TemporaryDirectory(prefix="explore-qlora-") as staging:
-        model.save_pretrained(staging)
-        quantized = InstructBlipForConditionalGeneration.from_pretrained(
-            staging,
-            quantization_config=quantization,
-            dtype=torch.bfloat16,
-            device_map={"": torch.cuda.current_device()},
-        )
-    # Freezes the base and casts the non-4-bit weights to float32 for stable training (QLoRA recipe).
-    return prepare_model_for_kbit_training(quantized, use_gradient_checkpointing=False)
 
 
 def finetune(
@@ -340,7 +265,7 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
            teacher: InstructBlipForConditionalGeneration | None, teacher_processor: InstructBlipProcessor,
            data: BatchSource | None, progress: bool, checkpoints: _Checkpoints,
            teacher_answers_cache: TeacherAnswers | None = None) -> FinetuneResult:  # fmt: skip
-    base = _base(model)
+    base = base_model(model)
     device = base.device
     pixel_dtype = _pixel_dtype(model)
     decoder_only = bool(base.config.use_decoder_only_language_model)
@@ -380,7 +305,7 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
     layerwise = teacher is not None and (config.distill_hidden_weight > 0 or config.distill_attention_weight > 0)
     options = forward_options(hidden=layerwise and config.distill_hidden_weight > 0,
                               attention=layerwise and config.distill_attention_weight > 0)  # fmt: skip
-    eager = eager_attention(_base(model), teacher) if options.get("output_attentions") else nullcontext()
+    eager = eager_attention(base_model(model), teacher) if options.get("output_attentions") else nullcontext()
     with training_progress(interactive) as bar, eager:
         task = bar.add_task(f"{config.method} {'+'.join(config.components)}", total=config.steps, completed=done,
                             loss=float("nan"), rate=0.0)  # fmt: skip
@@ -396,7 +321,7 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
                 if kept_answers is None:
                     teacher_examples = teacher_stream.batch(position, config.batch_size) if teacher_stream else examples
                     teacher_batch = _inputs(teacher_examples, teacher_processor, config, teacher_decoder_only,
-                                            _base(teacher).device, _pixel_dtype(teacher))  # fmt: skip
+                                            base_model(teacher).device, _pixel_dtype(teacher))  # fmt: skip
                     teacher_labels = teacher_batch["labels"].cpu()
                 else:
                     teacher_answers, teacher_labels = kept_answers
@@ -420,7 +345,7 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
                 )
                 result.distill_losses.append(kl.item())
                 if layerwise:
-                    transfer = layerwise_loss(output, batch, _base(model), teacher_output, teacher_batch, teacher,
+                    transfer = layerwise_loss(output, batch, base_model(model), teacher_output, teacher_batch, teacher,
                                               hidden_weight=config.distill_hidden_weight,
                                               attention_weight=config.distill_attention_weight)  # fmt: skip
                     loss = loss + transfer
@@ -451,85 +376,9 @@ def _train(model: nn.Module, processor: InstructBlipProcessor, config: FinetuneC
     return result
 
 
-def save_adapter(model: PeftModel, folder: str | os.PathLike, processor: InstructBlipProcessor | None = None) -> Path:
-    """Save only the adapter of ``model`` (``adapter_config.json`` + ``adapter_model.safetensors``), atomically.
-
-    No base weights are written: load the adapter back onto its base with :func:`load_adapter`.
-    With ``processor`` its files are saved too, so the folder says how to feed the model. An
-    existing ``folder`` is replaced once the new one is complete. Returns ``folder``.
-    """
-    if not isinstance(model, PeftModel):
-        raise ExploreError(
-            f"save_adapter needs a peft model (from finetune with an adapter method), got {type(model).__name__}; "
-            "save a fully tuned model with explore.models.loading.save_model"
-        )
-    folder = Path(folder)
-    with atomic_folder(folder) as staging:
-        model.save_pretrained(staging)
-        (staging / "README.md").unlink(missing_ok=True)  # peft's empty model-card template
-        missing = [name for name in ADAPTER_FILES if not (staging / name).is_file()]
-        if missing:
-            raise ExploreError(f"save_adapter: peft wrote no {', '.join(missing)} to {staging}")
-        if processor is not None:
-            save_processor(processor, staging, decoder_only=bool(model.config.use_decoder_only_language_model))
-    return folder
-
-
-def load_adapter(base_model: InstructBlipForConditionalGeneration, folder: str | os.PathLike) -> PeftModel:
-    """Put the adapter saved in ``folder`` onto ``base_model`` (changed in place); eval mode, frozen.
-
-    Raises ExploreError when ``folder`` holds no adapter, its weights do not fit the base (a
-    target module the base lacks), or they contain NaN / Inf.
-    """
-    folder = Path(folder)
-    missing = [name for name in ADAPTER_FILES if not (folder / name).is_file()]
-    pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES) if folder.is_dir() else []
-    if missing == [ADAPTER_FILES[1]] and pickles:
-        raise refuse_pickles(f"adapter folder {folder}", pickles)
-    if missing:
-        raise ExploreError(f"adapter folder {folder} has no {', '.join(missing)}; expected a folder from save_adapter")
-    try:
-        with _quiet_peft():
-            model = PeftModel.from_pretrained(base_model, folder, is_trainable=False)
-    except (ValueError, RuntimeError, KeyError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise ExploreError(f"adapter {folder} does not fit this base model: {first_line}") from error
-    check_finite(model, str(folder))
-    return model.eval()
-
-
-def merge_adapter(model: PeftModel) -> InstructBlipForConditionalGeneration:
-    """Fold the adapter into the base weights and return the plain InstructBLIP (eval mode).
-
-    The result saves as a normal HF folder with :func:`explore.models.loading.save_model`. The
-    base is changed in place (its layers now hold the merged weights). A 4-bit (QLoRA) base cannot
-    be merged losslessly: load the adapter onto the full-precision base and merge that instead.
-    """
-    if not isinstance(model, PeftModel):
-        raise ExploreError(f"merge_adapter needs a peft model, got {type(model).__name__} (a fully tuned model "
-                           "has nothing to merge; save it as it is)")  # fmt: skip
-    if getattr(_base(model), "is_quantized", False):
-        raise ExploreError("cannot merge a QLoRA adapter into its 4-bit base; save the adapter, then "
-                           "merge_adapter(load_adapter(full_precision_base, folder))")  # fmt: skip
-    return model.merge_and_unload().eval()
-
-
-@contextmanager
-def _quiet_peft() -> Iterator[None]:
-    """Silence one known-harmless warning: peft 0.21 reads ``is_gradient_checkpointing``, deprecated in transformers 5."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        yield
-
-
-def _base(model: nn.Module) -> InstructBlipForConditionalGeneration:
-    """The InstructBLIP inside a PeftModel (or the model itself)."""
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
 def _pixel_dtype(model: nn.Module) -> torch.dtype:
     """The dtype the ViT's patch embedding expects its pixels in."""
-    return _base(model).vision_model.embeddings.patch_embedding.weight.dtype
+    return base_model(model).vision_model.embeddings.patch_embedding.weight.dtype
 
 
 def _check_queries(model: InstructBlipForConditionalGeneration, processor: InstructBlipProcessor, role: str) -> None:

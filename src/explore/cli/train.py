@@ -114,8 +114,9 @@ def finetune_command(
     """Win quality back after compression: LoRA / DoRA / IA3 / QLoRA adapters or full tuning of chosen
     components on the shapes world, optionally distilled from the original model. With checkpoint_every
     in the config, a killed run continues where it stopped with --resume latest."""
+    from explore.adapt.adapters import merge_adapter, save_adapter
     from explore.adapt.config import load_finetune_config
-    from explore.adapt.finetune import finetune, merge_adapter, save_adapter
+    from explore.adapt.finetune import finetune
     from explore.models.loading import load_model, save_model
     from explore.runs import write_json, write_run_info
     from explore.train.checkpoint import find_checkpoint
@@ -131,7 +132,7 @@ def finetune_command(
     if merge and cfg.method == "qlora":
         raise ExploreError(
             "--merge cannot fold a QLoRA adapter into its 4-bit base; save the adapter and merge it onto the "
-            "full-precision model in Python (explore.adapt.finetune.merge_adapter)"
+            "full-precision model in Python (explore.adapt.adapters.merge_adapter)"
         )
     vlm, processor = load_model(model, device=device)
     teacher, teacher_processor = load_model(distill_from, device=device) if distill_from else (None, None)

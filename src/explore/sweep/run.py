@@ -36,8 +36,9 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from explore.adapt.adapters import load_adapter, merge_adapter, save_adapter
 from explore.adapt.distill import TeacherAnswers
-from explore.adapt.finetune import finetune, load_adapter, merge_adapter, save_adapter
+from explore.adapt.finetune import finetune
 from explore.compress.depth import block_count, drop_layers, drop_least_influential
 from explore.compress.fastv import prune_image_tokens
 from explore.compress.precision import load_at_precision, save_quantized
