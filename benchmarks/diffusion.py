@@ -197,6 +197,17 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     for n in steps:
         e, b = (min(seconds[name, n]) for name in names)
         print(f"\nspeed-up per image at {n} DDIM steps (guidance 3, batch 1): {b / e:.2f}x")
+    # The measure: for each baseline row, the fastest efficient row at least as faithful (seen pairs).
+    for n in steps:
+        target = rows[names[1], n]["seen"]["generated"]["overall"]
+        matches = [m for m in steps if rows[names[0], m]["seen"]["generated"]["overall"] >= target]
+        if not matches:
+            print(f"\nat equal faithfulness to the baseline at {n} steps ({target:.3f}): no efficient row reaches it")
+            continue
+        m = min(matches, key=lambda k: min(seconds[names[0], k]))
+        ratio = min(seconds[names[1], n]) / min(seconds[names[0], m])
+        print(f"\nat equal faithfulness to the baseline at {n} steps ({target:.3f}): efficient at {m} steps "
+              f"({rows[names[0], m]['seen']['generated']['overall']:.3f}) is {ratio:.2f}x faster")
 
 
 @torch.no_grad()

@@ -1,10 +1,18 @@
 """The pipeline: several diffusers schedulers, deterministic per seed, reloads through its own class."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, load_pipeline, set_scheduler
+from explore.diffusion.pipeline import (
+    WorldDiffusionPipeline,
+    image_grid,
+    load_pipeline,
+    packaged_folder,
+    set_scheduler,  # fmt: skip
+)
 from explore.errors import ExploreError
 
 PROMPT = "a red circle above a blue square"
@@ -41,6 +49,27 @@ def test_reload_through_its_own_class(tiny_pipeline_dir, tmp_path):
     reloaded.set_progress_bar_config(disable=True)
     assert type(reloaded.unet).__name__ == "EfficientUNet"
     assert np.array_equal(_run(pipe, 3), _run(reloaded, 3))
+
+
+CALL_STATE = ("max_length", "stride", "truncation_strategy", "padding_strategy", "is_local", "local_files_only")
+
+
+@pytest.mark.parametrize("which", ["saved", "shipped"])
+def test_a_saved_tokenizer_keeps_no_call_or_load_state(tiny_pipeline_dir, tmp_path, which):
+    """The last call's truncation / padding and how the files were found are not written with the pipeline
+    (``local_files_only: true`` used to be), and what it draws does not change for it."""
+    folder = packaged_folder()
+    if which == "saved":
+        pipe = load_pipeline(tiny_pipeline_dir)
+        _run(pipe, 3)  # a call leaves its truncation in the backend
+        before = _run(pipe, 3)
+        pipe.save_pretrained(tmp_path / "again", safe_serialization=True)
+        folder = tmp_path / "again"
+        assert np.array_equal(before, _run(load_pipeline(folder), 3))
+    config = json.loads((folder / "tokenizer" / "tokenizer_config.json").read_text())
+    backend = json.loads((folder / "tokenizer" / "tokenizer.json").read_text())
+    assert not [key for key in CALL_STATE if key in config], config
+    assert backend["truncation"] is None and backend["padding"] is None
 
 
 def test_bad_inputs_are_refused(tiny_pipeline_dir, tmp_path):

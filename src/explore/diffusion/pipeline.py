@@ -31,6 +31,7 @@ from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, toke
 from explore.diffusion.unet import EfficientUNet, layout_channels, predict_noise
 from explore.errors import ExploreError
 from explore.models.loading import check_finite
+from explore.models.tokenizer import clear_call_state
 from explore.packaged import packaged
 from explore.world.layout import LAYOUT_CHANNELS, layout_map, prompt_layout
 from explore.world.scene import Scene
@@ -75,6 +76,15 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                               vae=vae)  # fmt: skip
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' save, without the state a tokenizer call or load leaves behind (the last call's truncation
+        and padding, how the files were found): :func:`explore.models.tokenizer.clear_call_state`. The pipeline
+        passes its truncation and padding on every call (:func:`explore.diffusion.text_encoder.tokenize_prompts`),
+        so nothing it draws changes."""
+        if hasattr(self.tokenizer, "backend_tokenizer"):  # a fast (tokenizers) tokenizer: every one explore builds
+            clear_call_state(self.tokenizer)
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     @property
     def image_size(self) -> int:
