@@ -39,15 +39,8 @@ from explore.eval.scoring import RELATION_MAX_NEW_TOKENS, final_answer
 from explore.eval.world import normalize_answer
 from explore.models.features import VisionFeatures
 from explore.models.generate import generate_answers
-from explore.runs import (
-    JsonlLog,
-    atomic_path,
-    check_header,
-    config_hash,
-    model_fingerprint,
-    remove_temporaries,
-    write_json,  # fmt: skip
-)
+from explore.runs import (JsonlLog, atomic_path, check_header, config_hash, model_fingerprint, remove_temporaries,
+                          write_json)  # fmt: skip
 from explore.world.detect import calibrated_classifier, check_scene, detect, detected_scene
 from explore.world.render import render
 from explore.world.scene import COLOURS, SHAPES, Obj, Scene, SceneSpec
