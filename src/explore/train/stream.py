@@ -80,13 +80,11 @@ class WorldStream:
         judges = ("judge_official", "judge_stepwise", "judge_compared", "judge_located")
         world_task = {"relation": "vqa", "relation_stepwise": "vqa", **dict.fromkeys(judges, "judge")}.get(task, task)
         qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
-        examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
-                                  resolution=self.resolution, templates=self.templates, avoid_pairs=self.avoid_pairs,
-                                  **qtypes)  # fmt: skip
+        source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
+                  "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
+        examples = world_examples("train", 1, world_task, **source, **qtypes)
         if not examples:  # a relation needs two objects: a one-object scene gets the usual question cycle
-            examples = world_examples("train", 1, world_task, seed=self.world_seed, start=index, spec=self.spec,
-                                      resolution=self.resolution, templates=self.templates,
-                                      avoid_pairs=self.avoid_pairs)  # fmt: skip
+            examples = world_examples("train", 1, world_task, **source)
         (example,) = examples
         if task == "judge":  # learn to produce the faithful response to the judge query
             example.answers = [example.responses[example.preferred]]

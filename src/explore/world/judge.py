@@ -24,6 +24,7 @@ from explore.world.scene import COLOURS, SHAPES, SIZES, Obj, Scene
 from explore.world.text import (
     PLURAL,
     RELATION_PHRASE,
+    absent_pairs,
     caption,
     caption_prompt,
     describe,
@@ -135,9 +136,8 @@ def _invented_scene(scene: Scene, rng: np.random.Generator, avoid: frozenset[tup
     """The scene plus one object (never a pair of ``avoid``) in an empty cell (None if the grid is full)."""
     used = {o.cell for o in scene.objects}
     free = [(r, c) for r in range(3) for c in range(3) if (r, c) not in used]
-    absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None and (c, s) not in avoid]
     row, col = _pick(rng, free)
-    colour, shape = _pick(rng, absent)
+    colour, shape = _pick(rng, absent_pairs(scene, avoid))
     extra = Obj(shape, colour, _pick(rng, SIZES), (col + 0.5) / 3, (row + 0.5) / 3)
     return replace(scene, objects=(*scene.objects, extra))
 

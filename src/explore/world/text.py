@@ -137,6 +137,11 @@ def holds(a: Obj, rel: str, b: Obj) -> bool | None:
     raise ValueError(f"unknown relation {rel!r}; expected one of {DIRECTIONS}")
 
 
+def absent_pairs(scene: Scene, avoid: frozenset[tuple[str, str]] = frozenset()) -> list[tuple[str, str]]:
+    """The colour-shape pairs ``scene`` does not contain, outside ``avoid``, in a fixed order."""
+    return [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None and (c, s) not in avoid]
+
+
 def ask(scene: Scene, qtype: str, rng: np.random.Generator, avoid: frozenset[tuple[str, str]] = frozenset()) -> QA | None:
     """Make one question of type ``qtype`` about ``scene`` with its answer, or None if the scene
     cannot support it (e.g. a relation question in a one-object scene). An existence question about an
@@ -170,8 +175,7 @@ def ask(scene: Scene, qtype: str, rng: np.random.Generator, avoid: frozenset[tup
             obj = _pick(rng, objects)
             colour, shape = obj.colour, obj.shape
         else:  # a colour–shape pair absent from the scene
-            absent = [(c, s) for c in COLOURS for s in SHAPES if scene.find(c, s) is None and (c, s) not in avoid]
-            colour, shape = _pick(rng, absent)
+            colour, shape = _pick(rng, absent_pairs(scene, avoid))
         answer = "yes" if scene.find(colour, shape) is not None else "no"
         return QA(qtype, _pick(rng, templates[qtype]).format(obj=f"{colour} {shape}"), answer)
     if qtype == "relation":
