@@ -48,7 +48,7 @@ def ask(client, *, source="world scene", upload=None, index=0, task="question", 
     return table, preview, line
 
 
-def direct_answer(model_name, image, prompt, max_new_tokens=16):
+def direct_answer(model_name, image, prompt, max_new_tokens=ask_tab.MAX_NEW_TOKENS["question"]):
     model, processor = load_model(model_name)
     example = Example(id="x", task="vqa", image=image, prompt=prompt)
     return generate_answers(model, processor, [example], max_new_tokens=max_new_tokens)[0]

@@ -120,7 +120,9 @@ def ask_command(
     model: ModelOption = "embedded",
     out: Annotated[Path | None, typer.Option(help="Write JSONL answers here instead of printing them.")] = None,
     batch_size: Annotated[int, typer.Option(help="Images per batch.")] = 16,
-    max_new_tokens: Annotated[int, typer.Option(help="Longest answer, in tokens.")] = 16,
+    max_new_tokens: Annotated[
+        int, typer.Option(help="Longest answer, in tokens (room for a step-by-step relation answer).")
+    ] = 40,  # explore.eval.scoring.RELATION_MAX_NEW_TOKENS; generation stops when every answer has ended
 ) -> None:
     """Answer a question about an image (or many) with the embedded model or any InstructBLIP."""
     _answer(source, question, model, out, batch_size, max_new_tokens)

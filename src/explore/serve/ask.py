@@ -9,12 +9,14 @@ from PIL import Image
 
 from explore.data.example import Example
 from explore.errors import ExploreError
+from explore.eval.scoring import RELATION_MAX_NEW_TOKENS
 from explore.infer import CAPTION_PROMPT
 from explore.models.generate import generate_answers
 from explore.serve.models import ModelCache
 
 TASKS = ("question", "caption")
-MAX_NEW_TOKENS = {"question": 16, "caption": 64}  # as `explore ask` and `explore caption`
+# As `explore ask` and `explore caption`: a question leaves room for a step-by-step relation answer.
+MAX_NEW_TOKENS = {"question": RELATION_MAX_NEW_TOKENS, "caption": 64}
 
 
 @dataclass(frozen=True)
