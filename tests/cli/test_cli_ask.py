@@ -74,3 +74,13 @@ def test_ask_errors_are_one_line(model_dir, images, tmp_path):
         assert r.returncode == 2, (args, r.stdout, r.stderr)
         assert message in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_ask_prints_a_stepwise_relation_answer_whole(images):
+    """The embedded model answers a relation question step by step (about 30 tokens); `explore ask` leaves it room
+    (the default was 16 new tokens, which cut the answer before its yes / no)."""
+    question = "Is the orange triangle above the cyan circle?"  # test scene 0: yes (the README's example)
+    r = run("ask", str(images / "scene-0.png"), question)
+    assert r.returncode == 0, r.stderr
+    answer = r.stdout.strip()
+    assert "compared to" in answer and answer.endswith(". yes"), answer
