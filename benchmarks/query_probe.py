@@ -48,14 +48,14 @@ def one_object_scenes(split: str, n: int, held_out_only: bool):
 
 
 @torch.no_grad()
-def features(model, processor, scenes, batch_size=64):
+def features(model, processor, scenes, question, batch_size=64):
     """(query outputs (N, Q·H), LM encoder states at the query positions (N, Q·D), the model's answers)."""
     image_id = model.config.image_token_index
     queries, encoded, answers = [], [], []
     for start in tqdm(range(0, len(scenes), batch_size), desc="query features", leave=False):
         batch = scenes[start : start + batch_size]
         examples = [Example(id=str(start + i), task="vqa", image=render(s),
-                            prompt=f"What shape is the {s.objects[0].colour} object?") for i, s in enumerate(batch)]  # fmt: skip
+                            prompt=question.format(colour=s.objects[0].colour)) for i, s in enumerate(batch)]  # fmt: skip
         inputs = to_model(generation_inputs(examples, processor, max_length=512, decoder_only=False), model)
         image = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
         query_tokens = model.query_tokens.expand(len(batch), -1, -1)
@@ -77,20 +77,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="embedded", help="'embedded' or a model folder")
     parser.add_argument("--scenes", type=int, default=1500, help="train scenes to fit on, compositional to score")
+    parser.add_argument("--question", default="What shape is the {colour} object?",
+                        help="the question asked of each one-object scene ({colour}: the object's colour); e.g. "
+                             "'What shape is the object?' leaves the colour out of the Q-Former's text")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(0)
     model, processor = load_model(args.model)
     model.eval()
     fit = one_object_scenes("train", args.scenes, held_out_only=False)
     held = one_object_scenes("compositional", args.scenes, held_out_only=True)
-    q, e, answers = features(model, processor, fit + held)
+    q, e, answers = features(model, processor, fit + held, args.question)
     labels = {
         "shape": torch.tensor([SHAPES.index(s.objects[0].shape) for s in fit + held]),
         "colour": torch.tensor([list(COLOURS).index(s.objects[0].colour) for s in fit + held]),
     }
     n = len(fit)
     print(f"{args.model}: linear probes fitted on {n} train-split objects, scored on {len(held)} held-out-pair objects "
-          f"(each alone; question 'What shape is the <colour> object?')")  # fmt: skip
+          f"(each alone; question {args.question!r})")  # fmt: skip
     # The control: the same probe fitted on 80% of the train objects and scored on the other 20% (seen pairs).
     seen = int(0.8 * n)
     print(f"  {'stage':<11} {'held-out shape':>14} {'held-out colour':>15} {'seen shape':>11} {'seen colour':>12}")
