@@ -28,6 +28,7 @@ from vision_probe import probe  # benchmarks/ is the script's folder
 
 from explore.data.example import Example
 from explore.eval.world import normalize_answer
+from explore.models.build import build_model
 from explore.models.collate import generation_inputs, to_model
 from explore.models.loading import load_model
 from explore.world import COLOURS, HELD_OUT_PAIRS, SHAPES
@@ -80,10 +81,17 @@ def main() -> None:
     parser.add_argument("--question", default="What shape is the {colour} object?",
                         help="the question asked of each one-object scene ({colour}: the object's colour); e.g. "
                              "'What shape is the object?' leaves the colour out of the Q-Former's text")  # fmt: skip
+    parser.add_argument("--random-qformer", metavar="PRESET", default=None,
+                        help="control: replace the Q-Former and its query tokens by a randomly initialised PRESET's "
+                             "(e.g. shapes-small-judge); the ViT stays trained")  # fmt: skip
     args = parser.parse_args()
     torch.manual_seed(0)
     model, processor = load_model(args.model)
     model.eval()
+    if args.random_qformer:
+        fresh = build_model(args.random_qformer, processor.tokenizer, seed=0)
+        model.qformer.load_state_dict(fresh.qformer.state_dict())
+        model.query_tokens.data.copy_(fresh.query_tokens.data)
     fit = one_object_scenes("train", args.scenes, held_out_only=False)
     held = one_object_scenes("compositional", args.scenes, held_out_only=True)
     q, e, answers = features(model, processor, fit + held, args.question)
