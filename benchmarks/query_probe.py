@@ -50,27 +50,27 @@ def one_object_scenes(split: str, n: int, held_out_only: bool):
 
 @torch.no_grad()
 def features(model, processor, scenes, question, batch_size=64):
-    """(query outputs (N, Q·H), LM encoder states at the query positions (N, Q·D), the model's answers)."""
-    image_id = model.config.image_token_index
+    """(query outputs (N, Q·H), LM encoder states at the query positions (N, Q·D), the model's answers), from one
+    greedy ``generate`` per batch: a hook keeps the Q-Former's output as transformers' ``get_image_features`` makes it."""
+    image_id, n_query = model.config.image_token_index, model.config.num_query_tokens
+    captured = {}
+    hook = model.qformer.register_forward_hook(lambda module, args, output: captured.update(q=output.last_hidden_state))
     queries, encoded, answers = [], [], []
-    for start in tqdm(range(0, len(scenes), batch_size), desc="query features", leave=False):
-        batch = scenes[start : start + batch_size]
-        examples = [Example(id=str(start + i), task="vqa", image=render(s),
-                            prompt=question.format(colour=s.objects[0].colour)) for i, s in enumerate(batch)]  # fmt: skip
-        inputs = to_model(generation_inputs(examples, processor, max_length=512, decoder_only=False), model)
-        image = model.vision_model(pixel_values=inputs["pixel_values"]).last_hidden_state
-        query_tokens = model.query_tokens.expand(len(batch), -1, -1)
-        mask = torch.cat([torch.ones(query_tokens.shape[:2], dtype=torch.long), inputs["qformer_attention_mask"]], 1)
-        out = model.qformer(input_ids=inputs["qformer_input_ids"], attention_mask=mask, query_embeds=query_tokens,
-                            encoder_hidden_states=image).last_hidden_state[:, : query_tokens.shape[1]]  # fmt: skip
-        queries.append(out.flatten(1))
-        generated = model.generate(**inputs, max_new_tokens=6, do_sample=False, return_dict_in_generate=True,
-                                   output_hidden_states=True)  # fmt: skip
-        states = generated.encoder_hidden_states[-1]
-        positions = inputs["input_ids"] == image_id
-        encoded.append(states[positions].reshape(len(batch), -1))
-        texts = processor.tokenizer.batch_decode(generated.sequences, skip_special_tokens=True)
-        answers += [t.strip() for t in texts]
+    try:
+        for start in tqdm(range(0, len(scenes), batch_size), desc="query features", leave=False):
+            batch = scenes[start : start + batch_size]
+            examples = [Example(id=str(start + i), task="vqa", image=render(s),
+                                prompt=question.format(colour=s.objects[0].colour)) for i, s in enumerate(batch)]  # fmt: skip
+            inputs = to_model(generation_inputs(examples, processor, max_length=512, decoder_only=False), model)
+            generated = model.generate(**inputs, max_new_tokens=6, do_sample=False, return_dict_in_generate=True,
+                                       output_hidden_states=True)  # fmt: skip
+            queries.append(captured["q"][:, :n_query].flatten(1))
+            states = generated.encoder_hidden_states[-1]
+            encoded.append(states[inputs["input_ids"] == image_id].reshape(len(batch), -1))
+            texts = processor.tokenizer.batch_decode(generated.sequences, skip_special_tokens=True)
+            answers += [t.strip() for t in texts]
+    finally:
+        hook.remove()
     return torch.cat(queries), torch.cat(encoded), answers
 
 

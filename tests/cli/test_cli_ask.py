@@ -1,12 +1,16 @@
+import inspect
 import json
 import subprocess
 import sys
 
 import pytest
 
+from explore.cli.use import ask_command
+from explore.eval.scoring import RELATION_MAX_NEW_TOKENS
 from explore.models.build import build_model, build_processor
 from explore.models.loading import save_model
 from explore.models.tokenizer import build_word_tokenizer
+from explore.serve import ask as ask_tab
 from explore.world.render import render
 from explore.world.splits import split_scene
 from explore.world.vocabulary import vocabulary
@@ -84,3 +88,10 @@ def test_ask_prints_a_stepwise_relation_answer_whole(images):
     assert r.returncode == 0, r.stderr
     answer = r.stdout.strip()
     assert "compared to" in answer and answer.endswith(". yes"), answer
+
+
+def test_ask_budget_is_the_evaluators_and_the_web_apps():
+    """`explore ask` writes its default as a literal (the CLI imports no model code at start-up); it must stay the
+    evaluator's relation budget, which the web app's question tab uses too."""
+    default = next(p.default for p in inspect.signature(ask_command).parameters.values() if p.name == "max_new_tokens")
+    assert default == RELATION_MAX_NEW_TOKENS == ask_tab.MAX_NEW_TOKENS["question"]
