@@ -14,8 +14,9 @@ import numpy as np
 from explore.data.example import Example
 from explore.data.judge_prompt import judge_prompt, verdict
 from explore.train.config import TASKS
-from explore.world.examples import world_examples
+from explore.world.examples import recoloured_shape_example, world_examples
 from explore.world.scene import SIZES, Scene, SceneSpec
+from explore.world.splits import scene_seed, split_scene
 from explore.world.text import RELATION_SENTENCES, relation_steps, words
 
 
@@ -45,6 +46,9 @@ class WorldStream:
             square is at the right . the red circle is left of the blue square . yes"). In a mix with
             ``relation_stepwise`` the relation questions that ``vqa`` draws get the same stepwise target, so
             one prompt never has two target formats (the config refuses ``relation`` in the same stage).
+            ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
+            with every object in its own unnamed colour
+            (:func:`explore.world.examples.recoloured_shape_example`).
         templates: wrap prompts in InstructBLIP's instruction templates.
         resolution: image side in pixels.
         world_seed: base seed of the world splits.
@@ -77,6 +81,11 @@ class WorldStream:
         return self.tasks[int(rng.choice(len(self.tasks), p=self.probs))]
 
     def example(self, index: int, task: str) -> Example:
+        if task == "shape_recoloured":
+            scene = split_scene("train", index, self.world_seed, self.spec)
+            rng = np.random.default_rng([scene_seed("train", index, self.world_seed), 11, 1])
+            return recoloured_shape_example(scene, rng, f"train-shape_recoloured-{index:06d}",
+                                            templates=self.templates, resolution=self.resolution)  # fmt: skip
         judges = ("judge_official", "judge_stepwise", "judge_compared", "judge_located")
         world_task = {"relation": "vqa", "relation_stepwise": "vqa", **dict.fromkeys(judges, "judge")}.get(task, task)
         qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}

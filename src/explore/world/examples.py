@@ -6,14 +6,17 @@ scene's seed, so the same (split, index, seed) always gives the same image, prom
 
 from __future__ import annotations
 
+import colorsys
+
 import numpy as np
 
 from explore.data.example import Example
 from explore.world.judge import JUDGE_KINDS, judge_pair
 from explore.world.render import DEFAULT_RESOLUTION, render
-from explore.world.scene import Scene, SceneSpec
+from explore.world.scene import COLOURS, HELD_OUT_PAIRS, SHAPES, Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scene
-from explore.world.text import CAPTION_STYLES, QUESTION_TYPES, ask, caption, caption_prompt, vqa_prompt
+from explore.world.text import (CAPTION_STYLES, PLURAL, QUESTION_TEMPLATES, QUESTION_TYPES, ask, caption,
+                                caption_prompt, vqa_prompt)
 
 WORLD_TASKS: tuple[str, ...] = ("vqa", "caption", "judge")
 
@@ -54,6 +57,65 @@ def judge_example(scene: Scene, rng: np.random.Generator, kind: str, ex_id: str,
     return Example(id=ex_id, task="judge", image=render(scene, resolution), prompt=pair.query, responses=responses,
                    preferred=preferred, category=pair.category, source="shapes-world",
                    meta={"kind": kind, "scene": scene.to_dict(), "reason": pair.reason})  # fmt: skip
+
+
+# Recoloured shapes (issue 14, the compositional split). An unnamed colour stays at least this far (RGB distance) from
+# every named colour, so no recoloured object looks like a named one, and is at least this bright (its largest
+# channel), so it stands out from the dark background. A recoloured shape also keeps away (in hue) from the named
+# colours it is held out with: no training image shows anything like a held-out "blue cross", not even a navy one.
+UNNAMED_COLOUR_DISTANCE = 100.0
+UNNAMED_COLOUR_BRIGHTNESS = 90
+UNNAMED_HUE_MARGIN = 45.0  # degrees of hue from a held-out partner's, where the colour is saturated (>= 0.2)
+_NAMED_RGB = np.array(list(COLOURS.values()), dtype=float)
+
+
+def _hue_saturation(rgb) -> tuple[float, float]:
+    h, _, s = colorsys.rgb_to_hls(*(float(v) / 255 for v in rgb))
+    return h * 360.0, s
+
+
+def unnamed_colour(rng: np.random.Generator, shape: str | None = None) -> tuple[int, int, int]:
+    """A random RGB far from every named colour (:data:`UNNAMED_COLOUR_DISTANCE`): greys, browns, olive, pale and
+    dark tints…, and for ``shape`` none near the hue of a colour it is held out with (:data:`HELD_OUT_PAIRS`)."""
+    held = [_hue_saturation(COLOURS[c])[0] for c, s in sorted(HELD_OUT_PAIRS) if s == shape]
+    while True:
+        rgb = rng.integers(0, 256, size=3)
+        if rgb.max() < UNNAMED_COLOUR_BRIGHTNESS or np.sqrt(((_NAMED_RGB - rgb) ** 2).sum(-1)).min() < UNNAMED_COLOUR_DISTANCE:
+            continue
+        hue, saturation = _hue_saturation(rgb)
+        if saturation >= 0.2 and any(min(abs(hue - h), 360 - abs(hue - h)) < UNNAMED_HUE_MARGIN for h in held):
+            continue
+        return int(rgb[0]), int(rgb[1]), int(rgb[2])
+
+
+def recoloured_shape_example(scene: Scene, rng: np.random.Generator, ex_id: str, *, templates: bool,
+                             resolution: int) -> Example:  # fmt: skip
+    """A shape question about ``scene`` drawn with every object in its own unnamed colour (:func:`unnamed_colour`).
+
+    The question names no colour: "What shape is the object at the top left?" (the position refers when there are
+    several objects) or "How many stars are there?", and the answer is a shape or a digit. Why: the compositional
+    split's held-out pairs (a "red star") defeat a read-out of shape that the named colours bind, and even a random
+    Q-Former's outputs bind it (docs/pretrain/query-probe.txt); shapes in colours no other object has make colour
+    useless for telling shapes apart, without ever drawing a held-out pair.
+    """
+    colours = [unnamed_colour(rng, obj.shape) for obj in scene.objects]
+    objects = scene.objects
+    if rng.random() < 0.7:
+        obj = objects[int(rng.integers(len(objects)))]
+        ref = "object" if len(objects) == 1 else f"object at the {obj.position}"
+        question = QUESTION_TEMPLATES["shape"][int(rng.integers(len(QUESTION_TEMPLATES["shape"])))].format(ref=ref)
+        answer, qtype = obj.shape, "shape"
+    else:
+        # mostly a shape the scene has (a count of 0 for the rest)
+        present = rng.random() < 0.7
+        shape = objects[int(rng.integers(len(objects)))].shape if present else SHAPES[int(rng.integers(len(SHAPES)))]
+        counts = QUESTION_TEMPLATES["count"]
+        question = counts[int(rng.integers(len(counts)))].format(x=PLURAL[shape])
+        answer, qtype = str(sum(o.shape == shape for o in objects)), "count"
+    prompt = vqa_prompt(question, rng) if templates else question
+    return Example(id=ex_id, task="vqa", image=render(scene, resolution, colours), prompt=prompt, answers=[answer],
+                   category=qtype, source="shapes-world",
+                   meta={"question": question, "scene": scene.to_dict(), "colours": colours})  # fmt: skip
 
 
 def world_examples(

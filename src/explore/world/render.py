@@ -8,6 +8,7 @@ same scene always gives the same pixels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -54,19 +55,25 @@ def _polygon(obj: Obj, side: int) -> list[tuple[float, float]] | None:
     return _rotate(pts, cx, cy, obj.rotation)
 
 
-def render(scene: Scene, resolution: int = DEFAULT_RESOLUTION) -> Image.Image:
+def render(scene: Scene, resolution: int = DEFAULT_RESOLUTION,
+           colours: Sequence[tuple[int, int, int]] | None = None) -> Image.Image:  # fmt: skip
     """Draw ``scene`` as an RGB image of ``resolution × resolution`` pixels.
 
+    ``colours``: one RGB per object, drawn instead of its named colour (the recoloured shapes of
+    :func:`explore.world.examples.recoloured_shape_example`); None draws the named colours.
+
     Raises:
-        ValueError: if ``resolution`` is smaller than 16 pixels.
+        ValueError: if ``resolution`` is smaller than 16 pixels, or ``colours`` does not give one RGB per object.
     """
     if resolution < 16:
         raise ValueError(f"resolution must be at least 16 pixels, got {resolution}")
+    if colours is not None and len(colours) != len(scene.objects):
+        raise ValueError(f"colours gives {len(colours)} RGB values for {len(scene.objects)} objects")
     side = resolution * SUPERSAMPLE
     canvas = Image.new("RGB", (side, side), tuple(scene.background))
     draw = ImageDraw.Draw(canvas)
-    for obj in scene.objects:
-        colour = COLOURS[obj.colour]
+    for i, obj in enumerate(scene.objects):
+        colour = COLOURS[obj.colour] if colours is None else tuple(colours[i])
         points = _polygon(obj, side)
         if points is None:
             cx, cy, r = obj.x * side, obj.y * side, obj.radius * side

@@ -1,0 +1,77 @@
+"""The shape_recoloured training task (issue 14, the compositional split): shape questions naming no colour, on
+scenes drawn in unnamed colours that never look like a held-out colour-shape pair."""
+
+import colorsys
+
+import numpy as np
+import pytest
+
+from explore.train.config import StageSection
+from explore.train.stream import WorldStream
+from explore.world.examples import UNNAMED_COLOUR_DISTANCE, UNNAMED_HUE_MARGIN, unnamed_colour
+from explore.world.render import render
+from explore.world.scene import COLOURS, HELD_OUT_PAIRS, SHAPES, Obj, Scene
+from explore.world.text import PLURAL, words
+from explore.world.vocabulary import vocabulary
+
+
+def hue(rgb) -> tuple[float, float]:
+    h, _, s = colorsys.rgb_to_hls(*(v / 255 for v in rgb))
+    return h * 360, s
+
+
+def test_unnamed_colours_are_far_from_every_named_colour_and_from_held_out_partners_hues():
+    rng = np.random.default_rng(0)
+    named = np.array(list(COLOURS.values()), dtype=float)
+    for shape in SHAPES:
+        partners = [hue(COLOURS[c])[0] for c, s in HELD_OUT_PAIRS if s == shape]
+        for _ in range(200):
+            rgb = unnamed_colour(rng, shape)
+            assert np.sqrt(((named - np.array(rgb)) ** 2).sum(-1)).min() >= UNNAMED_COLOUR_DISTANCE
+            h, s = hue(rgb)
+            if s >= 0.2:
+                assert all(min(abs(h - p), 360 - abs(h - p)) >= UNNAMED_HUE_MARGIN for p in partners)
+
+
+def test_recoloured_examples_answer_the_question_and_name_no_colour():
+    stream = WorldStream({"shape_recoloured": 1.0}, templates=False, resolution=64)
+    known, categories = set(vocabulary()), set()
+    for index in range(80):
+        example = stream.example(index, "shape_recoloured")
+        again = stream.example(index, "shape_recoloured")  # a pure function of the index
+        assert (again.prompt, again.answers, again.meta["colours"]) == (example.prompt, example.answers, example.meta["colours"])
+        scene = Scene.from_dict(example.meta["scene"])
+        question, (answer,) = example.meta["question"], example.answers
+        assert not set(words(question)) & set(COLOURS) and answer not in COLOURS
+        assert set(words(question)) | {answer} <= known
+        categories.add(example.category)
+        if example.category == "shape":
+            if len(scene.objects) == 1:
+                (obj,) = scene.objects
+            else:
+                named = [o for o in scene.objects if f"object at the {o.position}" in question]
+                obj = max(named, key=lambda o: len(o.position))  # "top left" over "top"
+            assert answer == obj.shape
+        else:
+            (shape,) = [s for s in SHAPES if f" {PLURAL[s]} " in f" {question} ".replace(".", " ").replace("?", " ")]
+            assert answer == str(sum(o.shape == shape for o in scene.objects))
+        # each object is drawn in its recorded colour, none of them a named one
+        pixels = np.asarray(example.image)
+        for obj, rgb in zip(scene.objects, example.meta["colours"]):
+            centre = pixels[int(obj.y * 64), int(obj.x * 64)]
+            assert np.abs(centre.astype(int) - rgb).max() <= 2, (obj, rgb, centre)
+            assert tuple(rgb) not in COLOURS.values()
+    assert categories == {"shape", "count"}
+
+
+def test_render_draws_given_colours_and_refuses_a_wrong_count():
+    scene = Scene(objects=(Obj("circle", "red", "large", 0.5, 0.5),))
+    assert np.asarray(render(scene, 32))[16, 16].tolist() == list(COLOURS["red"])
+    assert np.asarray(render(scene, 32, [(200, 200, 200)]))[16, 16].tolist() == [200, 200, 200]
+    with pytest.raises(ValueError, match="1 objects"):
+        render(scene, 32, [(1, 2, 3), (4, 5, 6)])
+
+
+def test_a_stage_accepts_the_task():
+    stage = StageSection(name="s", steps=10, warmup_steps=1, trainable=["qformer"], tasks={"shape_recoloured": 0.2, "vqa": 0.8})
+    assert stage.tasks["shape_recoloured"] == 0.2
