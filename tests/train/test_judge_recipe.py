@@ -258,3 +258,28 @@ def test_a_slot_loss_stage_trains_keeps_its_head_for_a_resume_and_saves_a_plain_
     assert any(not torch.equal(reference[n], other[n]) for n in reference)  # the loss reaches the LM's weights
     with pytest.raises(ValidationError, match="slot_loss"):
         config(tmp_path / "x", **{"data.judge_vocabulary": True, "stages": [{**stage, "tasks": {"vqa": 1.0}}]})
+
+
+def test_description_judge_examples_are_compared_targets_of_description_pairs_only():
+    stream = WorldStream({"judge_description": 1.0}, templates=True, resolution=16)
+    compared = WorldStream({"judge_compared": 1.0}, templates=True, resolution=16)
+    preferred, same = set(), 0
+    for index in range(30):
+        example = stream.example(index, "judge_description")
+        assert example.meta["kind"] == "wrong_attribute_description" and example.category == "hallucination"
+        assert example.prompt.startswith(JUDGE_PROMPT_TEMPLATE[:60]) and parse_judgment(example.answers[0]) == example.preferred
+        claims = judge_claims(example)
+        assert f"Answer 1 : {claims[0]} compared to {claims[example.preferred]} ." in example.answers[0]
+        preferred.add(example.preferred)
+        other = compared.example(index, "judge_compared")
+        if other.meta["kind"] == "wrong_attribute_description":  # the same pair, the same target
+            assert (other.prompt, other.answers) == (example.prompt, example.answers)
+            same += 1
+    assert preferred == {0, 1} and same >= 3
+
+
+def test_world_examples_refuse_unknown_judge_kinds():
+    from explore.world.examples import world_examples
+
+    with pytest.raises(ValueError, match="unknown judge kinds"):
+        world_examples("train", 1, "judge", kinds=("wrong_colour",))

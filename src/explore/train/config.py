@@ -26,11 +26,14 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # line); judge_located (the same prompt, the target the reason, the wrong claim and the answer that holds it, the
 # verdict line); relation_stepwise (relation questions, the target both positions, the relation along the asked
 # axis, then the answer); shape_recoloured (a shape or shape-count question naming no colour, on the scene drawn in
-# unnamed colours: explore.world.examples.recoloured_shape_example).
+# unnamed colours: explore.world.examples.recoloured_shape_example); judge_description (judge_compared on full
+# descriptions that differ in one object's attribute only).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
-                          "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured")
+                          "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured",
+                          "judge_description")
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
-OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located")
+OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located",
+                                         "judge_description")
 
 
 class ModelSection(StrictModel):

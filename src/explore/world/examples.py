@@ -130,6 +130,7 @@ def world_examples(
     templates: bool = True,
     qtypes: tuple[str, ...] = QUESTION_TYPES,
     avoid_pairs: frozenset[tuple[str, str]] = frozenset(),
+    kinds: tuple[str, ...] = tuple(JUDGE_KINDS),
 ) -> list[Example]:
     """``n`` examples of ``task`` from ``split`` (scenes ``start … start + n - 1``).
 
@@ -138,11 +139,13 @@ def world_examples(
     the next type in the cycle is used. ``templates`` wraps prompts in InstructBLIP's
     instruction templates; without it, the prompt is the bare question. ``avoid_pairs``: colour-shape
     pairs that no wrong answer, invented object or absent-object question names (see
-    :func:`explore.world.judge.judge_pair`).
+    :func:`explore.world.judge.judge_pair`). ``kinds``: the judge kinds to cycle through (all by default).
     """
     if task not in WORLD_TASKS:
         raise ValueError(f"unknown world task {task!r}; expected one of {', '.join(WORLD_TASKS)}")
-    kinds = tuple(JUDGE_KINDS)
+    unknown = sorted(set(kinds) - set(JUDGE_KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"unknown judge kinds {unknown or 'none'}; expected some of {', '.join(JUDGE_KINDS)}")
     examples = []
     for i in range(start, start + n):
         scene = split_scene(split, i, seed, spec)
