@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from explore.data.example import Example
-
 from explore.eval.generative_judge import judge_generatively
 from explore.eval.scoring import answer_budget, score_records
 from explore.eval.world import image_sensitivity, normalize_answer

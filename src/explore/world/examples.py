@@ -15,8 +15,16 @@ from explore.world.judge import JUDGE_KINDS, judge_pair
 from explore.world.render import DEFAULT_RESOLUTION, render
 from explore.world.scene import COLOURS, HELD_OUT_PAIRS, SHAPES, Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scene
-from explore.world.text import (CAPTION_STYLES, PLURAL, QUESTION_TEMPLATES, QUESTION_TYPES, ask, caption,
-                                caption_prompt, vqa_prompt)
+from explore.world.text import (
+    CAPTION_STYLES,
+    PLURAL,
+    QUESTION_TEMPLATES,
+    QUESTION_TYPES,
+    ask,
+    caption,
+    caption_prompt,
+    vqa_prompt,
+)
 
 WORLD_TASKS: tuple[str, ...] = ("vqa", "caption", "judge")
 
