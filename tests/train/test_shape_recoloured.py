@@ -75,3 +75,31 @@ def test_render_draws_given_colours_and_refuses_a_wrong_count():
 def test_a_stage_accepts_the_task():
     stage = StageSection(name="s", steps=10, warmup_steps=1, trainable=["qformer"], tasks={"shape_recoloured": 0.2, "vqa": 0.8})
     assert stage.tasks["shape_recoloured"] == 0.2
+
+
+def count_target(question: str) -> str:
+    padded = f" {question} ".replace(".", " ").replace("?", " ")
+    (noun,) = [n for n in PLURAL if f" {PLURAL[n]} " in padded]
+    return noun
+
+
+def test_world_counts_count_all_objects_or_any_shape_and_often_none():
+    present = WorldStream({"shape_recoloured": 1.0}, templates=False, resolution=32)
+    world = WorldStream({"shape_recoloured": 1.0}, templates=False, resolution=32, recoloured_counts="world")
+    zeros = {"present": 0, "world": 0}
+    nouns = set()
+    for index in range(300):
+        for name, stream in (("present", present), ("world", world)):
+            example = stream.example(index, "shape_recoloured")
+            if example.category != "count":
+                continue
+            scene, noun = Scene.from_dict(example.meta["scene"]), count_target(example.meta["question"])
+            assert example.answers == [str(sum(noun in ("object", o.shape) for o in scene.objects))]
+            zeros[name] += example.answers == ["0"]
+            if name == "world":
+                nouns.add(noun)
+    assert nouns == {"object", *SHAPES}
+    assert zeros["world"] > 1.5 * zeros["present"]  # absent shapes, as often as the world's own questions ask them
+    with pytest.raises(ValueError, match="counts must be"):
+        WorldStream({"shape_recoloured": 1.0}, templates=False, resolution=32,
+                    recoloured_counts="all").example(0, "shape_recoloured")  # fmt: skip

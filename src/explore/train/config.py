@@ -97,6 +97,10 @@ class StageSection(StrictModel):
         "subject_first", description="relation step of relation_stepwise targets (explore.world.text."
         "RELATION_SENTENCES): 'the A is left of the B', or 'relative to the B the A is left' and for a yes/no "
         "'left compared to right'")  # fmt: skip
+    recoloured_counts: Literal["present", "world"] = Field(
+        "present", description="what shape_recoloured count questions count: 'present', a shape the scene has 70% of "
+        "the time (shapes-judge-8/9), or 'world', all objects or any shape as the world's count questions draw them "
+        "(explore.world.examples.recoloured_shape_example)")  # fmt: skip
     slot_loss: float = Field(0.0, ge=0, description="weight of the answer-slot auxiliary loss on official-judge "
                              "batches (explore.train.slots: a discarded linear head tells from the T5 encoder's states "
                              "which answer each answer token belongs to); 0: off")  # fmt: skip

@@ -52,6 +52,8 @@ class WorldStream:
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
+        recoloured_counts: how ``shape_recoloured`` count questions pick what they count ("present" or "world",
+            :func:`explore.world.examples.recoloured_shape_example`).
         templates: wrap prompts in InstructBLIP's instruction templates.
         resolution: image side in pixels.
         world_seed: base seed of the world splits.
@@ -64,7 +66,8 @@ class WorldStream:
 
     def __init__(self, tasks: dict[str, float], *, templates: bool, resolution: int, world_seed: int = 0,
                  spec: SceneSpec = SceneSpec(), relation_sentence: str = "subject_first",
-                 avoid_pairs: frozenset[tuple[str, str]] = frozenset()) -> None:  # fmt: skip
+                 avoid_pairs: frozenset[tuple[str, str]] = frozenset(),
+                 recoloured_counts: str = "present") -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
@@ -77,6 +80,7 @@ class WorldStream:
             raise ValueError(f"unknown relation sentence {relation_sentence!r}; expected one of {RELATION_SENTENCES}")
         self.relation_sentence = relation_sentence
         self.avoid_pairs = avoid_pairs
+        self.recoloured_counts = recoloured_counts
 
     def task_of(self, index: int) -> str:
         """The task of the batch that starts at example ``index``."""
@@ -87,8 +91,8 @@ class WorldStream:
         if task == "shape_recoloured":
             scene = split_scene("train", index, self.world_seed, self.spec)
             rng = np.random.default_rng([scene_seed("train", index, self.world_seed), 11, 1])
-            return recoloured_shape_example(scene, rng, f"train-shape_recoloured-{index:06d}",
-                                            templates=self.templates, resolution=self.resolution)  # fmt: skip
+            return recoloured_shape_example(scene, rng, f"train-shape_recoloured-{index:06d}", templates=self.templates,
+                                            resolution=self.resolution, counts=self.recoloured_counts)  # fmt: skip
         judges = ("judge_official", "judge_stepwise", "judge_compared", "judge_located", "judge_description")
         world_task = {"relation": "vqa", "relation_stepwise": "vqa", **dict.fromkeys(judges, "judge")}.get(task, task)
         qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
