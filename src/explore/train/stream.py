@@ -13,7 +13,7 @@ import numpy as np
 
 from explore.data.example import Example
 from explore.data.judge_prompt import judge_prompt, verdict
-from explore.train.config import TASKS
+from explore.train.config import OFFICIAL_JUDGE_TASKS, TASKS
 from explore.world.examples import recoloured_shape_example, world_examples
 from explore.world.scene import SIZES, Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scene
@@ -93,14 +93,13 @@ class WorldStream:
             rng = np.random.default_rng([scene_seed("train", index, self.world_seed), 11, 1])
             return recoloured_shape_example(scene, rng, f"train-shape_recoloured-{index:06d}", templates=self.templates,
                                             resolution=self.resolution, counts=self.recoloured_counts)  # fmt: skip
-        judges = ("judge_official", "judge_stepwise", "judge_compared", "judge_located", "judge_description")
-        world_task = {"relation": "vqa", "relation_stepwise": "vqa", **dict.fromkeys(judges, "judge")}.get(task, task)
-        qtypes = {"qtypes": ("relation",)} if task in ("relation", "relation_stepwise") else {}
-        if task == "judge_description":
-            qtypes = {"kinds": ("wrong_attribute_description",)}
+        world_task = {"relation": "vqa", "relation_stepwise": "vqa",
+                      **dict.fromkeys(OFFICIAL_JUDGE_TASKS, "judge")}.get(task, task)  # fmt: skip
+        select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},
+                  "judge_description": {"kinds": ("wrong_attribute_description",)}}.get(task, {})  # fmt: skip
         source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
                   "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
-        examples = world_examples("train", 1, world_task, **source, **qtypes)
+        examples = world_examples("train", 1, world_task, **source, **select)
         if not examples:  # a relation needs two objects: a one-object scene gets the usual question cycle
             examples = world_examples("train", 1, world_task, **source)
         (example,) = examples
