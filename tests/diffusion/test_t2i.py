@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from explore.eval import t2i
-from explore.eval.t2i import cohen_kappa, exact_answer, judge_questions, summarize_t2i, t2i_examples
+from explore.eval.t2i import (cohen_kappa, dsg_hits, exact_answer, judge_questions, question_objects, summarize_t2i,
+                              t2i_examples)  # fmt: skip
 from explore.world.detect import check_scene, detect, detected_scene, detector_accuracy
 from explore.world.render import render
 from explore.world.scene import Scene
@@ -106,3 +107,22 @@ def test_the_vlm_judge_scores_a_stepwise_relation_answer_by_its_last_step(monkey
     assert t2i.vlm_answers(None, None, [image, image], ["Is the red circle left of the blue square?", "Where?"]) == [
         "yes", "top left"]  # fmt: skip
     assert budgets and min(budgets) >= 30  # room for the steps
+
+
+def test_dsg_dependencies_fail_the_children_of_an_object_the_judge_says_is_missing():
+    exist = {"qtype": "exist", "question": "Is there a red circle?", "answer": "yes", "objects": [["red", "circle"]]}
+    size = {"qtype": "size", "question": "What size is the red circle?", "answer": "small", "objects": [["red", "circle"]]}
+    relation = {"qtype": "relation", "question": "Is the red circle left of the blue star?", "answer": "yes"}  # no "objects"
+    star = {"qtype": "exist", "question": "Is there a blue star?", "answer": "yes"}
+    rows = [{**exist, "vlm_generated": "no", "vlm_real": "yes", "exact_generated": "no"},
+            {**size, "vlm_generated": "small", "vlm_real": "small", "exact_generated": "none"},
+            {**star, "vlm_generated": "yes", "vlm_real": "yes", "exact_generated": "yes"},
+            {**relation, "vlm_generated": "yes", "vlm_real": "yes", "exact_generated": "none"}]  # fmt: skip
+    assert question_objects(rows[3]) == [("red", "circle"), ("blue", "star")]  # read from the text of older folders
+    # TIFA takes "small" and "yes" as passes although the judge said there is no red circle; DSG fails both
+    assert dsg_hits(rows, "generated") == [False, False, True, False]
+    assert dsg_hits(rows, "real") == [True, True, True, True]
+    check = {"count": True, "colour_position": 1.0, "object": 1.0, "object_size": 1.0, "exact": True}
+    summary = summarize_t2i([{"check_generated": check, "check_real": check, "questions": rows}])
+    assert summary["tifa"]["generated"] == 0.75 and summary["dsg"] == {"generated": 0.25, "real": 1.0}
+    assert summary["judge_agreement"]["rate"] == 0.5 and summary["judge_agreement_dsg"]["rate"] == 1.0

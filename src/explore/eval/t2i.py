@@ -13,6 +13,11 @@ shape, cell of every object). The image generated from it is scored
   answer the *detector's* scene implies, so the rate at which the VLM judge and the exact check
   agree (right / wrong on the same question) is measured; that rate is the evidence that a VLM can
   stand in as the metric where no exact check exists;
+- **by the VLM with dependencies**, as Davidsonian Scene Graph does (DSG, Cho et al., arXiv 2310.18235): a
+  question about an object's cell or size, or about a relation, is a child of that object's existence question,
+  and when the VLM says the object is not there, its children count as failed whatever it answers them ("no
+  motorcycle, but the motorcycle is blue" is not a pass). The exact check already works that way (a missing
+  object answers "none"), so the DSG agreement compares two raters that follow the same rule;
 - **by distribution**: a Fréchet distance between generated and real images on the VLM vision
   encoder's pooled features (torchmetrics' FID with a custom feature extractor: no Inception
   weights exist offline). Real-vs-real (other scenes of the split) is reported as the floor.
@@ -24,6 +29,7 @@ that wrote the folder (a resume with another is refused); all through :mod:`expl
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -222,6 +228,7 @@ def _score(example: Example, image: Image.Image, classifier, vlm, processor, out
                 "vlm_generated": on_generated,
                 "vlm_real": on_real,
                 "exact_generated": exact_answer(q, found),
+                "objects": [list(key) for key in q.objects],
             }
         )
     return {"id": example.id, "prompt": example.prompt, "image": str(image_path.relative_to(out_dir)),
@@ -232,6 +239,31 @@ def _score(example: Example, image: Image.Image, classifier, vlm, processor, out
 
 def answer_matches(answer: str, truth: str) -> bool:
     return normalize_answer(answer) == normalize_answer(truth)
+
+
+_NAMED_OBJECT = re.compile(rf"\b({'|'.join(COLOURS)}) ({'|'.join(SHAPES)})\b")
+
+
+def question_objects(row: dict) -> list[tuple[str, str]]:
+    """The (colour, shape) pairs a scored question is about: stored with it, or (folders written before they were
+    stored) read from its text, where the world's questions name every object as "colour shape"."""
+    if "objects" in row:
+        return [tuple(key) for key in row["objects"]]
+    return _NAMED_OBJECT.findall(row["question"])
+
+
+def dsg_hits(questions: list[dict], which: str) -> list[bool]:
+    """Whether the VLM's answer (``which``: "generated" or "real") to each question passes under DSG's dependencies:
+    a cell, size or relation question fails when the VLM answered "no" to the existence of an object it is about."""
+    seen = {tuple(question_objects(q)[0]) for q in questions
+            if q["qtype"] == "exist" and q["answer"] == "yes" and answer_matches(q[f"vlm_{which}"], "yes")}  # fmt: skip
+    hits = []
+    for q in questions:
+        hit = answer_matches(q[f"vlm_{which}"], q["answer"])
+        if q["qtype"] in ("position", "size", "relation"):
+            hit = hit and all(key in seen for key in question_objects(q))
+        hits.append(hit)
+    return hits
 
 
 def tifa_score(vlm, processor, image: Image.Image, scene: Scene) -> float:
@@ -262,14 +294,22 @@ def summarize_t2i(records: list[dict]) -> dict:
     tifa = [np.mean([answer_matches(q["vlm_generated"], q["answer"]) for q in r["questions"]]) for r in records]
     tifa_real = [np.mean([answer_matches(q["vlm_real"], q["answer"]) for q in r["questions"]]) for r in records]
     summary["tifa"] = {"generated": float(np.mean(tifa)), "real": float(np.mean(tifa_real))}
+    # The same with DSG's dependencies (module docstring).
+    summary["dsg"] = {which: float(np.mean([np.mean(dsg_hits(r["questions"], which)) for r in records]))
+                      for which in ("generated", "real")}  # fmt: skip
     summary["faithfulness_vs_real"] = {
         "exact": _ratio(summary["exact_generated"]["exact"], summary["exact_real"]["exact"]),
         "object": _ratio(summary["exact_generated"]["object"], summary["exact_real"]["object"]),
         "tifa": _ratio(summary["tifa"]["generated"], summary["tifa"]["real"]),
+        "dsg": _ratio(summary["dsg"]["generated"], summary["dsg"]["real"]),
     }
     summary["judge_agreement"] = {"rate": float((vlm_generated == exact_generated).mean()),
                                   "cohen_kappa": cohen_kappa(vlm_generated, exact_generated),
                                   "questions": len(questions)}  # fmt: skip
+    dsg_generated = np.array([hit for r in records for hit in dsg_hits(r["questions"], "generated")])
+    summary["judge_agreement_dsg"] = {"rate": float((dsg_generated == exact_generated).mean()),
+                                      "cohen_kappa": cohen_kappa(dsg_generated, exact_generated),
+                                      "questions": len(questions)}  # fmt: skip
     return summary
 
 
