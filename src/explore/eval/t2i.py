@@ -294,9 +294,9 @@ def summarize_t2i(records: list[dict]) -> dict:
     tifa = [np.mean([answer_matches(q["vlm_generated"], q["answer"]) for q in r["questions"]]) for r in records]
     tifa_real = [np.mean([answer_matches(q["vlm_real"], q["answer"]) for q in r["questions"]]) for r in records]
     summary["tifa"] = {"generated": float(np.mean(tifa)), "real": float(np.mean(tifa_real))}
-    # The same with DSG's dependencies (module docstring).
-    summary["dsg"] = {which: float(np.mean([np.mean(dsg_hits(r["questions"], which)) for r in records]))
-                      for which in ("generated", "real")}  # fmt: skip
+    # The same with DSG's dependencies (module docstring): hits per record, once per image kind.
+    dsg = {which: [dsg_hits(r["questions"], which) for r in records] for which in ("generated", "real")}
+    summary["dsg"] = {which: float(np.mean([np.mean(hits) for hits in dsg[which]])) for which in dsg}
     summary["faithfulness_vs_real"] = {
         "exact": _ratio(summary["exact_generated"]["exact"], summary["exact_real"]["exact"]),
         "object": _ratio(summary["exact_generated"]["object"], summary["exact_real"]["object"]),
@@ -306,7 +306,7 @@ def summarize_t2i(records: list[dict]) -> dict:
     summary["judge_agreement"] = {"rate": float((vlm_generated == exact_generated).mean()),
                                   "cohen_kappa": cohen_kappa(vlm_generated, exact_generated),
                                   "questions": len(questions)}  # fmt: skip
-    dsg_generated = np.array([hit for r in records for hit in dsg_hits(r["questions"], "generated")])
+    dsg_generated = np.array([hit for hits in dsg["generated"] for hit in hits])
     summary["judge_agreement_dsg"] = {"rate": float((dsg_generated == exact_generated).mean()),
                                       "cohen_kappa": cohen_kappa(dsg_generated, exact_generated),
                                       "questions": len(questions)}  # fmt: skip

@@ -32,7 +32,8 @@ from explore.packaged import packaged
 
 EMBEDDED = "embedded"
 EMBEDDED_PRESET = "shapes-small"
-PRETRAIN_COMMAND = "explore pretrain --config configs/pretrain/shapes-judge-12.yaml"  # the last of seven runs
+EMBEDDED_RECIPE = Path("configs/pretrain/shapes-judge-12.yaml")  # the last of seven runs; its header names them all
+PRETRAIN_COMMAND = f"explore pretrain --config {EMBEDDED_RECIPE.as_posix()}"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "owner/name"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -137,9 +138,9 @@ def _resolve(name_or_path: str | os.PathLike) -> Path | str:
         folder = embedded_folder()
         if not folder.is_dir():
             raise ExploreError(
-                f"the embedded model is not built yet (no folder {folder}); build it with the seven runs in the "
-                f"header of configs/pretrain/shapes-judge-12.yaml, the last being `{PRETRAIN_COMMAND}`, "
-                "and copy runs/shapes-judge-12/model there"
+                f"the embedded model is not built yet (no folder {folder}); build it with the runs in the header "
+                f"of {EMBEDDED_RECIPE.as_posix()}, the last being `{PRETRAIN_COMMAND}`, and copy "
+                f"runs/{EMBEDDED_RECIPE.stem}/model there"
             )
         return _check_folder(folder)
     path = Path(name).expanduser()
