@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from diffusers import DiffusionPipeline
 
 from explore.diffusion.pipeline import (
     WorldDiffusionPipeline,
@@ -49,6 +50,27 @@ def test_reload_through_its_own_class(tiny_pipeline_dir, tmp_path):
     reloaded.set_progress_bar_config(disable=True)
     assert type(reloaded.unet).__name__ == "EfficientUNet"
     assert np.array_equal(_run(pipe, 3), _run(reloaded, 3))
+
+
+@pytest.mark.parametrize("which", ["saved", "shipped"])
+def test_plain_diffusion_pipeline_loads_the_folder(tiny_pipeline_dir, tmp_path, which):
+    """``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``, diffusers' way to load a pipeline class
+    it does not ship, gives explore's class and the same images; without ``trust_remote_code`` diffusers refuses
+    the folder's code rather than loading something else."""
+    folder = packaged_folder()
+    if which == "saved":
+        folder = tmp_path / "again"
+        load_pipeline(tiny_pipeline_dir).save_pretrained(folder, safe_serialization=True)
+    index = json.loads((folder / "model_index.json").read_text())
+    assert index["_class_name"] == ["pipeline_world", "WorldDiffusionPipeline"]
+    assert "import WorldDiffusionPipeline" in (folder / "pipeline_world.py").read_text()
+    plain = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    assert type(plain) is WorldDiffusionPipeline
+    plain.set_progress_bar_config(disable=True)
+    ours = load_pipeline(folder)
+    assert np.array_equal(_run(ours, 3, steps=2), _run(plain, 3, steps=2))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        DiffusionPipeline.from_pretrained(folder)
 
 
 CALL_STATE = ("max_length", "stride", "truncation_strategy", "padding_strategy", "is_local", "local_files_only")

@@ -1,14 +1,17 @@
 """Text-to-image sampling as a diffusers pipeline: any diffusers scheduler, classifier-free guidance.
 
-Reload a saved pipeline with ``WorldDiffusionPipeline.from_pretrained(folder)`` (not
-``DiffusionPipeline.from_pretrained``: the components are explore classes, which diffusers imports
-by the module path recorded in ``model_index.json``). Swap the sampler with
+Reload a saved pipeline with ``WorldDiffusionPipeline.from_pretrained(folder)`` or, as any custom diffusers
+pipeline loads, ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``: every saved folder holds
+``pipeline_world.py`` (one import of this class) and ``model_index.json`` names it, diffusers' format for a
+pipeline class outside diffusers; the components are explore classes, which diffusers imports by the module path
+recorded in ``model_index.json``. Swap the sampler with
 ``pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)`` or :func:`set_scheduler`.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from pathlib import Path
 from typing import ClassVar
 
@@ -45,6 +48,19 @@ LAYOUT_TEXTS: tuple[str, ...] = ("caption", "prompt")  # what the text encoder r
 SCHEDULERS = {"ddpm": DDPMScheduler, "ddim": DDIMScheduler, "dpm": DPMSolverMultistepScheduler,
               "unipc": UniPCMultistepScheduler}  # fmt: skip
 PACKAGED = "diffusion-small"
+# diffusers' format for a pipeline class it does not ship: model_index.json's "_class_name" is [module, class] and
+# <module>.py lies in the folder (loaded by DiffusionPipeline.from_pretrained(..., trust_remote_code=True)).
+PIPELINE_MODULE = "pipeline_world"
+PIPELINE_SOURCE = '''"""The pipeline class of this folder, for DiffusionPipeline.from_pretrained(folder, trust_remote_code=True).
+
+It needs the explore package (pip install explore); WorldDiffusionPipeline.from_pretrained(folder) loads the
+folder without running this file.
+"""
+
+from explore.diffusion.pipeline import WorldDiffusionPipeline
+
+__all__ = ["WorldDiffusionPipeline"]
+'''
 TRAIN_COMMAND = "explore diffusion train --config configs/diffusion/shapes-small.yaml"
 
 
@@ -84,7 +100,24 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         so nothing it draws changes."""
         if hasattr(self.tokenizer, "backend_tokenizer"):  # a fast (tokenizers) tokenizer: every one explore builds
             clear_call_state(self.tokenizer)
-        return super().save_pretrained(save_directory, *args, **kwargs)
+        result = super().save_pretrained(save_directory, *args, **kwargs)
+        folder = Path(save_directory)
+        (folder / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_SOURCE)
+        index = json.loads((folder / "model_index.json").read_text())
+        index["_class_name"] = [PIPELINE_MODULE, type(self).__name__]
+        (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
+        return result
+
+    @classmethod
+    def load_config(cls, *args, **kwargs):
+        """diffusers' ``load_config``; a folder that names this class by module ([``pipeline_world``, name], written
+        for ``DiffusionPipeline``) loads through this class without running the folder's file (no
+        ``trust_remote_code``): the class is already here."""
+        loaded = super().load_config(*args, **kwargs)
+        config = loaded[0] if isinstance(loaded, tuple) else loaded
+        if config.get("_class_name") == [PIPELINE_MODULE, cls.__name__]:
+            config["_class_name"] = cls.__name__
+        return loaded
 
     @property
     def image_size(self) -> int:
