@@ -54,7 +54,11 @@ def module_name(path: Path) -> str:
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted((SRC / "explore").rglob("*.py"))}
+    # explore/embedded holds model folders, not modules: a diffusion folder's pipeline_world.py is the file
+    # DiffusionPipeline.from_pretrained(folder, trust_remote_code=True) runs (explore.diffusion.pipeline)
+    embedded = SRC / "explore" / "embedded"
+    return {module_name(path): path for path in sorted((SRC / "explore").rglob("*.py"))
+            if not path.is_relative_to(embedded)}  # fmt: skip
 
 
 def _resolve(node: ast.ImportFrom, importer: str, is_package: bool, known: set[str]) -> list[str]:
