@@ -100,13 +100,18 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         so nothing it draws changes."""
         if hasattr(self.tokenizer, "backend_tokenizer"):  # a fast (tokenizers) tokenizer: every one explore builds
             clear_call_state(self.tokenizer)
-        result = super().save_pretrained(save_directory, *args, **kwargs)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def save_config(self, save_directory, *args, **kwargs):
+        """diffusers' ``model_index.json``, naming this class by ``pipeline_world.py`` (written beside it) so that
+        ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)`` finds it; ``save_pretrained`` calls
+        this before it uploads (``push_to_hub``), so a pushed folder holds the file too."""
+        super().save_config(save_directory, *args, **kwargs)
         folder = Path(save_directory)
         (folder / f"{PIPELINE_MODULE}.py").write_text(PIPELINE_SOURCE)
-        index = json.loads((folder / "model_index.json").read_text())
+        index = json.loads((folder / self.config_name).read_text())
         index["_class_name"] = [PIPELINE_MODULE, type(self).__name__]
-        (folder / "model_index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
-        return result
+        (folder / self.config_name).write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
     @classmethod
     def load_config(cls, *args, **kwargs):
