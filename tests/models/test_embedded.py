@@ -45,7 +45,8 @@ def test_embedded_model_uses_the_image(embedded):
 
 def test_embedded_model_answers_held_out_questions(embedded):
     """40 questions about test-split scenes (never trained on): colour / shape / size / existence.
-    The shipped model gets 39 right, shape 10 of 10 (measured; shapes-judge-9: 40 and 10; shapes-judge-6: 39 and 10;
+    The shipped model gets 40 right, shape 10 of 10 (measured; shapes-judge-12: 39 and 10; shapes-judge-9: 40 and 10;
+    shapes-judge-6: 39 and 10;
     the model of sessions 5-12: 40 and 10); the answer
     prior would get about 13, and the first shipped model (no objects stage) got 28, shape 5 of 10."""
     model, processor = embedded
@@ -59,9 +60,10 @@ def test_embedded_model_answers_held_out_questions(embedded):
 
 def test_embedded_model_reads_shapes_of_held_out_colour_shape_pairs(embedded):
     """150 objects of held-out colour-shape pairs (a "red square": never in any training image or text), each drawn
-    alone, asked "What shape is the object?". The shipped model (shapes-judge-12, its ViT trained too) gets 125 right;
-    session 14's (shapes-judge-9, the ViT frozen) 106, session 13's (shapes-judge-6, no recoloured shapes) 84
-    (measured; issue 14's compositional split)."""
+    alone, asked "What shape is the object?". The shipped model (shapes-judge-14) gets 129 right; session 15's
+    (shapes-judge-12, its ViT trained too) 125 (so this fails on it), shapes-judge-13 132, session 14's (shapes-judge-9,
+    the ViT frozen) 106, session 13's (shapes-judge-6, no recoloured shapes) 84 (measured; issue 14's compositional
+    split)."""
     model, processor = embedded
     scenes, index = [], 0
     while len(scenes) < 150:
@@ -73,13 +75,13 @@ def test_embedded_model_reads_shapes_of_held_out_colour_shape_pairs(embedded):
     with torch.inference_mode():
         answers = generate_answers(model, processor, examples, max_new_tokens=6)
     right = sum(normalize_answer(a) == e.answers[0] for a, e in zip(answers, examples))
-    assert right >= 115, right
+    assert right >= 127, right
 
 
 def test_embedded_model_composes_relations(embedded):
     """30 relation questions about test-split scenes ("Is the red circle left of the blue square?", "Where is the A
     relative to the B?"), answered step by step and scored by the last step as `explore eval` scores them. The
-    shipped model gets 30 right (measured; shapes-judge-9: 30; shapes-judge-6: 29); the model of sessions 5-12 got 14,
+    shipped model gets 30 right (measured; shapes-judge-12 and -9: 30; shapes-judge-6: 29); the model of sessions 5-12 got 14,
     at chance (issue 14)."""
     model, processor = embedded
     examples = world_examples("test", 40, "vqa", qtypes=("relation",))
@@ -95,7 +97,7 @@ def test_embedded_model_judges_in_the_official_format(embedded):
     swapped per sample, 3 samples at temperature 0.2, the official regex, majority vote). The model
     before wave two parsed 0 of 20: it answered the question instead of judging; the model of sessions
     5-12 parsed 17 and picked the better answer in 7 of them (chance). The shipped model parses 20 and
-    is right in 18 (measured; shapes-judge-9: 20 and 19; shapes-judge-6: 20 and 18)."""
+    is right in 18 (measured; shapes-judge-12: 20 and 18; shapes-judge-9: 20 and 19; shapes-judge-6: 20 and 18)."""
     model, processor = embedded
     examples = world_examples("test", 20, "judge")
     results = judge_generatively(model, processor, examples, samples=3, seed=0)

@@ -125,7 +125,7 @@ def test_nan_weights_are_refused_and_named(tiny_factory, tmp_path):
 
 def test_missing_embedded_model_says_how_to_create_it(monkeypatch, tmp_path):
     monkeypatch.setattr(loading, "embedded_folder", lambda: tmp_path / "embedded" / "shapes-small")
-    _one_line_error("embedded", "explore pretrain --config configs/pretrain/shapes-judge-12.yaml")
+    _one_line_error("embedded", "explore pretrain --config configs/pretrain/shapes-judge-14.yaml")
 
 
 def test_embedded_name_loads_the_packaged_folder(monkeypatch, tiny_factory, tmp_path):

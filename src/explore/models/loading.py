@@ -32,7 +32,7 @@ from explore.packaged import packaged
 
 EMBEDDED = "embedded"
 EMBEDDED_PRESET = "shapes-small"
-EMBEDDED_RECIPE = Path("configs/pretrain/shapes-judge-12.yaml")  # the last of seven runs; its header names them all
+EMBEDDED_RECIPE = Path("configs/pretrain/shapes-judge-14.yaml")  # the last of nine runs; its header names them all
 PRETRAIN_COMMAND = f"explore pretrain --config {EMBEDDED_RECIPE.as_posix()}"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # "owner/name"
