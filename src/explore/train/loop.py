@@ -31,6 +31,7 @@ from explore.models.loading import load_model, save_model, save_processor
 from explore.models.presets import get_preset
 from explore.models.tokenizer import build_word_tokenizer
 from explore.runs import append_jsonl, rewind_jsonl, write_run_info
+from explore.train.attributes import AttributeHead, attribute_targets
 from explore.train.checkpoint import (
     RUN_FILE,
     check_run,
@@ -289,7 +290,13 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
             slot_ids = slot_token_ids(processor.tokenizer)
             heads = _slot_head(unwrapped, config, checkpoint if state.stage_step > 0 else None)
             heads.to(accelerator.device)
-        optimizer, scheduler = _make_optimizer(unwrapped, stage, list(heads.parameters()) if heads else [])
+        attribute_head = None
+        if stage.attribute_loss:
+            attribute_head = _attribute_head(unwrapped, config, checkpoint if state.stage_step > 0 else None)
+            attribute_head.to(accelerator.device)
+        trained_heads = [head for head in (heads, attribute_head) if head is not None]
+        head_parameters = [p for head in trained_heads for p in head.parameters()]
+        optimizer, scheduler = _make_optimizer(unwrapped, stage, head_parameters)
         if checkpoint is not None and state.stage_step > 0:
             load_optimizer_states(checkpoint, optimizer, scheduler)
         optimizer = accelerator.prepare_optimizer(optimizer)
@@ -324,6 +331,11 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                         outputs = model(**batch)
                         states = outputs.language_model_outputs.encoder_last_hidden_state
                         loss = outputs.loss + stage.slot_loss * heads.loss(states, answer_slots(batch["input_ids"], slot_ids))
+                    elif attribute_head is not None:
+                        outputs = model(**batch)
+                        queries = outputs.qformer_outputs.last_hidden_state[:, : unwrapped.config.num_query_tokens]
+                        attribute = attribute_head.loss(queries, *attribute_targets(examples))
+                        loss = outputs.loss + stage.attribute_loss * attribute
                     else:
                         loss = model(**batch).loss
                 if not torch.isfinite(loss):
@@ -357,7 +369,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                     model.train()
                 if accelerator.is_main_process and (state.global_step % config.checkpoint_every == 0 or last):
                     save_checkpoint(run_dir / "checkpoints", state.global_step,
-                                    write_weights=partial(_write_model, unwrapped, processor, heads),
+                                    write_weights=partial(_write_model, unwrapped, processor, trained_heads),
                                     optimizer=optimizer, scheduler=scheduler, state=asdict(state),
                                     run=run_identity(config))  # fmt: skip
                 accelerator.wait_for_everyone()
@@ -373,20 +385,26 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
 HEADS_FILE = ObjectHeads.file
 
 
-def _write_model(model, processor, heads: ObjectHeads | None, folder: Path) -> None:
+def _write_model(model, processor, heads: list[torch.nn.Module], folder: Path) -> None:
     """A checkpoint's weights: the whole model and its processor under ``folder/model`` (safetensors),
-    and in an objects stage the heads beside them."""
+    and the stage's training heads (object, answer-slot, query-attribute) beside them, each in its ``file``."""
     model.save_pretrained(folder / "model")  # transformers >= 5 always writes safetensors
     save_processor(processor, folder / "model", decoder_only=bool(model.config.use_decoder_only_language_model))
-    if heads is not None:  # object heads, or the answer-slot head (kept for a resume; never in the model folder)
-        save_file({k: v.detach().cpu().contiguous() for k, v in heads.state_dict().items()},
-                  folder / heads.file)  # fmt: skip
+    for head in heads:  # kept for a resume; never in the model folder
+        save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, folder / head.file)
 
 
 def _slot_head(model, config: TrainConfig, checkpoint: Path | None) -> SlotHead:
     """A fresh answer-slot head, or a checkpoint's (:func:`_training_head`)."""
     return _training_head(lambda: SlotHead(model.config.text_config.d_model), config, checkpoint, SLOT_HEAD_FILE,
                           "a slot_loss stage")  # fmt: skip
+
+
+def _attribute_head(model, config: TrainConfig, checkpoint: Path | None) -> AttributeHead:
+    """A fresh query-attribute head, or a checkpoint's (:func:`_training_head`)."""
+    size = (model.config.num_query_tokens, model.config.qformer_config.hidden_size)
+    return _training_head(lambda: AttributeHead(*size), config, checkpoint, AttributeHead.file,
+                          "an attribute_loss stage")  # fmt: skip
 
 
 def _object_heads(model, config: TrainConfig, checkpoint: Path | None) -> ObjectHeads:
