@@ -3,12 +3,13 @@
 Issue 14's open problem: on held-out colour-shape pairs the embedded model often names the shape it saw with the
 colour the question names. InstructBLIP feeds the question to the Q-Former too (instruction-aware queries). If that
 conditioning were where the prior comes from, the answer should improve when the Q-Former gets a question without the
-colour, or no question at all. This benchmark answers the split's shape questions three ways, the language model
-always reading the whole question:
+colour, or no question at all; if the language model's reading of the colour word were, it should improve when the LM
+gets the question without it. This benchmark answers the split's shape questions four ways:
 
-- ``question``: the Q-Former gets the question (what the model does);
-- ``no colour``: the Q-Former gets the question with every colour word removed;
-- ``caption``: the Q-Former gets a fixed instruction, "Describe the image.".
+- ``question``: the Q-Former and the LM get the question (what the model does);
+- ``no colour``: the Q-Former gets the question with every colour word removed, the LM the whole question;
+- ``caption``: the Q-Former gets a fixed instruction, "Describe the image.", the LM the whole question;
+- ``LM no colour``: the Q-Former gets the whole question, the LM the question with every colour word removed.
 
     python benchmarks/qformer_instruction.py --model embedded --split compositional --n 1000
 
@@ -30,19 +31,32 @@ from explore.world import COLOURS
 from explore.world.examples import world_examples
 
 _COLOUR_WORD = re.compile(r"\b(" + "|".join(COLOURS) + r")\s+", re.IGNORECASE)
+
+
+def _same(prompt: str) -> str:
+    return prompt
+
+
+def _no_colour(prompt: str) -> str:
+    return _COLOUR_WORD.sub("", prompt)
+
+
+# name -> (what the Q-Former reads, what the LM reads), each a function of the question
 VARIANTS = {
-    "question": lambda prompt: prompt,
-    "no colour": lambda prompt: _COLOUR_WORD.sub("", prompt),
-    "caption": lambda prompt: "Describe the image.",
+    "question": (_same, _same),
+    "no colour": (_no_colour, _same),
+    "caption": (lambda prompt: "Describe the image.", _same),
+    "LM no colour": (_same, _no_colour),
 }
 
 
-def answer(model, processor, examples, qformer_text, batch_size: int = 32) -> list[str]:
-    """Greedy answers with the LM reading each example's prompt and the Q-Former reading ``qformer_text(prompt)``."""
+def answer(model, processor, examples, qformer_text, lm_text=_same, batch_size: int = 32) -> list[str]:
+    """Greedy answers with the LM reading ``lm_text(prompt)`` and the Q-Former ``qformer_text(prompt)``."""
     texts = []
     for start in range(0, len(examples), batch_size):
         batch = examples[start : start + batch_size]
-        inputs = to_model(generation_inputs(batch, processor, max_length=512, decoder_only=False), model)
+        read = [replace(e, prompt=lm_text(e.prompt)) for e in batch]
+        inputs = to_model(generation_inputs(read, processor, max_length=512, decoder_only=False), model)
         swapped = [replace(e, prompt=qformer_text(e.prompt)) for e in batch]
         qformer = generation_inputs(swapped, processor, max_length=512, decoder_only=False)
         inputs["qformer_input_ids"] = qformer["qformer_input_ids"].to(model.device)
@@ -67,10 +81,10 @@ def main() -> None:
         parser.error("this diagnostic is written for the T5 (encoder-decoder) models of the world")
     examples = world_examples(args.split, args.n, "vqa", qtypes=("shape",), seed=args.seed)
     print(f"{args.model}: {len(examples)} shape questions, {args.split} split, world seed {args.seed}")
-    for name, qformer_text in VARIANTS.items():
-        texts = answer(model, processor, examples, qformer_text)
+    for name, (qformer_text, lm_text) in VARIANTS.items():
+        texts = answer(model, processor, examples, qformer_text, lm_text)
         right = sum(normalize_answer(t) == normalize_answer(e.answers[0]) for t, e in zip(texts, examples))
-        print(f"  Q-Former reads {name:>9}: {right} of {len(examples)} right ({right / len(examples):.1%})")
+        print(f"  {name:>12}: {right} of {len(examples)} right ({right / len(examples):.1%})")
 
 
 if __name__ == "__main__":
