@@ -67,9 +67,11 @@ def test_the_head_reads_both_attributes_linearly_and_is_zero_without_targets():
 def test_an_attribute_loss_stage_trains_keeps_its_head_for_a_resume_and_saves_a_plain_model(tmp_path: Path):
     stage = {"name": "vqa", "steps": 4, "batch_size": 8, "warmup_steps": 1, "attribute_loss": 1.0,
              "trainable": ["qformer", "query_tokens", "projection", "lm"], "tasks": {"vqa": 1.0}}  # fmt: skip
-    whole = config(tmp_path / "whole", [stage], checkpoint_every=2)
+    whole = config(tmp_path / "whole", [stage], checkpoint_every=2, keep_checkpoints=2)
     final = loop.pretrain(whole, progress=False)
-    checkpoint = tmp_path / "whole/run/checkpoints/step-0000004"
+    checkpoints = tmp_path / "whole/run/checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000002", "step-0000004"]  # keep_checkpoints: 2
+    checkpoint = checkpoints / "step-0000004"
     assert not list(final.glob("attribute_head*")) and (checkpoint / ATTRIBUTE_HEAD_FILE).is_file()
     model = load_model(final)[0]
     head = loop._attribute_head(model, whole, checkpoint)  # what a resume of this stage loads
@@ -78,6 +80,9 @@ def test_an_attribute_loss_stage_trains_keeps_its_head_for_a_resume_and_saves_a_
     assert not torch.equal(loop._attribute_head(model, whole, None).shape.weight, saved["shape.weight"])  # it trained
     with pytest.raises(ExploreError, match="attribute_loss stage"):
         loop._attribute_head(model, whole, final)
+    # a resume from the earlier checkpoint reloads its head and ends with the uninterrupted run's weights
+    resumed = load_model(loop.pretrain(whole, resume=str(checkpoints / "step-0000002"), progress=False))[0].state_dict()
+    assert all(torch.equal(resumed[n], t) for n, t in model.state_dict().items())
     plain = config(tmp_path / "plain", [{**stage, "attribute_loss": 0.0}])
     other = load_model(loop.pretrain(plain, progress=False))[0].state_dict()
     assert any(not torch.equal(t, other[n]) for n, t in model.state_dict().items())  # the loss reaches the weights

@@ -168,6 +168,8 @@ class TrainConfig(StrictModel):
     eval: EvalSection = EvalSection()
     seed: int = Field(0, ge=0, description="seed of the training randomness (dropout); weights use model.seed")
     checkpoint_every: int = Field(500, gt=0, description="save a resumable checkpoint every this many steps")
+    keep_checkpoints: int = Field(1, ge=1, description="newest checkpoints kept (older ones are deleted as new ones "
+                                  "are written); more lets a run resume from an earlier step")  # fmt: skip
     output_dir: str = Field("runs/pretrain", description="run folder: checkpoints, logs, final model")
 
     @model_validator(mode="after")

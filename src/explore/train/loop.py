@@ -371,7 +371,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                     save_checkpoint(run_dir / "checkpoints", state.global_step,
                                     write_weights=partial(_write_model, unwrapped, processor, trained_heads),
                                     optimizer=optimizer, scheduler=scheduler, state=asdict(state),
-                                    run=run_identity(config))  # fmt: skip
+                                    run=run_identity(config), keep=config.keep_checkpoints)  # fmt: skip
                 accelerator.wait_for_everyone()
         checkpoint = None
 
