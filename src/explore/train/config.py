@@ -107,6 +107,10 @@ class StageSection(StrictModel):
     attribute_loss: float = Field(0.0, ge=0, description="weight of the query-attribute auxiliary loss on batches "
                                   "with questions about one object (explore.train.attributes: discarded linear heads "
                                   "read that object's shape and colour from the Q-Former's query outputs); 0: off")  # fmt: skip
+    colour_consistency: float = Field(0.0, ge=0, description="weight of the colour-word consistency loss on "
+                                      "non-judge batches (explore.train.consistency: on one object of each scene drawn "
+                                      "alone, the query outputs for 'What shape is the <colour> object?' must equal "
+                                      "those for 'What shape is the object?'); 0: off")  # fmt: skip
     avoid_held_out_pairs: bool = Field(False, description="no training text of this stage names a held-out "
                                        "colour-shape pair (explore.world.HELD_OUT_PAIRS), not even a wrong answer, "
                                        "an invented object or an absent-object question; false: the first "

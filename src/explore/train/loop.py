@@ -42,6 +42,7 @@ from explore.train.checkpoint import (
     save_checkpoint,
 )
 from explore.train.config import OFFICIAL_JUDGE_TASKS, DataSection, ModelSection, StageSection, TrainConfig
+from explore.train.consistency import colour_consistency_loss
 from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixels, validate_objects
 from explore.train.slots import SLOT_HEAD_FILE, SlotHead, answer_slots, slot_token_ids
 from explore.train.step import optimizer_step
@@ -338,6 +339,10 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                         loss = outputs.loss + stage.attribute_loss * attribute
                     else:
                         loss = model(**batch).loss
+                    if stage.colour_consistency and not official:
+                        avoid = HELD_OUT_PAIRS if stage.avoid_held_out_pairs else frozenset()
+                        consistency = colour_consistency_loss(unwrapped, processor, examples, resolution, avoid)
+                        loss = loss + stage.colour_consistency * consistency
                 if not torch.isfinite(loss):
                     raise ExploreError(f"non-finite loss {loss.item()} at step {state.global_step + 1} "
                                        f"(stage {stage.name!r}); the last good checkpoint is kept in "
