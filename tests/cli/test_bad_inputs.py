@@ -149,7 +149,7 @@ CASES = {
     ),
     "config with an unknown key": (
         ["pretrain", "--config", "{in}/unknown-key.yaml", "--output-dir", "{saved}/run"],
-        "unknown key 'learning_rate'; allowed keys here: checkpoint_every, data, eval, model, output_dir, seed, stages",
+        "unknown key 'learning_rate'; allowed keys here: checkpoint_every, data, eval, keep_checkpoints, model, output_dir, seed, stages",
     ),
     "missing model folder": ([*ASK, "--model", "{in}/no-such-model"], "no-such-model does not exist"),
     "pickle model file": ([*ASK, "--model", "{in}/evil.pt"], "can run arbitrary code when loaded"),
