@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pydantic import ValidationError
 from safetensors.torch import load_file
 
@@ -13,16 +12,7 @@ from explore.errors import ExploreError
 from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.attributes import ATTRIBUTE_HEAD_FILE, COLOUR_NAMES, IGNORE, AttributeHead, attribute_targets
-from explore.train.config import TrainConfig
 from explore.world import SHAPES
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def config(tmp_path: Path, stages: list[dict], **top) -> TrainConfig:
-    """configs/pretrain/tiny-t5.yaml with ``stages`` and ``tmp_path`` as its output."""
-    data = yaml.safe_load((ROOT / "configs/pretrain/tiny-t5.yaml").read_text())
-    return TrainConfig.model_validate({**data, "stages": stages, "output_dir": str(tmp_path / "run"), **top})
 
 
 def vqa(category: str, prompt: str, answer: str) -> Example:
@@ -64,10 +54,12 @@ def test_the_head_reads_both_attributes_linearly_and_is_zero_without_targets():
     assert none.item() == 0.0 and queries.grad is not None and not queries.grad.any()
 
 
-def test_an_attribute_loss_stage_trains_keeps_its_head_for_a_resume_and_saves_a_plain_model(tmp_path: Path):
+def test_an_attribute_loss_stage_trains_keeps_its_head_for_a_resume_and_saves_a_plain_model(
+    tmp_path: Path, tiny_config
+):
     stage = {"name": "vqa", "steps": 4, "batch_size": 8, "warmup_steps": 1, "attribute_loss": 1.0,
              "trainable": ["qformer", "query_tokens", "projection", "lm"], "tasks": {"vqa": 1.0}}  # fmt: skip
-    whole = config(tmp_path / "whole", [stage], checkpoint_every=2, keep_checkpoints=2)
+    whole = tiny_config(tmp_path / "whole", [stage], checkpoint_every=2, keep_checkpoints=2)
     final = loop.pretrain(whole, progress=False)
     checkpoints = tmp_path / "whole/run/checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == ["step-0000002", "step-0000004"]  # keep_checkpoints: 2
@@ -83,8 +75,8 @@ def test_an_attribute_loss_stage_trains_keeps_its_head_for_a_resume_and_saves_a_
     # a resume from the earlier checkpoint reloads its head and ends with the uninterrupted run's weights
     resumed = load_model(loop.pretrain(whole, resume=str(checkpoints / "step-0000002"), progress=False))[0].state_dict()
     assert all(torch.equal(resumed[n], t) for n, t in model.state_dict().items())
-    plain = config(tmp_path / "plain", [{**stage, "attribute_loss": 0.0}])
+    plain = tiny_config(tmp_path / "plain", [{**stage, "attribute_loss": 0.0}])
     other = load_model(loop.pretrain(plain, progress=False))[0].state_dict()
     assert any(not torch.equal(t, other[n]) for n, t in model.state_dict().items())  # the loss reaches the weights
     with pytest.raises(ValidationError, match="attribute_loss"):
-        config(tmp_path / "x", [{**stage, "tasks": {"caption": 1.0}}])
+        tiny_config(tmp_path / "x", [{**stage, "tasks": {"caption": 1.0}}])

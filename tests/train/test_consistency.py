@@ -4,22 +4,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from pydantic import ValidationError
 
 from explore.data.example import Example
 from explore.models.loading import load_model
 from explore.train import loop
-from explore.train.config import TrainConfig
 from explore.train.consistency import colour_consistency_loss, single_object_scenes
 from explore.world.scene import Obj, Scene
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def config(tmp_path: Path, stages: list[dict]) -> TrainConfig:
-    data = yaml.safe_load((ROOT / "configs/pretrain/tiny-t5.yaml").read_text())
-    return TrainConfig.model_validate({**data, "stages": stages, "output_dir": str(tmp_path / "run")})
 
 
 def example(scene: Scene | None, **meta) -> Example:
@@ -35,10 +26,10 @@ def test_one_object_per_example_drawn_alone_never_a_recoloured_or_avoided_one():
     assert [s.objects for s in single_object_scenes(examples, avoid=frozenset({("red", "star")}))] == [(blue_circle,)]
 
 
-def test_the_loss_pulls_the_named_instruction_to_the_unnamed_one(tmp_path: Path):
+def test_the_loss_pulls_the_named_instruction_to_the_unnamed_one(tmp_path: Path, tiny_config):
     stage = {"name": "vqa", "steps": 4, "batch_size": 8, "warmup_steps": 1, "colour_consistency": 1.0,
              "trainable": ["vision", "qformer", "query_tokens", "projection", "lm"], "tasks": {"vqa": 1.0}}  # fmt: skip
-    trained = config(tmp_path / "a", [stage])
+    trained = tiny_config(tmp_path / "a", [stage])
     model, processor = loop.build_fresh(trained)
     scene = Scene(objects=(Obj("star", "red", "large", 0.3, 0.6),), background=(24, 24, 24))
     loss = colour_consistency_loss(model, processor, [example(scene)] * 2, resolution=16)
@@ -46,7 +37,9 @@ def test_the_loss_pulls_the_named_instruction_to_the_unnamed_one(tmp_path: Path)
     assert loss.item() > 0 and model.query_tokens.grad.abs().sum() > 0
     assert colour_consistency_loss(model, processor, [example(None)], resolution=16).item() == 0.0
     after = load_model(loop.pretrain(trained, progress=False))[0].state_dict()
-    plain = load_model(loop.pretrain(config(tmp_path / "b", [{**stage, "colour_consistency": 0.0}]), progress=False))[0]
+    plain = load_model(
+        loop.pretrain(tiny_config(tmp_path / "b", [{**stage, "colour_consistency": 0.0}]), progress=False)
+    )[0]
     assert any(not torch.equal(t, after[n]) for n, t in plain.state_dict().items())  # the loss reaches the weights
     with pytest.raises(ValidationError):
-        config(tmp_path / "c", [{**stage, "colour_consistency": -1.0}])
+        tiny_config(tmp_path / "c", [{**stage, "colour_consistency": -1.0}])
