@@ -1,5 +1,6 @@
 """The colour-word consistency loss (explore.train.consistency): which objects it draws and a stage that trains it."""
 
+import copy
 from pathlib import Path
 
 import pytest
@@ -43,3 +44,29 @@ def test_the_loss_pulls_the_named_instruction_to_the_unnamed_one(tmp_path: Path,
     assert any(not torch.equal(t, after[n]) for n, t in plain.state_dict().items())  # the loss reaches the weights
     with pytest.raises(ValidationError):
         tiny_config(tmp_path / "c", [{**stage, "colour_consistency": -1.0}])
+
+
+def test_anchored_to_a_frozen_teacher_both_reads_move_towards_its_colourless_read(tmp_path: Path, tiny_config):
+    stage = {"name": "vqa", "steps": 3, "batch_size": 8, "warmup_steps": 1, "colour_consistency": 1.0,
+             "trainable": ["vision", "qformer", "query_tokens", "projection", "lm"], "tasks": {"vqa": 1.0}}  # fmt: skip
+    model, processor = loop.build_fresh(tiny_config(tmp_path / "a", [stage]))
+    teacher = copy.deepcopy(model).requires_grad_(False)
+    examples = [example(Scene(objects=(Obj("star", "red", "large", 0.3, 0.6),), background=(24, 24, 24)))] * 2
+    own = colour_consistency_loss(model, processor, examples, resolution=16)
+    # the teacher equals the model: its colourless read is the model's, so only the named read's error is left
+    assert colour_consistency_loss(model, processor, examples, 16, teacher=teacher).item() == pytest.approx(own.item())
+    with torch.no_grad():
+        model.query_tokens.add_(0.5)  # the student moves; the teacher's read stays, so both errors count
+    anchored = colour_consistency_loss(model, processor, examples, 16, teacher=teacher)
+    assert anchored.item() > colour_consistency_loss(model, processor, examples, 16).item()
+    anchored.backward()
+    assert teacher.query_tokens.grad is None and model.query_tokens.grad.abs().sum() > 0
+
+    with pytest.raises(ValidationError, match="init_from"):  # the target needs a model to come from
+        tiny_config(tmp_path / "b", [{**stage, "consistency_target": "init_from"}])
+    first = loop.pretrain(tiny_config(tmp_path / "c", [stage]), progress=False)
+    model_section = {**tiny_config(tmp_path, [stage]).model.model_dump(), "init_from": str(first)}
+    runs = [tiny_config(tmp_path / target, [{**stage, "consistency_target": target}], model=model_section)
+            for target in ("self", "init_from")]  # fmt: skip
+    own_run, anchored_run = (load_model(loop.pretrain(run, progress=False))[0].state_dict() for run in runs)
+    assert any(not torch.equal(t, anchored_run[n]) for n, t in own_run.items())  # the teacher's read reaches the weights

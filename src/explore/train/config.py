@@ -111,6 +111,10 @@ class StageSection(StrictModel):
                                       "non-judge batches (explore.train.consistency: on one object of each scene drawn "
                                       "alone, the query outputs for 'What shape is the <colour> object?' must equal "
                                       "those for 'What shape is the object?'); 0: off")  # fmt: skip
+    consistency_target: Literal["self", "init_from"] = Field(
+        "self", description="the colour-word consistency loss's target: 'self', the model's own colourless read "
+        "(detached), or 'init_from', the colourless read of model.init_from kept frozen, onto which both reads are "
+        "pulled")  # fmt: skip
     avoid_held_out_pairs: bool = Field(False, description="no training text of this stage names a held-out "
                                        "colour-shape pair (explore.world.HELD_OUT_PAIRS), not even a wrong answer, "
                                        "an invented object or an absent-object question; false: the first "
@@ -182,6 +186,10 @@ class TrainConfig(StrictModel):
         if not self.data.judge_vocabulary and official:
             raise ValueError(f"a {official[0]} task needs data.judge_vocabulary: true (the official prompt's words "
                              "are not in the world vocabulary)")  # fmt: skip
+        anchored = [s.name for s in self.stages if s.colour_consistency and s.consistency_target == "init_from"]
+        if anchored and self.model.init_from is None:
+            raise ValueError(f"stage {anchored[0]!r}: consistency_target init_from needs model.init_from (the frozen "
+                             "model whose colourless read is the target)")  # fmt: skip
         return self
 
     @property

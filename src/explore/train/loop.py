@@ -295,6 +295,10 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
         if stage.attribute_loss:
             attribute_head = _attribute_head(unwrapped, config, checkpoint if state.stage_step > 0 else None)
             attribute_head.to(accelerator.device)
+        consistency_teacher = None
+        if stage.colour_consistency and stage.consistency_target == "init_from":
+            consistency_teacher = load_model(config.model.init_from)[0].to(accelerator.device).eval()
+            consistency_teacher.requires_grad_(False)
         trained_heads = [head for head in (heads, attribute_head) if head is not None]
         head_parameters = [p for head in trained_heads for p in head.parameters()]
         optimizer, scheduler = _make_optimizer(unwrapped, stage, head_parameters)
@@ -341,7 +345,8 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                         loss = model(**batch).loss
                     if stage.colour_consistency and not official:
                         avoid = HELD_OUT_PAIRS if stage.avoid_held_out_pairs else frozenset()
-                        consistency = colour_consistency_loss(unwrapped, processor, examples, resolution, avoid)
+                        consistency = colour_consistency_loss(unwrapped, processor, examples, resolution, avoid,
+                                                              consistency_teacher)  # fmt: skip
                         loss = loss + stage.colour_consistency * consistency
                 if not torch.isfinite(loss):
                     raise ExploreError(f"non-finite loss {loss.item()} at step {state.global_step + 1} "
