@@ -69,4 +69,5 @@ def test_anchored_to_a_frozen_teacher_both_reads_move_towards_its_colourless_rea
     runs = [tiny_config(tmp_path / target, [{**stage, "consistency_target": target}], model=model_section)
             for target in ("self", "init_from")]  # fmt: skip
     own_run, anchored_run = (load_model(loop.pretrain(run, progress=False))[0].state_dict() for run in runs)
-    assert any(not torch.equal(t, anchored_run[n]) for n, t in own_run.items())  # the teacher's read reaches the weights
+    # the teacher's read reaches the weights
+    assert any(not torch.equal(t, anchored_run[n]) for n, t in own_run.items())
