@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from explore.data.example import Example
 from explore.models.loading import load_model
 from explore.train import loop
-from explore.train.consistency import colour_consistency_loss, single_object_scenes
+from explore.train.consistency import colour_consistency_loss, consistency_views, single_object_scenes
 from explore.world.scene import Obj, Scene
 
 
@@ -25,6 +25,17 @@ def test_one_object_per_example_drawn_alone_never_a_recoloured_or_avoided_one():
     examples = [example(scene), example(scene), example(None), example(scene, colours=[(1, 2, 3), (4, 5, 6)])]
     assert [s.objects for s in single_object_scenes(examples)] == [(red_star,), (blue_circle,)]
     assert [s.objects for s in single_object_scenes(examples, avoid=frozenset({("red", "star")}))] == [(blue_circle,)]
+
+
+def test_whole_scene_views_name_an_object_its_colour_picks_out_and_draw_it_alone_beside():
+    red_star, blue_circle = Obj("star", "red", "large", 0.2, 0.2), Obj("circle", "blue", "small", 0.8, 0.8)
+    blue_cross = Obj("cross", "blue", "small", 0.5, 0.5)
+    one_blue = Scene(objects=(red_star, blue_circle), background=(24, 24, 24))
+    two_blue = Scene(objects=(red_star, blue_circle, blue_cross), background=(24, 24, 24))
+    named, alone = consistency_views([example(one_blue), example(one_blue), example(two_blue)], whole_scene=True)
+    assert named == [one_blue, one_blue] and [s.objects for s in alone] == [(red_star,), (blue_circle,)]
+    # the third example's object is the scene's third, a blue cross beside a blue circle: "the blue object" is ambiguous
+    assert consistency_views([example(two_blue)] * 3, whole_scene=False)[0][2].objects == (blue_cross,)
 
 
 def test_the_loss_pulls_the_named_instruction_to_the_unnamed_one(tmp_path: Path, tiny_config):
@@ -64,6 +75,12 @@ def test_anchored_to_a_frozen_teacher_both_reads_move_towards_its_colourless_rea
 
     with pytest.raises(ValidationError, match="init_from"):  # the target needs a model to come from
         tiny_config(tmp_path / "b", [{**stage, "consistency_target": "init_from"}])
+    with pytest.raises(ValidationError, match="consistency_scene"):
+        tiny_config(tmp_path / "b", [{**stage, "colour_consistency": 0.0, "consistency_scene": True}])
+    two = Scene(objects=(Obj("star", "red", "large", 0.3, 0.6), Obj("circle", "blue", "small", 0.7, 0.2)),
+                background=(24, 24, 24))  # fmt: skip
+    whole = colour_consistency_loss(model, processor, [example(two)] * 2, 16, teacher=teacher, whole_scene=True)
+    assert whole.item() != colour_consistency_loss(model, processor, [example(two)] * 2, 16, teacher=teacher).item()
     first = loop.pretrain(tiny_config(tmp_path / "c", [stage]), progress=False)
     model_section = {**tiny_config(tmp_path, [stage]).model.model_dump(), "init_from": str(first)}
     runs = [tiny_config(tmp_path / target, [{**stage, "consistency_target": target}], model=model_section)

@@ -115,6 +115,9 @@ class StageSection(StrictModel):
         "self", description="the colour-word consistency loss's target: 'self', the model's own colourless read "
         "(detached), or 'init_from', the colourless read of model.init_from kept frozen, onto which both reads are "
         "pulled")  # fmt: skip
+    consistency_scene: bool = Field(False, description="ask the colour-word consistency loss's named instruction "
+                                    "about the object's whole scene (the colour picking it out) instead of the object "
+                                    "drawn alone")  # fmt: skip
     avoid_held_out_pairs: bool = Field(False, description="no training text of this stage names a held-out "
                                        "colour-shape pair (explore.world.HELD_OUT_PAIRS), not even a wrong answer, "
                                        "an invented object or an absent-object question; false: the first "
@@ -155,6 +158,9 @@ class StageSection(StrictModel):
         if self.attribute_loss and not {"vqa", "shape_recoloured"} & set(self.tasks or {}):
             raise ValueError("attribute_loss acts on questions about one object; add vqa or shape_recoloured to tasks "
                              "or drop attribute_loss")  # fmt: skip
+        if self.consistency_scene and not self.colour_consistency:
+            raise ValueError("consistency_scene changes the colour-word consistency loss; set colour_consistency or "
+                             "drop consistency_scene")  # fmt: skip
         if self.objective == "objects" and (self.trainable != ["vision"] or self.tasks is not None):
             raise ValueError("an objects stage trains the vision encoder alone: set trainable: [vision] and no tasks")
         return self

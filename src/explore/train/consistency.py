@@ -33,7 +33,16 @@ def single_object_scenes(examples: list[Example], avoid: frozenset[tuple[str, st
     the batch modulo its scene's objects, so a batch covers first, second, ... objects alike. Examples without a scene,
     drawn in other colours than their scene names (``meta["colours"]``: recoloured shapes), or whose object is a
     (colour, shape) pair of ``avoid`` give none."""
-    scenes = []
+    return consistency_views(examples, avoid)[1]
+
+
+def consistency_views(examples: list[Example], avoid: frozenset[tuple[str, str]] = frozenset(),
+                      whole_scene: bool = False) -> tuple[list[Scene], list[Scene]]:  # fmt: skip
+    """The images the two instructions are asked about: ``(named, alone)``, where ``alone`` are
+    :func:`single_object_scenes` and ``named`` the same (``whole_scene`` false) or each object's whole scene, the
+    colour then picking it out among the others (objects whose colour another object of the scene shares are left
+    out: the question would not say which one)."""
+    named, alone = [], []
     for index, example in enumerate(examples):
         meta = example.meta or {}
         data = meta.get("scene")
@@ -41,35 +50,49 @@ def single_object_scenes(examples: list[Example], avoid: frozenset[tuple[str, st
             continue
         scene = Scene.from_dict(data)
         obj = scene.objects[index % len(scene.objects)]
-        if (obj.colour, obj.shape) not in avoid:
-            scenes.append(replace(scene, objects=(obj,)))
-    return scenes
+        if (obj.colour, obj.shape) in avoid:
+            continue
+        if whole_scene and sum(o.colour == obj.colour for o in scene.objects) > 1:
+            continue
+        alone.append(replace(scene, objects=(obj,)))
+        named.append(scene if whole_scene else alone[-1])
+    return named, alone
 
 
 def colour_consistency_loss(model, processor, examples: list[Example], resolution: int,
-                            avoid: frozenset[tuple[str, str]] = frozenset(), teacher=None) -> Tensor:  # fmt: skip
+                            avoid: frozenset[tuple[str, str]] = frozenset(), teacher=None,
+                            whole_scene: bool = False) -> Tensor:  # fmt: skip
     """Mean squared difference of the projected query outputs, colour named against colour unnamed (detached), on
     :func:`single_object_scenes` of ``examples``; 0 (with a graph) when there are none.
 
     With ``teacher`` (a frozen model of the same architecture, e.g. the run's ``init_from``) the target is the
     teacher's colourless read instead, and both the named and the unnamed outputs are pulled onto it (the sum of the
     two errors): the colourless read is anchored where it was, rather than free to drift towards the named one
-    (session 18: with the model's own read as the target, it lost 10 of 150 held-out objects)."""
-    scenes = single_object_scenes(examples, avoid)
+    (session 18: with the model's own read as the target, it lost 10 of 150 held-out objects).
+
+    With ``whole_scene`` the named instruction is asked about the object's whole scene (:func:`consistency_views`):
+    picked out by its colour among the others, the object should be read as when it is alone and unnamed."""
+    named_scenes, scenes = consistency_views(examples, avoid, whole_scene)
     if not scenes:
         return model.query_tokens.sum() * 0.0
-    images = [render(scene, resolution) for scene in scenes]
-    pixels = processor.image_processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
+    pixels = _pixels(processor, scenes, resolution, model)
+    named_pixels = _pixels(processor, named_scenes, resolution, model) if whole_scene else pixels
     named_tokens, unnamed_tokens = (
         processor.qformer_tokenizer(texts, padding=True, return_tensors="pt").to(model.device)
         for texts in ([NAMED.format(colour=s.objects[0].colour) for s in scenes], [UNNAMED] * len(scenes))
     )
-    named, unnamed = (_read(model, pixels, tokens) for tokens in (named_tokens, unnamed_tokens))
+    named, unnamed = _read(model, named_pixels, named_tokens), _read(model, pixels, unnamed_tokens)
     if teacher is None:
         return torch.nn.functional.mse_loss(named, unnamed.detach())
     with torch.no_grad():
         target = _read(teacher, pixels, unnamed_tokens)
     return torch.nn.functional.mse_loss(named, target) + torch.nn.functional.mse_loss(unnamed, target)
+
+
+def _pixels(processor, scenes: list[Scene], resolution: int, model) -> Tensor:
+    """``scenes`` rendered and through the model's image processor, on its device and in its dtype."""
+    images = [render(scene, resolution) for scene in scenes]
+    return processor.image_processor(images, return_tensors="pt")["pixel_values"].to(model.device, model.dtype)
 
 
 def _read(model, pixels: Tensor, tokens) -> Tensor:

@@ -346,7 +346,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                     if stage.colour_consistency and not official:
                         avoid = HELD_OUT_PAIRS if stage.avoid_held_out_pairs else frozenset()
                         consistency = colour_consistency_loss(unwrapped, processor, examples, resolution, avoid,
-                                                              consistency_teacher)  # fmt: skip
+                                                              consistency_teacher, stage.consistency_scene)  # fmt: skip
                         loss = loss + stage.colour_consistency * consistency
                 if not torch.isfinite(loss):
                     raise ExploreError(f"non-finite loss {loss.item()} at step {state.global_step + 1} "
