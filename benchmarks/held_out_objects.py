@@ -11,7 +11,6 @@ The gap between the two is the named-colour prior of issue 14 without any object
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 
 import torch
 
@@ -19,21 +18,10 @@ from explore.data.example import Example
 from explore.eval.world import normalize_answer
 from explore.models.generate import generate_answers
 from explore.models.loading import load_model
-from explore.world import HELD_OUT_PAIRS
 from explore.world.render import render
-from explore.world.splits import split_scene
+from explore.world.splits import held_out_objects
 
 QUESTIONS = {"colour unnamed": "What shape is the object?", "colour named": "What shape is the {colour} object?"}
-
-
-def held_out_objects(n: int):
-    """The first ``n`` held-out-pair objects of the compositional split, each as a scene of its own."""
-    scenes, index = [], 0
-    while len(scenes) < n:
-        scene = split_scene("compositional", index)
-        scenes += [replace(scene, objects=(o,)) for o in scene.objects if (o.colour, o.shape) in HELD_OUT_PAIRS]
-        index += 1
-    return scenes[:n]
 
 
 def main() -> None:

@@ -49,3 +49,14 @@ def split_scene(split: str, index: int, seed: int = 0, spec: SceneSpec = SceneSp
 def split_scenes(split: str, n: int, seed: int = 0, spec: SceneSpec = SceneSpec(), start: int = 0) -> list[Scene]:
     """Scenes ``start … start + n - 1`` of ``split``."""
     return [split_scene(split, i, seed, spec) for i in range(start, start + n)]
+
+
+def held_out_objects(n: int) -> list[Scene]:
+    """The first ``n`` objects of the compositional split whose (colour, shape) pair is held out of training, each
+    drawn alone in its scene's place (a scene of its own), in split order."""
+    scenes, index = [], 0
+    while len(scenes) < n:
+        scene = split_scene("compositional", index)
+        scenes += [replace(scene, objects=(o,)) for o in scene.objects if (o.colour, o.shape) in HELD_OUT_PAIRS]
+        index += 1
+    return scenes[:n]
