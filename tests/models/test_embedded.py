@@ -1,6 +1,5 @@
 """The shipped embedded model: it loads offline, is small, uses the image, and answers held-out questions."""
 
-
 import pytest
 import torch
 
