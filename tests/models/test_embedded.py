@@ -45,10 +45,8 @@ def test_embedded_model_uses_the_image(embedded):
 def test_embedded_model_answers_held_out_questions(embedded):
     """40 questions about test-split scenes (never trained on): colour / shape / size / existence.
     The shipped model gets 39 right, shape 10 of 10 (measured; shapes-judge-21: 40 and 10; shapes-judge-12: 39 and 10;
-    shapes-judge-9: 40 and 10;
-    shapes-judge-6: 39 and 10;
-    the model of sessions 5-12: 40 and 10); the answer
-    prior would get about 13, and the first shipped model (no objects stage) got 28, shape 5 of 10."""
+    shapes-judge-9: 40 and 10; shapes-judge-6: 39 and 10; the model of sessions 5-12: 40 and 10); the answer prior
+    would get about 13, and the first shipped model (no objects stage) got 28, shape 5 of 10."""
     model, processor = embedded
     examples = world_examples("test", 40, "vqa", qtypes=("colour", "shape", "size", "exist"))
     with torch.inference_mode():
@@ -64,8 +62,8 @@ def test_embedded_model_reads_shapes_of_held_out_colour_shape_pairs(embedded, qu
     """150 objects of held-out colour-shape pairs (a "red square": never in any training image or text), each drawn
     alone, asked their shape without and with their colour named ("What shape is the red object?": the question names
     a colour never seen with that shape). The shipped model (shapes-judge-25) gets 131 and 124 right; session 19's
-    (shapes-judge-21) 121 and 118 (both reads fail on it); session 16-18's (shapes-judge-14) 129 and 91, session 15's (shapes-judge-12) 125 unnamed,
-    shapes-judge-18 (consistency unanchored) 118 and 106, session 14's (shapes-judge-9, the ViT frozen) 106 unnamed,
+    (shapes-judge-21) 121 and 118 (both reads fail on it); session 16-18's (shapes-judge-14) 129 and 91 (the named
+    read fails on it), session 15's (shapes-judge-12) 125 unnamed, shapes-judge-18 (consistency unanchored) 118 and 106, session 14's (shapes-judge-9, the ViT frozen) 106 unnamed,
     session 13's (shapes-judge-6, no recoloured shapes) 84 (measured; issue 14's compositional split;
     benchmarks/held_out_objects.py)."""
     model, processor = embedded
