@@ -56,13 +56,13 @@ def _variant(config, **model):
     return config.model_copy(update={"model": config.model.model_copy(update=model)})
 
 
-def latency_per_image(pipe, steps: int = 20, repeats: int = 3, scheduler: str = "dpm") -> float:
-    """Best-of-``repeats`` seconds to generate one image (``steps`` steps of ``scheduler``, guidance 3)."""
+def latency_per_image(pipe, steps: int = 20, repeats: int = 3, scheduler: str = "dpm", guidance: float = 3.0) -> float:
+    """Best-of-``repeats`` seconds to generate one image (``steps`` steps of ``scheduler``, at ``guidance``)."""
     set_scheduler(pipe, scheduler)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        pipe("a large red circle at the top left", num_inference_steps=steps, guidance_scale=3.0,
+        pipe("a large red circle at the top left", num_inference_steps=steps, guidance_scale=guidance,
              generator=torch.Generator().manual_seed(0))  # fmt: skip
         best = min(best, time.perf_counter() - started)
     return best
@@ -159,55 +159,66 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
                   f"{r['full_scene_objects']:.2f} | {r['full_scene_exact']:.2f} | {r['s_per_image']:.3f} |", flush=True)
 
 
-def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, steps: tuple[int, ...] = (20,)) -> None:
+def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, steps: tuple[int, ...] = (20,),
+                    guidances: tuple[float, ...] = (3.0,)) -> None:  # fmt: skip
     """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
-    budget (same config but model.kind), world-geneval (grounded, DDIM, guidance 3, seen and held-out pairs)
-    and seconds per image, measured in one run, interleaved so that load on the machine hits both alike; one row
-    per UNet and sampling-step count, so that faithfulness can be compared at equal seconds (the speed / quality
-    curve of each), not only at one step count."""
+    budget (same config but model.kind), world-geneval (grounded, DDIM, seen and held-out pairs) and seconds per
+    image, measured in one run, interleaved so that load on the machine hits both alike; one row per UNet,
+    guidance scale and sampling-step count, so that faithfulness can be compared at equal seconds (the speed /
+    quality curve of each), not only at one setting. Guidance 1 is one UNet pass per step (no CFG), above 1 two
+    (a model trained with loss.model_guidance samples at 1). Both UNets get every setting."""
     import tempfile
 
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
 
     examples = geneval_examples(prompts, seed)
     pipes = {"efficient": load_pipeline(efficient), "diffusers UNet2DConditionModel": load_pipeline(baseline)}
+    settings = [(g, n) for g in guidances for n in steps]
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
         for index, (name, pipe) in enumerate(pipes.items()):
-            for n in steps:
-                summary = evaluate_geneval(set_scheduler(pipe, "ddim"), examples, Path(scratch) / f"{index}-{n}",
-                                           layout="auto", seed=seed, steps=n, guidance=3.0, progress=False)  # fmt: skip
-                rows[name, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
+            for g, n in settings:
+                summary = evaluate_geneval(set_scheduler(pipe, "ddim"), examples, Path(scratch) / f"{index}-{g}-{n}",
+                                           layout="auto", seed=seed, steps=n, guidance=g, progress=False)  # fmt: skip
+                rows[name, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
     seconds = {key: [] for key in rows}
     for _ in range(3):  # interleaved rounds, the best of each
-        for name, n in rows:
-            seconds[name, n].append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim"))
+        for name, g, n in rows:
+            seconds[name, g, n].append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim",
+                                                         guidance=g))  # fmt: skip
+    best = {key: min(value) for key, value in seconds.items()}
     print(f"## Efficient UNet vs diffusers UNet2DConditionModel, same budget: world-geneval ({prompts} prompts per "
-          f"category x 4 images, seed {seed}, grounded, DDIM, guidance 3), CPU {torch.get_num_threads()} threads\n")
-    print("| UNet | parameters | DDIM steps | pairs | overall | " + " | ".join(CATEGORIES) +
+          f"category x 4 images, seed {seed}, grounded, DDIM), CPU {torch.get_num_threads()} threads\n")  # fmt: skip
+    print("| UNet | parameters | guidance | DDIM steps | pairs | overall | " + " | ".join(CATEGORIES) +
           " | scene objects | exact | s / image |")  # fmt: skip
-    print("|---|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|")
-    for (name, n), r in rows.items():
+    print("|---|---:|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|")
+    for (name, g, n), r in rows.items():
         for pairs in ("seen", "held_out"):
-            g = r[pairs]["generated"]
-            cells = " | ".join(f"{g[c]:.2f}" if c in g else "-" for c in CATEGORIES)  # held-out: fewer categories
-            print(f"| {name} | {r['params'] / 1e6:.2f} M | {n} | {pairs} | {g['overall']:.3f} | {cells} | "
-                  f"{g['full_scene_objects']:.2f} | {g['full_scene_exact']:.2f} | {min(seconds[name, n]):.3f} |")
+            g_ = r[pairs]["generated"]
+            cells = " | ".join(f"{g_[c]:.2f}" if c in g_ else "-" for c in CATEGORIES)  # held-out: fewer categories
+            print(f"| {name} | {r['params'] / 1e6:.2f} M | {g:g} | {n} | {pairs} | {g_['overall']:.3f} | {cells} | "
+                  f"{g_['full_scene_objects']:.2f} | {g_['full_scene_exact']:.2f} | {best[name, g, n]:.3f} |")  # fmt: skip
     names = list(pipes)
-    for n in steps:
-        e, b = (min(seconds[name, n]) for name in names)
-        print(f"\nspeed-up per image at {n} DDIM steps (guidance 3, batch 1): {b / e:.2f}x")
-    # The issue's measure: for each baseline row, the fastest efficient row at least as faithful (seen pairs).
-    for n in steps:
-        target = rows[names[1], n]["seen"]["generated"]["overall"]
-        matches = [m for m in steps if rows[names[0], m]["seen"]["generated"]["overall"] >= target]
+    for g, n in settings:
+        e, b = (best[name, g, n] for name in names)
+        print(f"\nspeed-up per image at {n} DDIM steps, guidance {g:g} (batch 1): {b / e:.2f}x")
+    # The issue's measure: for each baseline row, the fastest efficient row at least as faithful, on the seen pairs
+    # and on the held-out ones alike.
+    for g, n in settings:
+        base = rows[names[1], g, n]
+        target = {pairs: base[pairs]["generated"]["overall"] for pairs in ("seen", "held_out")}
+        matches = [key for key in settings
+                   if all(rows[(names[0], *key)][p]["generated"]["overall"] >= target[p] for p in target)]
+        label = f"the baseline at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / {target['held_out']:.3f} held-out)"
         if not matches:
-            print(f"\nat equal faithfulness to the baseline at {n} steps ({target:.3f}): no efficient row reaches it")
+            print(f"\nat equal faithfulness to {label}: no efficient row reaches it on both")
             continue
-        m = min(matches, key=lambda k: min(seconds[names[0], k]))
-        ratio = min(seconds[names[1], n]) / min(seconds[names[0], m])
-        print(f"\nat equal faithfulness to the baseline at {n} steps ({target:.3f}): efficient at {m} steps "
-              f"({rows[names[0], m]['seen']['generated']['overall']:.3f}) is {ratio:.2f}x faster")
+        gm, m = min(matches, key=lambda key: best[(names[0], *key)])
+        hit = rows[names[0], gm, m]
+        ratio = best[names[1], g, n] / best[names[0], gm, m]
+        print(f"\nat equal faithfulness to {label}: efficient at guidance {gm:g}, {m} steps "
+              f"({hit['seen']['generated']['overall']:.3f} / {hit['held_out']['generated']['overall']:.3f}) is "
+              f"{ratio:.2f}x faster")
 
 
 @torch.no_grad()
@@ -265,6 +276,8 @@ def main() -> None:
                         help="two grounded pipelines trained on the same budget: world-geneval and s / image")
     parser.add_argument("--compare-steps", type=int, nargs="+", default=[20],
                         help="--compare at these DDIM step counts (the speed / quality curve of each UNet)")
+    parser.add_argument("--compare-guidance", type=float, nargs="+", default=[3.0],
+                        help="--compare at these guidance scales (1: one UNet pass per step), each UNet at each")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.geneval is not None:
@@ -274,7 +287,8 @@ def main() -> None:
         autoencoder_ceiling(args.autoencoder_ceiling, args.geneval_prompts, args.geneval_seed)
         return
     if args.compare is not None:
-        compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps))
+        compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps),
+                        tuple(args.compare_guidance))
         return
     config = load_diffusion_config(args.config)
 

@@ -59,7 +59,7 @@ def generate_command(
     pipe = load_pipeline(checkpoint)
     layout = layout or ("auto" if pipe.grounded else "none")
     scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
-    guidance = guidance if guidance is not None else DEFAULT_SAMPLING[layout][1]
+    guidance = guidance if guidance is not None else pipe.default_guidance(layout)
     pipe = set_scheduler(pipe, scheduler)
     layouts = pipe.layouts_for([prompt] * n, layout, seed)  # a prompt outside the grammar fails here, before sampling
     pipe.set_progress_bar_config(disable=not sys.stderr.isatty())
@@ -298,13 +298,13 @@ def _eval_geneval(spec, options, model: str, out: Path, *, steps: int, guidance:
     _check_layout(layout)
     _check_layout_text(layout_text)
     scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
-    guidance = DEFAULT_SAMPLING[layout][1] if guidance is None else guidance
-    if guidance < 1:
+    if guidance is not None and guidance < 1:
         raise ExploreError(f"--guidance must be >= 1 (1 turns guidance off), got {guidance}")
     check_split(options.split)
     if options.split == "compositional":
         raise ExploreError("world-geneval reports the held-out pairs itself; pass --split test (or val)")
     pipe = set_scheduler(load_pipeline(None if model == "embedded" else Path(model)), scheduler)
+    guidance = pipe.default_guidance(layout) if guidance is None else guidance
     summary = evaluate_geneval(pipe, spec.load(options), out, layout=layout, seed=options.seed, steps=steps,
                                guidance=guidance, batch_size=batch_size, layout_text=layout_text)  # fmt: skip
     for prompt_set in ("seen", "held_out"):
@@ -334,9 +334,9 @@ def _eval_t2i(spec, vlm, processor, out: Path, *, checkpoint: Path | None, steps
     if layout == "auto" and not pipe.grounded:
         raise ExploreError(f"--layout auto needs a grounded pipeline; {checkpoint or 'the embedded one'} has no layout "
                            "input: drop --layout or pass --layout none")  # fmt: skip
-    default_scheduler, default_guidance = DEFAULT_SAMPLING[layout or ("auto" if pipe.grounded else "none")]
-    scheduler = scheduler or default_scheduler
-    guidance = default_guidance if guidance is None else guidance
+    path = layout or ("auto" if pipe.grounded else "none")
+    scheduler = scheduler or DEFAULT_SAMPLING[path][0]
+    guidance = pipe.default_guidance(path) if guidance is None else guidance
     pipe = set_scheduler(pipe, scheduler)
     examples = spec.load(TaskOptions(split=split, seed=seed, limit=limit, resolution=pipe.image_size))
     summary = evaluate_t2i(pipe, vlm, processor, examples, out, steps=steps, guidance=guidance, batch_size=batch_size,

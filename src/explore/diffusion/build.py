@@ -110,7 +110,8 @@ def build_pipeline(config: DiffusionConfig) -> WorldDiffusionPipeline:
     vae = load_autoencoder(resolve_autoencoder(ae)) if ae is not None else None
     unet = build_unet(config, text_hidden_size(text_encoder), vae)
     pipe = WorldDiffusionPipeline(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer,
-                                  scheduler=build_noise_scheduler(config), vae=vae)  # fmt: skip
+                                  scheduler=build_noise_scheduler(config), vae=vae,
+                                  guidance_scale=1.0 if config.loss.model_guidance > 0 else None)  # fmt: skip
     pipe.set_progress_bar_config(disable=True)
     unet.eval()  # like from_pretrained; training switches to train mode itself
     text_encoder.eval()

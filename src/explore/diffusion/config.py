@@ -82,6 +82,13 @@ class LossSection(StrictModel):
     perceptual_layers: list[int] = Field([1, 2, 3], min_length=1, description="vision-encoder layers compared "
                                          "(perceptual_network: world-vit or vlm)")  # fmt: skip
     min_snr_gamma: float = Field(5.0, ge=0, description="min-SNR-gamma weighting of the MSE (0 disables it)")
+    model_guidance: float = Field(0.0, ge=0, lt=1, description="model guidance w (Tang et al. 2025, arXiv "
+                                  "2502.12154): conditioned rows learn eps + w * (their own prediction - the "
+                                  "unconditional one), detached, so that sampling without classifier-free guidance "
+                                  "(guidance 1, one UNet pass per step) acts like CFG at scale 1 / (1 - w); 0 "
+                                  "disables it (one more forward pass per step, without gradients)")  # fmt: skip
+    model_guidance_warmup: int = Field(0, ge=0, description="steps over which model_guidance ramps up linearly "
+                                       "from 0 (the model's own predictions mean little at the start)")  # fmt: skip
 
 
 class DataSection(StrictModel):

@@ -4,6 +4,11 @@ For ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps`` (``a_t`` = alphas_cumprod) the U
 
 - MSE per image, weighted by ``min(SNR_t, gamma) / SNR_t`` when ``min_snr_gamma`` > 0 (Hang et al.
   2023, "Min-SNR", via diffusers' ``compute_snr``): high-SNR (little noise) steps stop dominating.
+- Model guidance (``guidance`` w > 0; Tang et al. 2025, "Diffusion Models without Classifier-free Guidance",
+  arXiv 2502.12154): conditioned rows regress onto ``eps + w * sg(eps_hat(c) - eps_hat(empty))`` instead of
+  ``eps``. At the fixed point ``eps_hat(c) = eps_u + (eps_c - eps_u) / (1 - w)``: the model itself predicts what
+  classifier-free guidance at scale ``1 / (1 - w)`` would, so it samples with one UNet pass per step instead
+  of two. diffusers has no such loss (its training scripts only drop the prompt), hence written here.
 - Perceptual: the predicted clean image ``x0 = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)`` against the
   real one, on frozen VLM vision features (:class:`~explore.diffusion.features.VisionFeatures`),
   weighted per image by ``a_t``: at high noise ``x0`` is a blurry mean and its features say little.
@@ -40,22 +45,39 @@ def diffusion_loss(
     perceptual_weight: float = 0.0,
     features=None,
     layout: torch.Tensor | None = None,
+    guidance: float = 0.0,
+    unconditional: tuple[torch.Tensor, torch.Tensor] | None = None,
+    conditioned: torch.Tensor | None = None,
 ) -> LossParts:
     """Loss for clean ``images`` (B, 3, H, W) in [-1, 1] and text ``context`` (B, L, D) / ``mask`` (B, L).
 
     ``layout``: per-cell layout maps (B, C, G, G) for a grounded UNet (rows of zeros = dropped).
-    Timesteps and noise are drawn from ``generator``. Raises ValueError if ``perceptual_weight`` > 0
-    without ``features``.
+    Timesteps and noise are drawn from ``generator``. ``guidance`` > 0 (model guidance, above) needs the
+    empty prompt's ``unconditional`` (context, mask), each (B, L', ...) and ``conditioned`` (B,) bool: the rows
+    that kept their prompt (dropped rows keep the plain target: they train the unconditional model).
+
+    Raises:
+        ValueError: ``perceptual_weight`` > 0 without ``features``, or ``guidance`` > 0 without
+            ``unconditional`` and ``conditioned``.
     """
     if perceptual_weight > 0 and features is None:
         raise ValueError("perceptual_weight > 0 needs the vision features (VisionFeatures)")
+    if guidance > 0 and (unconditional is None or conditioned is None):
+        raise ValueError("guidance > 0 needs the unconditional context and the conditioned rows")
     b = images.shape[0]
     device = images.device
     timesteps = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator).to(device)
     noise = torch.randn(images.shape, generator=generator).to(device, images.dtype)
     noisy = noise_scheduler.add_noise(images, noise, timesteps)
     predicted = predict_noise(unet, noisy, timesteps, context, mask, layout)
-    mse = (predicted.float() - noise.float()).pow(2).mean(dim=(1, 2, 3))  # (B,)
+    target = noise.float()
+    if guidance > 0:
+        with torch.no_grad():  # the unconditional model: the empty prompt and no layout map, as the sampler's CFG
+            empty = torch.zeros_like(layout) if layout is not None else None
+            uncond = predict_noise(unet, noisy, timesteps, *unconditional, empty).float()
+        weight = guidance * conditioned.to(device, torch.float32)[:, None, None, None]
+        target = target + weight * (predicted.detach().float() - uncond)
+    mse = (predicted.float() - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if min_snr_gamma > 0:
         snr = compute_snr(noise_scheduler, timesteps)
         mse = mse * torch.clamp(snr, max=min_snr_gamma) / snr

@@ -88,10 +88,20 @@ class WorldDiffusionPipeline(DiffusionPipeline):
     model_cpu_offload_seq = "text_encoder->unet->vae"
     _optional_components: ClassVar[list[str]] = ["vae"]
 
-    def __init__(self, unet, text_encoder, tokenizer, scheduler, vae=None):
+    def __init__(self, unet, text_encoder, tokenizer, scheduler, vae=None, guidance_scale: float | None = None):
         super().__init__()
         self.register_modules(unet=unet, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler,
                               vae=vae)  # fmt: skip
+        # The guidance scale the model was trained to sample at, kept in model_index.json (as Stable Diffusion keeps
+        # requires_safety_checker): 1 for a model trained with model guidance (loss.model_guidance), None for
+        # classifier-free-guidance training (the path's default, DEFAULT_SAMPLING, applies).
+        self.register_to_config(guidance_scale=guidance_scale)
+
+    def default_guidance(self, layout: str) -> float:
+        """The guidance scale used when none is given: the one the model was trained for, else the default of the
+        path ``layout`` ("auto" or "none", :data:`DEFAULT_SAMPLING`)."""
+        trained = self.config.get("guidance_scale")
+        return float(trained) if trained is not None else DEFAULT_SAMPLING[layout][1]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """diffusers' save, without the state a tokenizer call or load leaves behind (the last call's truncation
@@ -177,7 +187,7 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         self,
         prompt: str | list[str],
         num_inference_steps: int = 20,
-        guidance_scale: float = 3.0,
+        guidance_scale: float | None = None,
         num_images_per_prompt: int = 1,
         generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
@@ -189,7 +199,8 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         """Generate images for ``prompt`` (one string or a list).
 
         ``guidance_scale`` 1 turns classifier-free guidance off (one UNet pass per step); above 1
-        the conditional prediction is pushed away from the unconditional one (empty prompt).
+        the conditional prediction is pushed away from the unconditional one (empty prompt). None: the scale the
+        model was trained for (:meth:`default_guidance`: 3, or 1 for a model trained with model guidance).
         ``generator`` makes the result deterministic. ``output_type``: "pil", "np" (B, H, W, 3)
         in [0, 1], or "pt" (B, 3, H, W) in [0, 1]. ``layout``: "auto" (default for a grounded UNet), "none"
         (default otherwise) or one Scene per image (prompts × num_images_per_prompt); see :meth:`layouts_for`.
@@ -202,6 +213,9 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         """
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
+        path = layout if isinstance(layout, str) else "auto" if layout is not None else None
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance(path or ("auto" if self.grounded else "none"))
         if guidance_scale < 1:
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
         if output_type not in ("pil", "np", "pt"):

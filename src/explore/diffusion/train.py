@@ -220,6 +220,12 @@ def drop_conditions(prompts: list[str], layouts: torch.Tensor, text: TextSection
     return prompts, layouts * (~drop_layout).float()[:, None, None, None]
 
 
+def model_guidance(scale: float, warmup: int, step: int) -> float:
+    """The model-guidance weight at optimizer step ``step`` (0-based): ``scale``, ramped up linearly over the
+    first ``warmup`` steps."""
+    return scale if warmup == 0 else scale * min(1.0, step / warmup)
+
+
 def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progress: bool = True) -> Path:
     """Train ``config`` to completion; returns ``<output_dir>/pipeline`` (EMA weights).
 
@@ -287,10 +293,20 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                     with torch.set_grad_enabled(config.text.encoder == "learned"):
                         context = text_encoder(ids, mask)  # (B, L, D)
                     loss = config.loss
+                    guidance = model_guidance(loss.model_guidance, loss.model_guidance_warmup, state.global_step)
+                    guided = {}
+                    if guidance > 0:
+                        with torch.no_grad():  # the empty prompt once, repeated over the batch
+                            empty_ids, empty_mask = tokenize_prompts(pipe.tokenizer, [""], config.text.max_length)
+                            empty = text_encoder(empty_ids.to(device), empty_mask.to(device))
+                        unconditional = (empty.expand(len(prompts), -1, -1), empty_mask.to(device).expand(len(prompts), -1))
+                        guided = {"guidance": guidance, "unconditional": unconditional,
+                                  "conditioned": torch.tensor([p != "" for p in prompts])}
                     parts = diffusion_loss(unet, context, mask, images, noise_scheduler, generator,
                                            min_snr_gamma=loss.min_snr_gamma, perceptual_weight=loss.perceptual_weight,
                                            features=features,
-                                           layout=layouts.to(device) if config.model.layout else None)  # fmt: skip
+                                           layout=layouts.to(device) if config.model.layout else None,
+                                           **guided)  # fmt: skip
                     if not torch.isfinite(parts.loss):
                         raise ExploreError(
                             f"non-finite loss {parts.loss.item()} at step {state.global_step + 1}; the "

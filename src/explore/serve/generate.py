@@ -66,9 +66,11 @@ class Generated:
         return sum(row.vlm_right for row in rows) / len(rows) if rows else None
 
 
-def resolve_settings(grounded_pipeline: bool, layout: str, sampler: str, guidance: float | None) -> dict:
+def resolve_settings(grounded_pipeline: bool, layout: str, sampler: str, guidance: float | None,
+                     trained_guidance: float | None = None) -> dict:  # fmt: skip
     """The defaults of ``explore generate``: layout auto for grounded pipelines (else none), then the path's
-    sampler and guidance (:data:`~explore.diffusion.pipeline.DEFAULT_SAMPLING`).
+    sampler and guidance (:data:`~explore.diffusion.pipeline.DEFAULT_SAMPLING`; the guidance the pipeline was
+    trained for, ``trained_guidance``, when it records one).
 
     Raises:
         ExploreError: an unknown layout or sampler, or guidance below 1.
@@ -82,7 +84,7 @@ def resolve_settings(grounded_pipeline: bool, layout: str, sampler: str, guidanc
         raise ExploreError("this diffusion pipeline has no layout input (a free-text model); choose layout none")
     sampler = DEFAULT_SAMPLING[layout][0] if sampler == DEFAULT else sampler
     if guidance is None:
-        guidance = DEFAULT_SAMPLING[layout][1]
+        guidance = DEFAULT_SAMPLING[layout][1] if trained_guidance is None else trained_guidance
     if guidance < 1:
         raise ExploreError(f"guidance must be >= 1 (1 turns guidance off), got {guidance}")
     return {"layout": layout, "sampler": sampler, "guidance": float(guidance)}
@@ -110,7 +112,7 @@ def generate(cache: ModelCache, prompt: str, *, n: int = 4, seed: int = 0, steps
     report = progress if progress is not None else (lambda *args, **kwargs: None)  # gr.Progress can be falsy
     report(0.0, desc="loading the diffusion pipeline")
     pipe = cache.pipeline(pipeline)
-    settings = resolve_settings(pipe.grounded, layout, sampler, guidance)
+    settings = resolve_settings(pipe.grounded, layout, sampler, guidance, pipe.config.get("guidance_scale"))
     # the scenes the questions ask about: a prompt outside the grammar fails here, before any sampling
     layouts = pipe.layouts_for([prompt] * n, settings["layout"], seed)
     grounded = layouts is not None
