@@ -18,10 +18,14 @@
 
 4. The efficient UNet against diffusers' UNet2DConditionModel trained on the same budget (--compare EFFICIENT
    BASELINE: two grounded pipelines from the same config but model.kind, e.g. configs/diffusion/latent.yaml and
-   latent-baseline.yaml): world-geneval, seen and held-out pairs, and seconds per image, in one run.
+   latent-baseline.yaml): world-geneval, seen and held-out pairs, and seconds per image (batch 1 and batch 16), in
+   one run; --compare-guidance adds guidance scales (1 = one UNet pass per step, what a model trained with
+   loss.model_guidance samples at); every row of the second pipeline gets the fastest row of the first that is at
+   least as faithful on both pair sets, and the ratio.
 
     python benchmarks/diffusion.py --compare runs/diffusion/latent/pipeline runs/diffusion/latent-baseline/pipeline
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-steps 10 14 20   # both speed / quality curves
+    python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 3 --compare-names A B
 
 5. The autoencoder's bound on a latent generator (--autoencoder-ceiling FOLDER): world-geneval of the real
    renders after an encode-decode round trip.
@@ -165,7 +169,8 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
 
 
 def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, steps: tuple[int, ...] = (20,),
-                    guidances: tuple[float, ...] = (3.0,)) -> None:  # fmt: skip
+                    guidances: tuple[float, ...] = (3.0,),
+                    names: tuple[str, str] = ("efficient", "diffusers UNet2DConditionModel")) -> None:  # fmt: skip
     """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
     budget (same config but model.kind), world-geneval (grounded, DDIM, seen and held-out pairs) and seconds per
     image, measured in one run, interleaved so that load on the machine hits both alike; one row per UNet,
@@ -177,7 +182,7 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
 
     examples = geneval_examples(prompts, seed)
-    pipes = {"efficient": load_pipeline(efficient), "diffusers UNet2DConditionModel": load_pipeline(baseline)}
+    pipes = {names[0]: load_pipeline(efficient), names[1]: load_pipeline(baseline)}
     settings = [(g, n) for g in guidances for n in steps]
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
@@ -194,7 +199,7 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
             times.append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim", guidance=g, batch=batch))
     best = {key: min(seconds[key, 1]) for key in rows}
     batched = {key: min(seconds[key, THROUGHPUT_BATCH]) for key in rows}
-    print(f"## Efficient UNet vs diffusers UNet2DConditionModel, same budget: world-geneval ({prompts} prompts per "
+    print(f"## {names[0]} vs {names[1]}, same budget: world-geneval ({prompts} prompts per "
           f"category x 4 images, seed {seed}, grounded, DDIM), CPU {torch.get_num_threads()} threads\n")  # fmt: skip
     print("| UNet | parameters | guidance | DDIM steps | pairs | overall | " + " | ".join(CATEGORIES) +
           f" | scene objects | exact | s / image | s / image, batch {THROUGHPUT_BATCH} |")  # fmt: skip
@@ -219,15 +224,15 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
         target = {pairs: base[pairs]["generated"]["overall"] for pairs in ("seen", "held_out")}
         matches = [key for key in settings
                    if all(rows[(names[0], *key)][p]["generated"]["overall"] >= target[p] for p in target)]
-        label = f"the baseline at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / {target['held_out']:.3f} held-out)"
+        label = f"{names[1]} at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / {target['held_out']:.3f} held-out)"
         if not matches:
-            print(f"\nat equal faithfulness to {label}: no efficient row reaches it on both")
+            print(f"\nat equal faithfulness to {label}: no {names[0]} row reaches it on both")
             continue
         for timing, name in ((best, "batch 1"), (batched, f"batch {THROUGHPUT_BATCH}")):
             gm, m = min(matches, key=lambda key, timing=timing: timing[(names[0], *key)])
             hit = rows[names[0], gm, m]
             ratio = timing[names[1], g, n] / timing[names[0], gm, m]
-            print(f"\nat equal faithfulness to {label}, {name}: efficient at guidance {gm:g}, {m} steps "
+            print(f"\nat equal faithfulness to {label}, {name}: {names[0]} at guidance {gm:g}, {m} steps "
                   f"({hit['seen']['generated']['overall']:.3f} / {hit['held_out']['generated']['overall']:.3f}) is "
                   f"{ratio:.2f}x faster")  # fmt: skip
 
@@ -289,6 +294,8 @@ def main() -> None:
                         help="--compare at these DDIM step counts (the speed / quality curve of each UNet)")
     parser.add_argument("--compare-guidance", type=float, nargs="+", default=[3.0],
                         help="--compare at these guidance scales (1: one UNet pass per step), each UNet at each")
+    parser.add_argument("--compare-names", nargs=2, default=["efficient", "diffusers UNet2DConditionModel"],
+                        metavar=("FIRST", "SECOND"), help="--compare: what to call the two pipelines in the table")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.geneval is not None:
@@ -299,7 +306,7 @@ def main() -> None:
         return
     if args.compare is not None:
         compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps),
-                        tuple(args.compare_guidance))
+                        tuple(args.compare_guidance), tuple(args.compare_names))
         return
     config = load_diffusion_config(args.config)
 
