@@ -22,7 +22,7 @@ def generate_command(
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 4,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
     guidance: Annotated[
-        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default 3).")
+        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default: the pipeline's trained one, else 3).")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initial noise and the layouts (same seed, same images).")] = 0,
     scheduler: Annotated[
@@ -212,7 +212,7 @@ def eval_command(
     checkpoint: Annotated[Path | None, typer.Option(help="world-t2i: diffusion pipeline folder.")] = None,
     steps: Annotated[int, typer.Option(help="world-t2i / world-geneval: sampling steps.")] = 20,
     guidance: Annotated[
-        float | None, typer.Option(help="world-t2i / world-geneval: guidance scale (default: explore generate's, 3).")
+        float | None, typer.Option(help="world-t2i / world-geneval: guidance scale (default: explore generate's).")
     ] = None,
     scheduler: Annotated[
         str | None, typer.Option(help="world-t2i / world-geneval: sampler (ddpm, ddim, dpm, unipc); default: explore "
