@@ -163,7 +163,11 @@ def test_a_guided_folder_samples_without_cfg_by_default_through_plain_diffusers(
     result = CliRunner().invoke(app, ["generate", PROMPT, "-n", "1", "--steps", "2", "--checkpoint", str(folder),
                                       "--out", str(folder.parent / "g.png")])  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "guidance 1.0" in result.output
+    assert "guidance 1.0" in result.output and "warning" not in result.output
+    result = CliRunner().invoke(app, ["generate", PROMPT, "-n", "1", "--steps", "2", "--checkpoint", str(folder),
+                                      "--guidance", "3", "--out", str(folder.parent / "g3.png")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "trained with model guidance" in result.output and "guidance 3.0" in result.output
     # a folder trained with classifier-free guidance keeps the path's default
     untrained = build_pipeline(load_diffusion_config(TINY_GROUNDED))
     assert untrained.config.guidance_scale is None and untrained.default_guidance("auto") == 3.0

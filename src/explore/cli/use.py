@@ -59,6 +59,9 @@ def generate_command(
     pipe = load_pipeline(checkpoint)
     layout = layout or ("auto" if pipe.grounded else "none")
     scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
+    if guidance is not None and guidance > 1 and pipe.config.get("guidance_scale") == 1.0:
+        typer.echo(f"warning: this pipeline was trained with model guidance to sample at guidance 1; --guidance "
+                   f"{guidance} adds classifier-free guidance on top of it", err=True)  # fmt: skip
     guidance = guidance if guidance is not None else pipe.default_guidance(layout)
     pipe = set_scheduler(pipe, scheduler)
     layouts = pipe.layouts_for([prompt] * n, layout, seed)  # a prompt outside the grammar fails here, before sampling
