@@ -171,3 +171,11 @@ def test_a_guided_folder_samples_without_cfg_by_default_through_plain_diffusers(
     # a folder trained with classifier-free guidance keeps the path's default
     untrained = build_pipeline(load_diffusion_config(TINY_GROUNDED))
     assert untrained.config.guidance_scale is None and untrained.default_guidance("auto") == 3.0
+
+
+def test_the_web_app_samples_at_the_trained_guidance_unless_told():
+    from explore.serve.generate import resolve_settings
+
+    assert resolve_settings(True, "default", "default", None, 1.0)["guidance"] == 1.0
+    assert resolve_settings(True, "default", "default", 2.0, 1.0)["guidance"] == 2.0
+    assert resolve_settings(True, "default", "default", None)["guidance"] == 3.0  # a CFG-trained folder
