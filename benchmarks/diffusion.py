@@ -206,10 +206,10 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     print("|---|---:|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|---:|")
     for (name, g, n), r in rows.items():
         for pairs in ("seen", "held_out"):
-            g_ = r[pairs]["generated"]
-            cells = " | ".join(f"{g_[c]:.2f}" if c in g_ else "-" for c in CATEGORIES)  # held-out: fewer categories
-            print(f"| {name} | {r['params'] / 1e6:.2f} M | {g:g} | {n} | {pairs} | {g_['overall']:.3f} | {cells} | "
-                  f"{g_['full_scene_objects']:.2f} | {g_['full_scene_exact']:.2f} | {best[name, g, n]:.3f} | "
+            scores = r[pairs]["generated"]
+            cells = " | ".join(f"{scores[c]:.2f}" if c in scores else "-" for c in CATEGORIES)  # held-out: fewer
+            print(f"| {name} | {r['params'] / 1e6:.2f} M | {g:g} | {n} | {pairs} | {scores['overall']:.3f} | {cells} | "
+                  f"{scores['full_scene_objects']:.2f} | {scores['full_scene_exact']:.2f} | {best[name, g, n]:.3f} | "
                   f"{batched[name, g, n]:.3f} |")  # fmt: skip
     names = list(pipes)
     for g, n in settings:
@@ -224,15 +224,16 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
         target = {pairs: base[pairs]["generated"]["overall"] for pairs in ("seen", "held_out")}
         matches = [key for key in settings
                    if all(rows[(names[0], *key)][p]["generated"]["overall"] >= target[p] for p in target)]
-        label = f"{names[1]} at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / {target['held_out']:.3f} held-out)"
+        label = (f"{names[1]} at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / {target['held_out']:.3f} "
+                 "held-out)")  # fmt: skip
         if not matches:
             print(f"\nat equal faithfulness to {label}: no {names[0]} row reaches it on both")
             continue
-        for timing, name in ((best, "batch 1"), (batched, f"batch {THROUGHPUT_BATCH}")):
+        for timing, batch in ((best, "batch 1"), (batched, f"batch {THROUGHPUT_BATCH}")):
             gm, m = min(matches, key=lambda key, timing=timing: timing[(names[0], *key)])
             hit = rows[names[0], gm, m]
             ratio = timing[names[1], g, n] / timing[names[0], gm, m]
-            print(f"\nat equal faithfulness to {label}, {name}: {names[0]} at guidance {gm:g}, {m} steps "
+            print(f"\nat equal faithfulness to {label}, {batch}: {names[0]} at guidance {gm:g}, {m} steps "
                   f"({hit['seen']['generated']['overall']:.3f} / {hit['held_out']['generated']['overall']:.3f}) is "
                   f"{ratio:.2f}x faster")  # fmt: skip
 

@@ -2,11 +2,13 @@
 plain target; the gradient does not flow through the target; a run with it trains, ramps and resumes."""
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from explore.diffusion.build import build_pipeline
 from explore.diffusion.config import load_diffusion_config
@@ -15,7 +17,7 @@ from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.text_encoder import tokenize_prompts
 from explore.diffusion.train import model_guidance, train_diffusion
 from explore.diffusion.unet import predict_noise
-from explore.errors import ConfigError
+from explore.errors import ConfigError, ExploreError
 
 TINY_GROUNDED = Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "tiny-grounded.yaml"
 PROMPT = "a red circle above a blue square"
@@ -47,7 +49,8 @@ def test_conditioned_rows_learn_the_guided_target_and_dropped_rows_the_plain_one
     context, mask, unconditional = _inputs(pipe, prompts)
     w, conditioned = 0.6, torch.tensor([True, False, True, True])
     parts = diffusion_loss(pipe.unet, context, mask, images, pipe.scheduler, torch.Generator().manual_seed(3),
-                           layout=layouts, guidance=w, unconditional=unconditional, conditioned=conditioned)  # fmt: skip
+                           layout=layouts, guidance=w, unconditional=unconditional,
+                           conditioned=conditioned)  # fmt: skip
     # the same draws, by hand: timesteps then noise from the generator, as the loss takes them
     generator = torch.Generator().manual_seed(3)
     timesteps = torch.randint(0, pipe.scheduler.config.num_train_timesteps, (4,), generator=generator)
@@ -102,10 +105,6 @@ def test_the_weight_ramps_up_over_the_warmup():
 
 
 def test_a_guided_run_trains_and_resumes_exactly(grounded, tmp_path):
-    import shutil
-
-    from safetensors.torch import load_file
-
     config, *_ = grounded
     config = config.model_copy(update={
         "loss": config.loss.model_copy(update={"model_guidance": 0.5, "model_guidance_warmup": 2}),
@@ -125,7 +124,7 @@ def test_a_guided_run_trains_and_resumes_exactly(grounded, tmp_path):
     # the guidance is part of the run record: resuming with another weight is refused
     other = config.model_copy(update={"output_dir": str(resumed_dir),
                                       "loss": config.loss.model_copy(update={"model_guidance": 0.3})})  # fmt: skip
-    with pytest.raises(Exception, match="config"):
+    with pytest.raises(ExploreError, match="config"):
         train_diffusion(other, resume="latest", progress=False)
 
 

@@ -63,9 +63,9 @@ def test_embedded_model_reads_shapes_of_held_out_colour_shape_pairs(embedded, qu
     alone, asked their shape without and with their colour named ("What shape is the red object?": the question names
     a colour never seen with that shape). The shipped model (shapes-judge-25) gets 131 and 124 right; session 19's
     (shapes-judge-21) 121 and 118 (both reads fail on it); session 16-18's (shapes-judge-14) 129 and 91 (the named
-    read fails on it), session 15's (shapes-judge-12) 125 unnamed, shapes-judge-18 (consistency unanchored) 118 and 106, session 14's (shapes-judge-9, the ViT frozen) 106 unnamed,
-    session 13's (shapes-judge-6, no recoloured shapes) 84 (measured; issue 14's compositional split;
-    benchmarks/held_out_objects.py)."""
+    read fails on it), session 15's (shapes-judge-12) 125 unnamed, shapes-judge-18 (consistency unanchored) 118 and
+    106, session 14's (shapes-judge-9, the ViT frozen) 106 unnamed, session 13's (shapes-judge-6, no recoloured
+    shapes) 84 (measured; issue 14's compositional split; benchmarks/held_out_objects.py)."""
     model, processor = embedded
     examples = [Example(id=str(k), task="vqa", image=render(s), prompt=question.format(colour=s.objects[0].colour),
                         answers=[s.objects[0].shape]) for k, s in enumerate(held_out_objects(150))]  # fmt: skip

@@ -22,7 +22,8 @@ def generate_command(
     n: Annotated[int, typer.Option("-n", help="Number of images.")] = 4,
     steps: Annotated[int, typer.Option(help="Sampling steps.")] = 20,
     guidance: Annotated[
-        float | None, typer.Option(help="Classifier-free guidance scale (1 = off; default: the pipeline's trained one, else 3).")
+        float | None,
+        typer.Option(help="Classifier-free guidance scale (1 = off; default: the pipeline's trained one, else 3)."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the initial noise and the layouts (same seed, same images).")] = 0,
     scheduler: Annotated[
@@ -59,9 +60,10 @@ def generate_command(
     pipe = load_pipeline(checkpoint)
     layout = layout or ("auto" if pipe.grounded else "none")
     scheduler = scheduler or DEFAULT_SAMPLING[layout][0]
-    if guidance is not None and guidance > 1 and pipe.config.get("guidance_scale") == 1.0:
-        typer.echo(f"warning: this pipeline was trained with model guidance to sample at guidance 1; --guidance "
-                   f"{guidance} adds classifier-free guidance on top of it", err=True)  # fmt: skip
+    trained = pipe.config.get("guidance_scale")
+    if guidance is not None and trained is not None and guidance > trained:
+        typer.echo(f"warning: this pipeline was trained with model guidance to sample at guidance {trained:g}; "
+                   f"--guidance {guidance:g} adds classifier-free guidance on top of it", err=True)  # fmt: skip
     guidance = guidance if guidance is not None else pipe.default_guidance(layout)
     pipe = set_scheduler(pipe, scheduler)
     layouts = pipe.layouts_for([prompt] * n, layout, seed)  # a prompt outside the grammar fails here, before sampling

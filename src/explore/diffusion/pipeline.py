@@ -98,10 +98,9 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         self.register_to_config(guidance_scale=guidance_scale)
 
     def default_guidance(self, layout: str) -> float:
-        """The guidance scale used when none is given: the one the model was trained for, else the default of the
-        path ``layout`` ("auto" or "none", :data:`DEFAULT_SAMPLING`)."""
-        trained = self.config.get("guidance_scale")
-        return float(trained) if trained is not None else DEFAULT_SAMPLING[layout][1]
+        """The guidance scale used when none is given on path ``layout`` ("auto" or "none"): :func:`path_guidance`
+        of the scale the model was trained for."""
+        return path_guidance(self.config.get("guidance_scale"), layout)
 
     def save_pretrained(self, save_directory, *args, **kwargs):
         """diffusers' save, without the state a tokenizer call or load leaves behind (the last call's truncation
@@ -213,10 +212,7 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         """
         if num_inference_steps < 1:
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
-        path = layout if isinstance(layout, str) else "auto" if layout is not None else None
-        if guidance_scale is None:
-            guidance_scale = self.default_guidance(path or ("auto" if self.grounded else "none"))
-        if guidance_scale < 1:
+        if guidance_scale is not None and guidance_scale < 1:
             raise ValueError(f"guidance_scale must be >= 1 (1 = no guidance), got {guidance_scale}")
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
@@ -225,8 +221,10 @@ class WorldDiffusionPipeline(DiffusionPipeline):
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         prompts = [p for p in prompts for _ in range(num_images_per_prompt)]
         batch = len(prompts)
-        guided = guidance_scale > 1
         layouts = self.layouts_for(prompts, layout or ("auto" if self.grounded else "none"), layout_seed)
+        if guidance_scale is None:
+            guidance_scale = self.default_guidance("none" if layouts is None else "auto")
+        guided = guidance_scale > 1
         if layouts is not None and layout_text == "caption":
             prompts = [caption(scene) for scene in layouts]
         # Unconditional rows (the empty prompt, no layout) first, padded with the conditional ones to one length.
@@ -276,6 +274,12 @@ class WorldDiffusionPipeline(DiffusionPipeline):
 # grounded path ("auto") DDIM at guidance 3 (on the first latent model, world-geneval 0.608 / 0.362 seen / held-out
 # at guidance 3 against 0.562 / 0.338 at 2: README, "Latent diffusion"); free text ("none") DPM-Solver++ at 3.
 DEFAULT_SAMPLING: dict[str, tuple[str, float]] = {"auto": ("ddim", 3.0), "none": ("dpm", 3.0)}
+
+
+def path_guidance(trained: float | None, layout: str) -> float:
+    """The guidance scale a pipeline samples at by default on path ``layout`` ("auto" or "none"): the scale it was
+    trained for (its ``guidance_scale`` config: 1 after model guidance), else the path's :data:`DEFAULT_SAMPLING`."""
+    return float(trained) if trained is not None else DEFAULT_SAMPLING[layout][1]
 
 SAMPLER_SETTINGS: dict[str, dict] = {
     "ddpm": {"clip_sample": True},

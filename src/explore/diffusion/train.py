@@ -271,6 +271,9 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
         text_encoder = accelerator.prepare(text_encoder)
     ema.to(accelerator.device)
     noise_scheduler = pipe.scheduler
+    # model guidance's unconditional rows: the empty prompt, tokenized once (encoded each step: the encoder learns)
+    empty_ids, empty_mask = tokenize_prompts(pipe.tokenizer, [""], config.text.max_length)
+    empty_ids, empty_mask = empty_ids.to(accelerator.device), empty_mask.to(accelerator.device)
     interactive = progress and sys.stderr.isatty()
     unet.train()
     text_encoder.train(config.text.encoder == "learned")
@@ -296,10 +299,9 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                     guidance = model_guidance(loss.model_guidance, loss.model_guidance_warmup, state.global_step)
                     guided = {}
                     if guidance > 0:
-                        with torch.no_grad():  # the empty prompt once, repeated over the batch
-                            empty_ids, empty_mask = tokenize_prompts(pipe.tokenizer, [""], config.text.max_length)
-                            empty = text_encoder(empty_ids.to(device), empty_mask.to(device))
-                        unconditional = (empty.expand(len(prompts), -1, -1), empty_mask.to(device).expand(len(prompts), -1))
+                        with torch.no_grad():  # one row, repeated over the batch
+                            empty = text_encoder(empty_ids, empty_mask)
+                        unconditional = (empty.expand(len(prompts), -1, -1), empty_mask.expand(len(prompts), -1))
                         guided = {"guidance": guidance, "unconditional": unconditional,
                                   "conditioned": torch.tensor([p != "" for p in prompts])}
                     parts = diffusion_loss(unet, context, mask, images, noise_scheduler, generator,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from PIL import Image
 
-from explore.diffusion.pipeline import DEFAULT_SAMPLING, SCHEDULERS, set_scheduler
+from explore.diffusion.pipeline import DEFAULT_SAMPLING, SCHEDULERS, path_guidance, set_scheduler
 from explore.errors import ExploreError
 from explore.eval.t2i import answer_matches, exact_answer, judge_questions, vlm_answers
 from explore.serve.models import ModelCache
@@ -84,7 +84,7 @@ def resolve_settings(grounded_pipeline: bool, layout: str, sampler: str, guidanc
         raise ExploreError("this diffusion pipeline has no layout input (a free-text model); choose layout none")
     sampler = DEFAULT_SAMPLING[layout][0] if sampler == DEFAULT else sampler
     if guidance is None:
-        guidance = DEFAULT_SAMPLING[layout][1] if trained_guidance is None else trained_guidance
+        guidance = path_guidance(trained_guidance, layout)
     if guidance < 1:
         raise ExploreError(f"guidance must be >= 1 (1 turns guidance off), got {guidance}")
     return {"layout": layout, "sampler": sampler, "guidance": float(guidance)}
