@@ -321,3 +321,59 @@ def test_world_t2i_layout_picks_the_path_and_a_folder_keeps_its_path(grounded_di
         main()
     assert exit_info.value.code == 2 and "needs a grounded pipeline" in capsys.readouterr().err
     assert not (tmp_path / "text-only" / "predictions.jsonl").exists()
+
+
+def test_layout_modulation_reaches_every_block_starts_neutral_and_reloads(tmp_path):
+    """model.layout_modulation: the map scales and shifts every residual block (SPADE). Its convolutions start at
+    zero (the model starts as the unmodulated one); with the input path closed the map still changes the output,
+    locally; the folder reloads through plain from_pretrained with the same output; the config refuses it where it
+    cannot act."""
+    unet = _unet(layout_channels=LAYOUT_CHANNELS, layout_modulation=True)
+    with torch.no_grad():
+        unet.conv_in.weight[:, 3:] = 0  # close the input path: only the blocks' modulation can read the map
+    x, context = torch.randn(1, 3, 64, 64), torch.randn(1, 5, 8)
+    maps = torch.zeros(1, LAYOUT_CHANNELS, 3, 3)
+    changed = maps.clone()
+    changed[0, :, 2, 2] = 1
+    with torch.no_grad():
+        assert torch.equal(unet(x, 10, context, layout=changed).sample, unet(x, 10, context, layout=maps).sample)
+        modulations = [m.layout for m in unet.modules() if getattr(m, "layout", None) is not None]
+        assert len(modulations) == len(unet.down_res) + len(unet.up_res) + 2  # every residual block, middle too
+        for conv in modulations:
+            torch.nn.init.normal_(conv.weight, std=0.5)
+        diff = (unet(x, 10, context, layout=changed).sample - unet(x, 10, context, layout=maps).sample).abs()
+    assert diff[..., 44:, 44:].mean() > 3 * diff[..., :20, :20].mean()
+    unet.save_pretrained(tmp_path)
+    loaded = EfficientUNet.from_pretrained(tmp_path).eval()
+    assert loaded.config.layout_modulation
+    with torch.no_grad():
+        for (name, a), (_, b) in zip(unet.state_dict().items(), loaded.state_dict().items(), strict=True):
+            assert torch.equal(a, b), name
+        assert torch.allclose(loaded(x, 10, context, layout=changed).sample, unet(x, 10, context, layout=changed).sample,
+                              atol=1e-5)
+    with pytest.raises(ValueError, match="layout_modulation needs a layout input"):
+        _unet(layout_modulation=True)
+    config = load_diffusion_config(TINY_GROUNDED)
+    for change in ({"layout": False}, {"kind": "diffusers", "pixel_unshuffle": 1}):
+        with pytest.raises(ValueError, match="layout_modulation needs model.kind: efficient and model.layout"):
+            config.model_validate({**config.model_dump(),
+                                   "model": {**config.model.model_dump(), "layout_modulation": True, **change}})
+
+
+def test_a_layout_modulated_pipeline_trains_and_draws_the_same_through_plain_diffusers(tmp_path):
+    from diffusers import DiffusionPipeline
+
+    config = load_diffusion_config(TINY_GROUNDED)
+    config = config.model_copy(update={
+        "model": config.model.model_copy(update={"layout_modulation": True}),
+        "output_dir": str(tmp_path / "run"),
+        "data": config.data.model_copy(update={"cache_dir": str(tmp_path / "cache")}),
+    })  # fmt: skip
+    folder = train_diffusion(config, progress=False)
+    plain = DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
+    assert plain.unet.config.layout_modulation
+    plain.set_progress_bar_config(disable=True)
+    args = {"num_inference_steps": 2, "output_type": "np", "guidance_scale": 2.0}
+    a = plain(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
+    b = load_pipeline(folder)(PROMPT, generator=torch.Generator().manual_seed(1), **args).images
+    assert a.shape == (1, 64, 64, 3) and np.array_equal(a, b)

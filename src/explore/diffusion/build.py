@@ -75,6 +75,7 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int, vae: Autoencod
             dropout=m.dropout,
             layout_channels=layout,
             pixel_unshuffle=m.pixel_unshuffle,
+            layout_modulation=m.layout_modulation,
         )
     # grounded: the layout map is concatenated to the sample (explore.diffusion.unet.predict_noise), so the
     # UNet takes the extra channels as input, like diffusers' depth-to-image and inpainting UNets

@@ -29,6 +29,8 @@ class ModelSection(StrictModel):
                          "17 channels) to the UNet input")  # fmt: skip
     layout_given_channel: bool = Field(False, description="add a channel of ones to the layout map, so an empty "
                                        "cell differs from a dropped map (both zeros otherwise)")  # fmt: skip
+    layout_modulation: bool = Field(False, description="grounded efficient UNet: the layout map also scales and "
+                                    "shifts every residual block at its resolution (SPADE), not only the input")  # fmt: skip
     pixel_unshuffle: int = Field(1, ge=1, le=4, description="space-to-depth factor: 2 runs a 64 px model at "
                                  "32 x 32 x 12 (efficient UNet only)")  # fmt: skip
     autoencoder: str | None = Field(None, description="latent diffusion: a trained AutoencoderKL folder "
@@ -164,6 +166,8 @@ class DiffusionConfig(StrictModel):
             raise ValueError("loss.perceptual_weight must be 0 with model.autoencoder (the loss is on latents)")
         if self.model.kind == "diffusers" and self.model.pixel_unshuffle > 1:
             raise ValueError("model.pixel_unshuffle needs model.kind: efficient")
+        if self.model.layout_modulation and (self.model.kind != "efficient" or not self.model.layout):
+            raise ValueError("model.layout_modulation needs model.kind: efficient and model.layout: true")
         bad = [level for level in self.model.attention_levels if not 0 <= level < len(self.model.block_out_channels)]
         if bad:
             raise ValueError(f"model.attention_levels {bad} out of range 0..{len(self.model.block_out_channels) - 1}")

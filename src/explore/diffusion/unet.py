@@ -16,7 +16,9 @@ Grounding (optional): with ``layout_channels`` > 0 the model also takes a per-ce
 (B, layout_channels, GRID, GRID) (see :mod:`explore.world.layout`), expands each cell to the pixels it
 covers and concatenates it to the input, so every pixel is told what its cell should hold (local
 conditioning, as LLM-grounded diffusion and GLIGEN's findings suggest). A missing map is all zeros,
-the value training uses for a dropped map (classifier-free guidance).
+the value training uses for a dropped map (classifier-free guidance). With ``layout_modulation`` the map
+also scales and shifts every residual block's second normalisation at that block's resolution (SPADE,
+Park et al. 2019): the separable blocks need not carry what the input said through the whole network.
 
 Space-to-depth (optional): with ``pixel_unshuffle`` = 2 a 64 px image enters as (12, 32, 32)
 (``F.pixel_unshuffle``) and leaves through ``F.pixel_shuffle``, so a 64 px model costs about what a
@@ -53,21 +55,34 @@ def conv3x3(in_channels: int, out_channels: int, conv_type: str, stride: int = 1
 
 
 class ResBlock(nn.Module):
-    """GroupNorm → SiLU → conv → FiLM(time) → GroupNorm → SiLU → dropout → conv, plus a skip."""
+    """GroupNorm → SiLU → conv → FiLM(time [+ layout]) → GroupNorm → SiLU → dropout → conv, plus a skip.
 
-    def __init__(self, in_channels: int, out_channels: int, temb_dim: int, conv_type: str, groups: int, dropout: float):
+    With ``layout_channels`` > 0 the second normalisation is also scaled and shifted per pixel by a 1×1
+    convolution of the layout map at the block's resolution (SPADE, Park et al. 2019), zero-initialised so
+    that training starts from the unmodulated block."""
+
+    def __init__(self, in_channels: int, out_channels: int, temb_dim: int, conv_type: str, groups: int, dropout: float,
+                 layout_channels: int = 0):  # fmt: skip
         super().__init__()
         self.norm1 = nn.GroupNorm(groups, in_channels)
         self.conv1 = conv3x3(in_channels, out_channels, conv_type)
         self.time = nn.Linear(temb_dim, 2 * out_channels)  # scale and shift
+        self.layout = nn.Conv2d(layout_channels, 2 * out_channels, 1) if layout_channels else None
+        if self.layout is not None:
+            nn.init.zeros_(self.layout.weight)
+            nn.init.zeros_(self.layout.bias)
         self.norm2 = nn.GroupNorm(groups, out_channels)
         self.dropout = nn.Dropout(dropout)
         self.conv2 = conv3x3(out_channels, out_channels, conv_type)
         self.skip = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
 
-    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, temb: torch.Tensor, layout: torch.Tensor | None = None) -> torch.Tensor:
+        """``layout``: (B, layout_channels, H, W), the map spread over ``x``'s pixels (only with layout_channels)."""
         h = self.conv1(F.silu(self.norm1(x)))  # (B, C_out, H, W)
         scale, shift = self.time(F.silu(temb))[:, :, None, None].chunk(2, dim=1)
+        if self.layout is not None:
+            local_scale, local_shift = self.layout(layout).chunk(2, dim=1)  # (B, C_out, H, W) each
+            scale, shift = scale + local_scale, shift + local_shift
         h = self.norm2(h) * (1 + scale) + shift
         h = self.conv2(self.dropout(F.silu(h)))
         return self.skip(x) + h
@@ -141,6 +156,7 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         dropout: float = 0.0,
         layout_channels: int = 0,
         pixel_unshuffle: int = 1,
+        layout_modulation: bool = False,
     ):
         super().__init__()
         if pixel_unshuffle < 1 or sample_size % pixel_unshuffle:
@@ -148,6 +164,8 @@ class EfficientUNet(ModelMixin, ConfigMixin):
                              f"got {pixel_unshuffle}")  # fmt: skip
         if conv_type not in CONV_TYPES:
             raise ValueError(f"unknown conv_type {conv_type!r}; expected one of {CONV_TYPES}")
+        if layout_modulation and not layout_channels:
+            raise ValueError("layout_modulation needs a layout input (layout_channels > 0)")
         bad_levels = [level for level in attention_levels if not 0 <= level < len(block_out_channels)]
         if bad_levels:
             raise ValueError(f"attention_levels {bad_levels} out of range for {len(block_out_channels)} levels")
@@ -160,7 +178,8 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         self.conv_in = nn.Conv2d(in_channels * factor + layout_channels, base, 3, padding=1)
 
         def res(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, temb_dim, conv_type, norm_num_groups, dropout)
+            modulated = layout_channels if layout_modulation else 0
+            return ResBlock(cin, cout, temb_dim, conv_type, norm_num_groups, dropout, modulated)
 
         def attn(c: int) -> TransformerBlock:
             return TransformerBlock(c, cross_attention_dim, attention_heads, norm_num_groups)
@@ -224,24 +243,34 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         x = F.pixel_unshuffle(sample, unshuffle) if unshuffle > 1 else sample  # (B, C·u², H/u, W/u)
         if self.config.layout_channels:
             x = torch.cat([x, expand_layout(layout, x, self.config.layout_channels)], dim=1)
+        maps: dict[int, torch.Tensor] = {}  # side -> the layout map at that resolution (layout modulation)
+
+        def block(res: ResBlock, h: torch.Tensor) -> torch.Tensor:
+            if not self.config.layout_modulation:
+                return res(h, temb)
+            side = h.shape[-1]
+            if side not in maps:
+                maps[side] = expand_layout(layout, h, self.config.layout_channels)
+            return res(h, temb, maps[side])
+
         h = self.conv_in(x)
         skips = [h]
         blocks = iter(zip(self.down_res, self.down_attn))
         for level, down in enumerate(self.downsamplers):
             for _ in range(self.config.layers_per_block):
                 res, attn = next(blocks)
-                h = res(h, temb)
+                h = block(res, h)
                 h = attn(h, context, mask) if isinstance(attn, TransformerBlock) else h
                 skips.append(h)
             if level < levels - 1:
                 h = down(h)
                 skips.append(h)
-        h = self.mid_res2(self.mid_attn(self.mid_res1(h, temb), context, mask), temb)
+        h = block(self.mid_res2, self.mid_attn(block(self.mid_res1, h), context, mask))
         blocks = iter(zip(self.up_res, self.up_attn))
         for level, up in zip(reversed(range(levels)), self.upsamplers):
             for _ in range(self.config.layers_per_block + 1):
                 res, attn = next(blocks)
-                h = res(torch.cat([h, skips.pop()], dim=1), temb)
+                h = block(res, torch.cat([h, skips.pop()], dim=1))
                 h = attn(h, context, mask) if isinstance(attn, TransformerBlock) else h
             if level > 0:
                 h = up(F.interpolate(h, scale_factor=2.0, mode="nearest"))
