@@ -7,12 +7,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from explore.diffusion.autoencoder import load_autoencoder_config
 from explore.diffusion.build import build_pipeline
+from explore.diffusion.config import load_diffusion_config
 from explore.diffusion.data import relation_prompt, training_batch
 from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.text_encoder import tokenize_prompts
 from explore.diffusion.train import train_diffusion
 from explore.errors import ConfigError, ExploreError
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_committed_configs_validate():
+    paths = sorted((ROOT / "configs/diffusion").glob("*.yaml"))
+    assert len(paths) > 10
+    for path in paths:
+        loader = load_autoencoder_config if path.name.startswith("autoencoder") else load_diffusion_config
+        loader(path)
 
 
 def _loss(pipe, images, ids, mask, seed, features, weight):
