@@ -92,6 +92,16 @@ def test_resume_continues_exactly(tiny_config, tmp_path):
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["step-0000003.png", "step-0000004.png"]
 
 
+def test_a_fresh_start_over_an_earlier_run_is_refused_and_touches_nothing(tiny_config, tmp_path):
+    config = tiny_config.model_copy(update={"loss": tiny_config.loss.model_copy(update={"perceptual_weight": 0.0})})
+    folder = train_diffusion(config, progress=False)
+    before = {p: p.read_bytes() for p in sorted(Path(config.output_dir).rglob("*")) if p.is_file()}
+    with pytest.raises(ExploreError, match="holds checkpoints of an earlier run .*--resume latest.*new folder"):
+        train_diffusion(config, progress=False)
+    assert {p: p.read_bytes() for p in sorted(Path(config.output_dir).rglob("*")) if p.is_file()} == before
+    assert train_diffusion(config, resume="latest", progress=False) == folder  # continuing it is still fine
+
+
 def test_resume_with_another_config_is_refused(tiny_config):
     config = tiny_config.model_copy(update={"loss": tiny_config.loss.model_copy(update={"perceptual_weight": 0.0})})
     train_diffusion(config, progress=False)
