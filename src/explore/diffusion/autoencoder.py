@@ -49,6 +49,7 @@ from explore.train.checkpoint import (
     find_checkpoint,
     load_optimizer_states,
     read_state,
+    refuse_fresh_start,
     restore_rng,
     save_checkpoint,
 )
@@ -225,6 +226,8 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
         ExploreError: a non-finite loss or gradient (the last good checkpoint is kept), or a resume problem.
     """
     run_dir = Path(config.output_dir)
+    if resume is None:
+        refuse_fresh_start(run_dir / "checkpoints")
     t = config.train
     features = perceptual_features(t)  # first: a missing network fails before any work
     next_batch = training_data(config.data, progress=progress)

@@ -43,6 +43,7 @@ from explore.train.checkpoint import (
     find_checkpoint,
     load_optimizer_states,
     read_state,
+    refuse_fresh_start,
     restore_rng,
     save_checkpoint,
 )
@@ -231,13 +232,11 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
 
     Raises:
         ExploreError: a non-finite loss or gradient (the last good checkpoint is kept), a resume problem, or a fresh
-            start in a folder that holds an earlier run's checkpoints (nothing is touched).
+            start in a folder that holds an earlier run's checkpoints (:func:`refuse_fresh_start`; nothing touched).
     """
     run_dir = Path(config.output_dir)
-    finished = sorted((run_dir / "checkpoints").glob("step-*/trainer_state.json"))
-    if resume is None and finished:  # a fresh start here would mix its checkpoints with the earlier run's
-        raise ExploreError(f"{run_dir} holds checkpoints of an earlier run (the last: {finished[-1].parent.name}); "
-                           f"continue it with --resume latest, or set output_dir to a new folder to start over")  # fmt: skip
+    if resume is None:
+        refuse_fresh_start(run_dir / "checkpoints")
     t = config.train
     features = perceptual_features(config.loss)  # first: a missing LPIPS trunk fails before any work
     accelerator = Accelerator(gradient_accumulation_steps=t.grad_accum, mixed_precision=t.mixed_precision)

@@ -185,6 +185,18 @@ def complete_checkpoints(root: Path) -> list[Path]:
     return sorted(found, key=step_of)
 
 
+def refuse_fresh_start(root: Path) -> None:
+    """A run started without ``--resume`` where an earlier run left complete checkpoints would write its own beside
+    them, and a later ``--resume latest`` could pick the earlier run's: refuse it before anything is touched.
+
+    Raises ExploreError (one line) naming the newest checkpoint and the two ways on.
+    """
+    found = complete_checkpoints(root)
+    if found:
+        raise ExploreError(f"{root.parent} holds checkpoints of an earlier run (the last: {found[-1].name}); "
+                           "continue it with --resume latest, or set output_dir to a new folder to start over")  # fmt: skip
+
+
 def find_checkpoint(resume: str, root: Path) -> Path:
     """Resolve ``--resume``: ``latest`` (the newest complete checkpoint under ``root``) or a checkpoint folder.
 

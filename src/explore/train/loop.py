@@ -38,6 +38,7 @@ from explore.train.checkpoint import (
     find_checkpoint,
     load_optimizer_states,
     read_state,
+    refuse_fresh_start,
     restore_rng,
     save_checkpoint,
 )
@@ -249,6 +250,8 @@ def pretrain(config: TrainConfig, *, resume: str | None = None, progress: bool =
 
 def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
     run_dir = Path(config.output_dir)
+    if resume is None:
+        refuse_fresh_start(run_dir / "checkpoints")
     accelerator = Accelerator()
     state = TrainerState()
     checkpoint = None
