@@ -14,8 +14,10 @@ from explore.eval.metrics.rewardbench import parse_judgment
 from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.config import TrainConfig
-from explore.train.stream import WorldStream, judge_claims
+from explore.train.stream import WorldStream, checklist_judge_target, judge_claims
 from explore.world import HELD_OUT_PAIRS
+from explore.world.scene import Scene
+from explore.world.text import caption_objects, scene_facts
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -283,3 +285,37 @@ def test_world_examples_refuse_unknown_judge_kinds():
 
     with pytest.raises(ValueError, match="unknown judge kinds"):
         world_examples("train", 1, "judge", kinds=("wrong_colour",))
+
+
+def test_checklist_judge_targets_walk_answer_1_and_stop_at_its_first_unfaithful_object():
+    stream = WorldStream({"judge_checklist": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
+    kinds, preferred, compared = set(), set(), 0
+    for index in range(80):
+        task = stream.task_of(index)
+        example = stream.example(index, task)
+        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
+            assert task == "judge_compared" and "compared to" in example.answers[0]  # other pairs keep their target
+            compared += 1
+            continue
+        target = example.answers[0]
+        assert example.prompt.startswith(JUDGE_PROMPT_TEMPLATE[:60])
+        assert parse_judgment(target) == example.preferred
+        truth = scene_facts(Scene.from_dict(example.meta["scene"]))
+        named = caption_objects(example.responses[0])
+        steps = target.removeprefix("Answer 1 : ").split(" Overall Judgment:")[0].split(" . ")
+        checks = [step.rstrip(" .").rsplit(" ", 1) for step in steps]
+        for (phrase, check), obj in zip(checks, named):  # Answer 1's objects, in its order, each checked
+            assert phrase == "a {} {} {} at the {}".format(*obj) and phrase in example.responses[0]
+            assert check == ("yes" if obj in truth else "no")
+        # the walk ends at the first object the image does not show, or after the last when Answer 1 is faithful
+        assert len(checks) == (len(named) if example.preferred == 0 else [o in truth for o in named].index(False) + 1)
+        kinds.add(example.meta["kind"])
+        preferred.add(example.preferred)
+    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1} and compared >= 5
+
+
+def test_checklist_judge_target_refuses_a_pair_that_is_not_two_descriptions():
+    example = Example(id="x", task="judge", image=None, prompt="q", preferred=0, meta={"kind": "wrong_attribute"},
+                      responses=["The circle is blue.", "The circle is red."])  # fmt: skip
+    with pytest.raises(ValueError, match="not a world description pair"):
+        checklist_judge_target(example)

@@ -27,13 +27,14 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # verdict line); relation_stepwise (relation questions, the target both positions, the relation along the asked
 # axis, then the answer); shape_recoloured (a shape or shape-count question naming no colour, on the scene drawn in
 # unnamed colours: explore.world.examples.recoloured_shape_example); judge_description (judge_compared on full
-# descriptions that differ in one object's attribute only).
+# descriptions that differ in one object's attribute only); judge_checklist (the same prompt on description pairs, the
+# target a walk through Answer 1's objects, each checked against the image, then the verdict line).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
                           "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured",
-                          "judge_description")
+                          "judge_description", "judge_checklist")
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
 OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located",
-                                         "judge_description")
+                                         "judge_description", "judge_checklist")
 
 
 class ModelSection(StrictModel):

@@ -17,7 +17,10 @@ from explore.train.config import OFFICIAL_JUDGE_TASKS, TASKS
 from explore.world.examples import recoloured_shape_example, world_examples
 from explore.world.scene import SIZES, Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scene
-from explore.world.text import RELATION_SENTENCES, relation_steps, words
+from explore.world.text import RELATION_SENTENCES, caption_objects, relation_steps, scene_facts, words
+
+# Judge pairs whose two responses are whole scene descriptions (explore.world.judge.judge_pair).
+DESCRIPTION_KINDS: tuple[str, ...] = ("wrong_attribute_description", "invented_object")
 
 
 class WorldStream:
@@ -49,6 +52,12 @@ class WorldStream:
             ``judge_description``: ``judge_compared`` on one kind of pair only, full descriptions that differ in one
             object's attribute (``wrong_attribute_description``: the shipped judge's weak spot, 45% of 60 such
             pairs on world seed 31337, where it gets 96% of the rest).
+            ``judge_checklist``: the official prompt on the two kinds of description pair (one object's attribute
+            changed, or an object invented); the target walks through Answer 1's objects in its own order, each
+            copied with a yes / no from the image, and stops at the first no (:func:`checklist_judge_target`): the
+            judge checks one object at a time instead of finding the one word in which two long descriptions
+            differ. In a mix with ``judge_checklist`` every description pair (also those ``judge_compared`` and
+            ``judge_description`` draw) gets this target, so one prompt never has two target formats.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -70,6 +79,7 @@ class WorldStream:
                  recoloured_counts: str = "present") -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
+        self.checklist = "judge_checklist" in self.tasks
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -96,7 +106,8 @@ class WorldStream:
         world_task = {"relation": "vqa", "relation_stepwise": "vqa",
                       **dict.fromkeys(OFFICIAL_JUDGE_TASKS, "judge")}.get(task, task)  # fmt: skip
         select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},
-                  "judge_description": {"kinds": ("wrong_attribute_description",)}}.get(task, {})  # fmt: skip
+                  "judge_description": {"kinds": ("wrong_attribute_description",)},
+                  "judge_checklist": {"kinds": DESCRIPTION_KINDS}}.get(task, {})  # fmt: skip
         source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
                   "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
         examples = world_examples("train", 1, world_task, **source, **select)
@@ -107,6 +118,9 @@ class WorldStream:
             example.answers = [example.responses[example.preferred]]
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
+        description = example.task == "judge" and example.meta.get("kind") in DESCRIPTION_KINDS
+        if self.checklist and description and task in ("judge_compared", "judge_description", "judge_checklist"):
+            return checklist_judge_example(example)
         if task in ("judge_compared", "judge_located", "judge_description"):
             return compared_judge_example(example, located=task == "judge_located")
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
@@ -220,3 +234,41 @@ def compared_judge_example(example: Example, *, located: bool = False) -> Exampl
     prompt = judge_prompt(example.prompt, first, second)
     target = located_judge_target(example) if located else compared_judge_target(example)
     return replace(example, prompt=prompt, answers=[target])
+
+
+def checklist_judge_target(example: Example) -> str:
+    """The ``judge_checklist`` target of a world description pair in its stored order: Answer 1's objects in its
+    own order, each with its check against the scene, up to the first that fails, then the official verdict line::
+
+        Answer 1 : a small red star at the top left yes . a large purple cross at the bottom no .
+        Overall Judgment: Answer 2 is better.
+
+    The two responses describe the same scene but for one object, so Answer 1 holds an object the image does not
+    show exactly when Answer 2 is the faithful one. Each step copies the next object of the prompt's Answer 1 (a
+    monotone walk through the prompt) and ends in the one word decided on it.
+
+    Raises:
+        ValueError: the example is not a world description pair.
+    """
+    if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
+        raise ValueError(f"checklist_judge_target: {example.id} is not a world description pair "
+                         f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
+    truth = scene_facts(Scene.from_dict(example.meta["scene"]))
+    steps = []
+    for obj in caption_objects(example.responses[0]):
+        check = "yes" if obj in truth else "no"
+        steps.append("a {} {} {} at the {} ".format(*obj) + f"{check} .")
+        if check == "no":
+            break
+    holds = steps[-1].endswith("no .")
+    if holds == (example.preferred == 0):
+        raise ValueError(f"checklist_judge_target: the checks of {example.id} do not decide its pair: {steps}")
+    return f"Answer 1 : {' '.join(steps)} {verdict(example.preferred)}"
+
+
+def checklist_judge_example(example: Example) -> Example:
+    """A world description pair in the official judge prompt (stored order) with the
+    :func:`checklist_judge_target` as its target."""
+    first, second = example.responses
+    target = checklist_judge_target(example)
+    return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])

@@ -284,7 +284,12 @@ _OBJECT_RE = re.compile(
 
 def parse_caption(text: str) -> frozenset[tuple[str, str, str, str]]:
     """Objects a caption mentions, as a set of (size, colour, shape, position) tuples."""
-    return frozenset(_OBJECT_RE.findall(text.lower()))
+    return frozenset(caption_objects(text))
+
+
+def caption_objects(text: str) -> list[tuple[str, str, str, str]]:
+    """Objects a caption mentions, as (size, colour, shape, position) tuples in the order it names them."""
+    return _OBJECT_RE.findall(text.lower())
 
 
 def scene_facts(scene: Scene) -> frozenset[tuple[str, str, str, str]]:
