@@ -319,3 +319,27 @@ def test_checklist_judge_target_refuses_a_pair_that_is_not_two_descriptions():
                       responses=["The circle is blue.", "The circle is red."])  # fmt: skip
     with pytest.raises(ValueError, match="not a world description pair"):
         checklist_judge_target(example)
+
+
+def test_read_judge_targets_write_what_the_image_shows_in_each_objects_cell_before_the_check():
+    stream = WorldStream({"judge_read": 1.0}, templates=True, resolution=16)
+    empty, preferred = 0, set()
+    for index in range(60):
+        example = stream.example(index, "judge_read")
+        target = example.answers[0]
+        assert parse_judgment(target) == example.preferred
+        cells = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
+        steps = target.removeprefix("Answer 1 : ").split(" Overall Judgment:")[0].split(" . ")
+        named = caption_objects(example.responses[0])
+        assert [s.rstrip(" .") for s in steps[1::2]] == (["yes"] * (len(steps) // 2 - 1) + ["yes" if example.preferred == 0 else "no"])
+        for said, (size, colour, shape, position) in zip(steps[0::2], named):
+            there = cells.get(position)
+            shown = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
+            assert said == f"a {size} {colour} {shape} at the {position} , the image shows {shown}"
+            empty += there is None
+        preferred.add(example.preferred)
+    assert preferred == {0, 1} and empty >= 1
+    with pytest.raises(ValidationError, match="two target formats"):
+        config(ROOT, **{"data.judge_vocabulary": True,
+                        "stages": [{"name": "s", "steps": 2, "batch_size": 2, "lr": 1e-4,
+                                    "tasks": {"judge_checklist": 1.0, "judge_read": 1.0}}]})  # fmt: skip

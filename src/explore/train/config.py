@@ -28,13 +28,14 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # axis, then the answer); shape_recoloured (a shape or shape-count question naming no colour, on the scene drawn in
 # unnamed colours: explore.world.examples.recoloured_shape_example); judge_description (judge_compared on full
 # descriptions that differ in one object's attribute only); judge_checklist (the same prompt on description pairs, the
-# target a walk through Answer 1's objects, each checked against the image, then the verdict line).
+# target a walk through Answer 1's objects, each checked against the image, then the verdict line); judge_read (the
+# same walk, each step the answer's object, what the image shows in its cell, then yes / no).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
                           "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured",
-                          "judge_description", "judge_checklist")
+                          "judge_description", "judge_checklist", "judge_read")
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
 OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located",
-                                         "judge_description", "judge_checklist")
+                                         "judge_description", "judge_checklist", "judge_read")
 
 
 class ModelSection(StrictModel):
@@ -145,6 +146,9 @@ class StageSection(StrictModel):
         if value.get("relation", 0) > 0 and value.get("relation_stepwise", 0) > 0:
             raise ValueError("relation and relation_stepwise give the same prompts two target formats (a short "
                              "answer, a stepwise one); keep one of them in a stage")  # fmt: skip
+        if value.get("judge_checklist", 0) > 0 and value.get("judge_read", 0) > 0:
+            raise ValueError("judge_checklist and judge_read give description pairs two target formats; keep one of "
+                             "them in a stage")  # fmt: skip
         return value
 
     @model_validator(mode="after")

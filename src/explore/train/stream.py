@@ -58,6 +58,9 @@ class WorldStream:
             judge checks one object at a time instead of finding the one word in which two long descriptions
             differ. In a mix with ``judge_checklist`` every description pair (also those ``judge_compared`` and
             ``judge_description`` draw) gets this target, so one prompt never has two target formats.
+            ``judge_read``: the same walk, each step the answer's object, then what the image shows in that
+            object's cell (read like a caption), then yes / no (:func:`read_judge_target`): the check becomes a
+            comparison of two short phrases. The same rule: every description pair of the mix gets it.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -79,7 +82,7 @@ class WorldStream:
                  recoloured_counts: str = "present") -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
-        self.checklist = "judge_checklist" in self.tasks
+        self.description_target = next((t for t in ("judge_checklist", "judge_read") if t in self.tasks), None)
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -107,7 +110,8 @@ class WorldStream:
                       **dict.fromkeys(OFFICIAL_JUDGE_TASKS, "judge")}.get(task, task)  # fmt: skip
         select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},
                   "judge_description": {"kinds": ("wrong_attribute_description",)},
-                  "judge_checklist": {"kinds": DESCRIPTION_KINDS}}.get(task, {})  # fmt: skip
+                  "judge_checklist": {"kinds": DESCRIPTION_KINDS},
+                  "judge_read": {"kinds": DESCRIPTION_KINDS}}.get(task, {})  # fmt: skip
         source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
                   "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
         examples = world_examples("train", 1, world_task, **source, **select)
@@ -119,8 +123,9 @@ class WorldStream:
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
         description = example.task == "judge" and example.meta.get("kind") in DESCRIPTION_KINDS
-        if self.checklist and description and task in ("judge_compared", "judge_description", "judge_checklist"):
-            return checklist_judge_example(example)
+        if self.description_target and description and task in ("judge_compared", "judge_description",
+                                                                 "judge_checklist", "judge_read"):  # fmt: skip
+            return checklist_judge_example(example, read=self.description_target == "judge_read")
         if task in ("judge_compared", "judge_located", "judge_description"):
             return compared_judge_example(example, located=task == "judge_located")
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
@@ -266,9 +271,37 @@ def checklist_judge_target(example: Example) -> str:
     return f"Answer 1 : {' '.join(steps)} {verdict(example.preferred)}"
 
 
-def checklist_judge_example(example: Example) -> Example:
+def read_judge_target(example: Example) -> str:
+    """The ``judge_read`` target of a world description pair in its stored order: :func:`checklist_judge_target`'s
+    walk, each step Answer 1's object, what the image shows in that object's cell, then the check::
+
+        Answer 1 : a small red star at the top left , the image shows a small red star . yes . a large purple
+        cross at the bottom , the image shows a large blue cross . no . Overall Judgment: Answer 2 is better.
+
+    An empty cell reads "the image shows no object" (words of the judge vocabulary). The yes / no then compares two short phrases the target has just
+    written, instead of checking a phrase against the image in one word.
+
+    Raises:
+        ValueError: the example is not a world description pair.
+    """
+    checklist = checklist_judge_target(example)  # the walk, and the refusal of other pairs
+    scene = Scene.from_dict(example.meta["scene"])
+    by_cell = {obj.position: obj for obj in scene.objects}
+    steps = []
+    for size, colour, shape, position in caption_objects(example.responses[0]):
+        there = by_cell.get(position)
+        seen = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
+        check = "yes" if (there and (there.size, there.colour, there.shape) == (size, colour, shape)) else "no"
+        steps.append(f"a {size} {colour} {shape} at the {position} , the image shows {seen} . {check} .")
+        if check == "no":
+            break
+    verdict_line = checklist[checklist.index("Overall Judgment:") :]
+    return f"Answer 1 : {' '.join(steps)} {verdict_line}"
+
+
+def checklist_judge_example(example: Example, *, read: bool = False) -> Example:
     """A world description pair in the official judge prompt (stored order) with the
-    :func:`checklist_judge_target` as its target."""
+    :func:`checklist_judge_target` (``read``: the :func:`read_judge_target`) as its target."""
     first, second = example.responses
-    target = checklist_judge_target(example)
+    target = read_judge_target(example) if read else checklist_judge_target(example)
     return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
