@@ -274,8 +274,13 @@ def eval_command(
         examples = spec.load(replace(options, resolution=int(processor.image_processor.size["height"])))
     summary = run_task(vlm, processor, spec, examples, out, batch_size=batch_size if batch_size == "auto" else int(batch_size),
                        judge=judge, judge_samples=judge_samples, seed=seed, unparsed=unparsed, state=state)  # fmt: skip
-    if state is not None and not state.is_main_process:
-        return
+    if state is not None:
+        # Every process leaves the group together: one exiting while another's gloo threads still run aborted it
+        # ("terminate called without an active exception", exit -6) about once in a loaded test run.
+        state.wait_for_everyone()
+        state.destroy_process_group()
+        if not state.is_main_process:
+            return
     _print_summary(f"{model} on {task} ({summary['examples']} examples)", summary)
     shared = f" ({state.num_processes} processes)" if state is not None else ""
     typer.echo(f"wrote {out / 'predictions.jsonl'} and {out / 'summary.json'}{shared}")
