@@ -343,3 +343,27 @@ def test_read_judge_targets_write_what_the_image_shows_in_each_objects_cell_befo
         config(ROOT, **{"data.judge_vocabulary": True,
                         "stages": [{"name": "s", "steps": 2, "batch_size": 2, "lr": 1e-4,
                                     "tasks": {"judge_checklist": 1.0, "judge_read": 1.0}}]})  # fmt: skip
+
+
+def test_cell_judge_targets_read_each_cell_before_the_answers_words():
+    stream = WorldStream({"judge_cell": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
+    preferred = set()
+    for index in range(60):
+        example = stream.example(index, stream.task_of(index))
+        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
+            continue
+        target = example.answers[0]
+        assert parse_judgment(target) == example.preferred
+        cells = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
+        steps = target.removeprefix("Answer 1 : ").split(" Overall Judgment:")[0].split(" . ")
+        for said, check, (size, colour, shape, position) in zip(steps[0::2], steps[1::2], caption_objects(example.responses[0])):
+            there = cells.get(position)
+            shown = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
+            assert said == f"at the {position} : the image shows {shown} , the answer has a {size} {colour} {shape}"
+            assert check.rstrip(" .") == ("yes" if shown == f"a {size} {colour} {shape}" else "no")
+        preferred.add(example.preferred)
+    assert preferred == {0, 1}
+    with pytest.raises(ValidationError, match="two target formats"):
+        config(ROOT, **{"data.judge_vocabulary": True,
+                        "stages": [{"name": "s", "steps": 2, "batch_size": 2, "lr": 1e-4,
+                                    "tasks": {"judge_read": 1.0, "judge_cell": 1.0}}]})  # fmt: skip

@@ -29,13 +29,14 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # unnamed colours: explore.world.examples.recoloured_shape_example); judge_description (judge_compared on full
 # descriptions that differ in one object's attribute only); judge_checklist (the same prompt on description pairs, the
 # target a walk through Answer 1's objects, each checked against the image, then the verdict line); judge_read (the
-# same walk, each step the answer's object, what the image shows in its cell, then yes / no).
+# same walk, each step the answer's object, what the image shows in its cell, then yes / no); judge_cell (the same walk,
+# each step the object's cell first, what the image shows there, then the answer's object and yes / no).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
                           "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured",
-                          "judge_description", "judge_checklist", "judge_read")
+                          "judge_description", "judge_checklist", "judge_read", "judge_cell")
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
 OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located",
-                                         "judge_description", "judge_checklist", "judge_read")
+                                         "judge_description", "judge_checklist", "judge_read", "judge_cell")
 
 
 class ModelSection(StrictModel):
@@ -146,9 +147,10 @@ class StageSection(StrictModel):
         if value.get("relation", 0) > 0 and value.get("relation_stepwise", 0) > 0:
             raise ValueError("relation and relation_stepwise give the same prompts two target formats (a short "
                              "answer, a stepwise one); keep one of them in a stage")  # fmt: skip
-        if value.get("judge_checklist", 0) > 0 and value.get("judge_read", 0) > 0:
-            raise ValueError("judge_checklist and judge_read give description pairs two target formats; keep one of "
-                             "them in a stage")  # fmt: skip
+        walks = [t for t in ("judge_checklist", "judge_read", "judge_cell") if value.get(t, 0) > 0]
+        if len(walks) > 1:
+            raise ValueError(f"{' and '.join(walks)} give description pairs two target formats; keep one of them in "
+                             "a stage")  # fmt: skip
         return value
 
     @model_validator(mode="after")

@@ -61,6 +61,9 @@ class WorldStream:
             ``judge_read``: the same walk, each step the answer's object, then what the image shows in that
             object's cell (read like a caption), then yes / no (:func:`read_judge_target`): the check becomes a
             comparison of two short phrases. The same rule: every description pair of the mix gets it.
+            ``judge_cell``: the walk by cells: each step names the cell of Answer 1's next object, what the image
+            shows there, then the answer's object there and yes / no (:func:`read_judge_target` with ``cell_first``):
+            the read comes before the answer's words are in the target, so it cannot copy them from a step before.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -82,7 +85,8 @@ class WorldStream:
                  recoloured_counts: str = "present") -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
-        self.description_target = next((t for t in ("judge_checklist", "judge_read") if t in self.tasks), None)
+        self.description_target = next((t for t in ("judge_checklist", "judge_read", "judge_cell") if t in self.tasks),
+                                       None)  # fmt: skip
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -111,7 +115,8 @@ class WorldStream:
         select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},
                   "judge_description": {"kinds": ("wrong_attribute_description",)},
                   "judge_checklist": {"kinds": DESCRIPTION_KINDS},
-                  "judge_read": {"kinds": DESCRIPTION_KINDS}}.get(task, {})  # fmt: skip
+                  "judge_read": {"kinds": DESCRIPTION_KINDS},
+                  "judge_cell": {"kinds": DESCRIPTION_KINDS}}.get(task, {})  # fmt: skip
         source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
                   "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
         examples = world_examples("train", 1, world_task, **source, **select)
@@ -124,8 +129,9 @@ class WorldStream:
             return official_judge_example(example, stepwise=task == "judge_stepwise")
         description = example.task == "judge" and example.meta.get("kind") in DESCRIPTION_KINDS
         if self.description_target and description and task in ("judge_compared", "judge_description",
-                                                                 "judge_checklist", "judge_read"):  # fmt: skip
-            return checklist_judge_example(example, read=self.description_target == "judge_read")
+                                                                 "judge_checklist", "judge_read", "judge_cell"):  # fmt: skip
+            return checklist_judge_example(example, read={"judge_checklist": None, "judge_read": "object_first",
+                                                          "judge_cell": "cell_first"}[self.description_target])  # fmt: skip
         if task in ("judge_compared", "judge_located", "judge_description"):
             return compared_judge_example(example, located=task == "judge_located")
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
@@ -271,14 +277,16 @@ def checklist_judge_target(example: Example) -> str:
     return f"Answer 1 : {' '.join(steps)} {verdict(example.preferred)}"
 
 
-def read_judge_target(example: Example) -> str:
+def read_judge_target(example: Example, order: str = "object_first") -> str:
     """The ``judge_read`` target of a world description pair in its stored order: :func:`checklist_judge_target`'s
     walk, each step Answer 1's object, what the image shows in that object's cell, then the check::
 
         Answer 1 : a small red star at the top left , the image shows a small red star . yes . a large purple
         cross at the bottom , the image shows a large blue cross . no . Overall Judgment: Answer 2 is better.
 
-    An empty cell reads "the image shows no object" (words of the judge vocabulary). The yes / no then compares two short phrases the target has just
+    An empty cell reads "the image shows no object" (words of the judge vocabulary). ``order="cell_first"`` (the
+    ``judge_cell`` target) writes each step as "at the bottom : the image shows a large blue cross , the answer has a
+    large purple cross . no .": the read precedes the answer's words. The yes / no then compares two short phrases the target has just
     written, instead of checking a phrase against the image in one word.
 
     Raises:
@@ -292,16 +300,20 @@ def read_judge_target(example: Example) -> str:
         there = by_cell.get(position)
         seen = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
         check = "yes" if (there and (there.size, there.colour, there.shape) == (size, colour, shape)) else "no"
-        steps.append(f"a {size} {colour} {shape} at the {position} , the image shows {seen} . {check} .")
+        if order == "cell_first":
+            steps.append(f"at the {position} : the image shows {seen} , the answer has a {size} {colour} {shape} . "
+                         f"{check} .")  # fmt: skip
+        else:
+            steps.append(f"a {size} {colour} {shape} at the {position} , the image shows {seen} . {check} .")
         if check == "no":
             break
     verdict_line = checklist[checklist.index("Overall Judgment:") :]
     return f"Answer 1 : {' '.join(steps)} {verdict_line}"
 
 
-def checklist_judge_example(example: Example, *, read: bool = False) -> Example:
+def checklist_judge_example(example: Example, *, read: str | None = None) -> Example:
     """A world description pair in the official judge prompt (stored order) with the
-    :func:`checklist_judge_target` (``read``: the :func:`read_judge_target`) as its target."""
+    :func:`checklist_judge_target` (``read``: the :func:`read_judge_target` in that order) as its target."""
     first, second = example.responses
-    target = read_judge_target(example) if read else checklist_judge_target(example)
+    target = read_judge_target(example, read) if read else checklist_judge_target(example)
     return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
