@@ -62,8 +62,9 @@ class WorldStream:
             object's cell (read like a caption), then yes / no (:func:`read_judge_target`): the check becomes a
             comparison of two short phrases. The same rule: every description pair of the mix gets it.
             ``judge_cell``: the walk by cells: each step names the cell of Answer 1's next object, what the image
-            shows there, then the answer's object there and yes / no (:func:`read_judge_target` with ``cell_first``):
-            the read comes before the answer's words are in the target, so it cannot copy them from a step before.
+            shows there, then the answer's object there and yes / no (:func:`read_judge_target`,
+            ``order="cell_first"``): the read comes before the answer's words are in the target, so it cannot copy
+            them from a step before.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -128,10 +129,10 @@ class WorldStream:
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
         description = example.task == "judge" and example.meta.get("kind") in DESCRIPTION_KINDS
-        if self.description_target and description and task in ("judge_compared", "judge_description",
-                                                                 "judge_checklist", "judge_read", "judge_cell"):  # fmt: skip
-            return checklist_judge_example(example, read={"judge_checklist": None, "judge_read": "object_first",
-                                                          "judge_cell": "cell_first"}[self.description_target])  # fmt: skip
+        walked = ("judge_compared", "judge_description", "judge_checklist", "judge_read", "judge_cell")
+        if self.description_target and description and task in walked:
+            order = {"judge_read": "object_first", "judge_cell": "cell_first"}.get(self.description_target)
+            return checklist_judge_example(example, read=order)
         if task in ("judge_compared", "judge_located", "judge_description"):
             return compared_judge_example(example, located=task == "judge_located")
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
@@ -284,14 +285,16 @@ def read_judge_target(example: Example, order: str = "object_first") -> str:
         Answer 1 : a small red star at the top left , the image shows a small red star . yes . a large purple
         cross at the bottom , the image shows a large blue cross . no . Overall Judgment: Answer 2 is better.
 
-    An empty cell reads "the image shows no object" (words of the judge vocabulary). ``order="cell_first"`` (the
-    ``judge_cell`` target) writes each step as "at the bottom : the image shows a large blue cross , the answer has a
-    large purple cross . no .": the read precedes the answer's words. The yes / no then compares two short phrases the target has just
-    written, instead of checking a phrase against the image in one word.
+    An empty cell reads "the image shows no object" (words of the judge vocabulary). The yes / no then compares two
+    short phrases the target has just written, instead of checking a phrase against the image in one word.
+    ``order="cell_first"`` (the ``judge_cell`` target) writes each step as "at the bottom : the image shows a large
+    blue cross , the answer has a large purple cross . no .": the read precedes the answer's words.
 
     Raises:
-        ValueError: the example is not a world description pair.
+        ValueError: the example is not a world description pair, or an unknown ``order``.
     """
+    if order not in ("object_first", "cell_first"):
+        raise ValueError(f"read_judge_target: unknown order {order!r}; expected object_first or cell_first")
     checklist = checklist_judge_target(example)  # the walk, and the refusal of other pairs
     scene = Scene.from_dict(example.meta["scene"])
     by_cell = {obj.position: obj for obj in scene.objects}
