@@ -14,7 +14,7 @@ from explore.eval.metrics.rewardbench import parse_judgment
 from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.config import TrainConfig
-from explore.train.stream import WorldStream, checklist_judge_target, judge_claims
+from explore.train.stream import WorldStream, judge_claims, walk_judge_target
 from explore.world import HELD_OUT_PAIRS
 from explore.world.scene import Scene
 from explore.world.text import caption_objects, scene_facts
@@ -318,7 +318,7 @@ def test_checklist_judge_target_refuses_a_pair_that_is_not_two_descriptions():
     example = Example(id="x", task="judge", image=None, prompt="q", preferred=0, meta={"kind": "wrong_attribute"},
                       responses=["The circle is blue.", "The circle is red."])  # fmt: skip
     with pytest.raises(ValueError, match="not a world description pair"):
-        checklist_judge_target(example)
+        walk_judge_target(example)
 
 
 def test_read_judge_targets_write_what_the_image_shows_in_each_objects_cell_before_the_check():

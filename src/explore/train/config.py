@@ -34,6 +34,10 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
                           "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured",
                           "judge_description", "judge_checklist", "judge_read", "judge_cell")
+# Tasks that give every description pair of their mix a walk through Answer 1's objects (explore.train.stream), each
+# with the step format it writes: at most one of them in a stage.
+DESCRIPTION_WALKS: dict[str, str] = {"judge_checklist": "checklist", "judge_read": "object_first",
+                                     "judge_cell": "cell_first"}  # fmt: skip
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
 OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located",
                                          "judge_description", "judge_checklist", "judge_read", "judge_cell")
@@ -147,7 +151,7 @@ class StageSection(StrictModel):
         if value.get("relation", 0) > 0 and value.get("relation_stepwise", 0) > 0:
             raise ValueError("relation and relation_stepwise give the same prompts two target formats (a short "
                              "answer, a stepwise one); keep one of them in a stage")  # fmt: skip
-        walks = [t for t in ("judge_checklist", "judge_read", "judge_cell") if value.get(t, 0) > 0]
+        walks = [t for t in DESCRIPTION_WALKS if value.get(t, 0) > 0]
         if len(walks) > 1:
             raise ValueError(f"{' and '.join(walks)} give description pairs two target formats; keep one of them in "
                              "a stage")  # fmt: skip

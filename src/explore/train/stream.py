@@ -13,11 +13,11 @@ import numpy as np
 
 from explore.data.example import Example
 from explore.data.judge_prompt import judge_prompt, verdict
-from explore.train.config import OFFICIAL_JUDGE_TASKS, TASKS
+from explore.train.config import DESCRIPTION_WALKS, OFFICIAL_JUDGE_TASKS, TASKS
 from explore.world.examples import recoloured_shape_example, world_examples
 from explore.world.scene import SIZES, Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scene
-from explore.world.text import RELATION_SENTENCES, caption_objects, relation_steps, scene_facts, words
+from explore.world.text import RELATION_SENTENCES, caption_objects, relation_steps, words
 
 # Judge pairs whose two responses are whole scene descriptions (explore.world.judge.judge_pair).
 DESCRIPTION_KINDS: tuple[str, ...] = ("wrong_attribute_description", "invented_object")
@@ -54,17 +54,16 @@ class WorldStream:
             pairs on world seed 31337, where it gets 96% of the rest).
             ``judge_checklist``: the official prompt on the two kinds of description pair (one object's attribute
             changed, or an object invented); the target walks through Answer 1's objects in its own order, each
-            copied with a yes / no from the image, and stops at the first no (:func:`checklist_judge_target`): the
+            copied with a yes / no from the image, and stops at the first no (:func:`walk_judge_target`): the
             judge checks one object at a time instead of finding the one word in which two long descriptions
             differ. In a mix with ``judge_checklist`` every description pair (also those ``judge_compared`` and
             ``judge_description`` draw) gets this target, so one prompt never has two target formats.
             ``judge_read``: the same walk, each step the answer's object, then what the image shows in that
-            object's cell (read like a caption), then yes / no (:func:`read_judge_target`): the check becomes a
+            object's cell (read like a caption), then yes / no (:func:`walk_judge_target`): the check becomes a
             comparison of two short phrases. The same rule: every description pair of the mix gets it.
             ``judge_cell``: the walk by cells: each step names the cell of Answer 1's next object, what the image
-            shows there, then the answer's object there and yes / no (:func:`read_judge_target`,
-            ``order="cell_first"``): the read comes before the answer's words are in the target, so it cannot copy
-            them from a step before.
+            shows there, then the answer's object there and yes / no (:func:`walk_judge_target`): the read comes
+            before the answer's words are in the target, so it cannot copy them from a step before.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -86,8 +85,8 @@ class WorldStream:
                  recoloured_counts: str = "present") -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
-        self.description_target = next((t for t in ("judge_checklist", "judge_read", "judge_cell") if t in self.tasks),
-                                       None)  # fmt: skip
+        # the step format of the mix's description-pair walk (the config allows one), else None
+        self.walk = next((DESCRIPTION_WALKS[t] for t in self.tasks if t in DESCRIPTION_WALKS), None)
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -115,9 +114,7 @@ class WorldStream:
                       **dict.fromkeys(OFFICIAL_JUDGE_TASKS, "judge")}.get(task, task)  # fmt: skip
         select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},
                   "judge_description": {"kinds": ("wrong_attribute_description",)},
-                  "judge_checklist": {"kinds": DESCRIPTION_KINDS},
-                  "judge_read": {"kinds": DESCRIPTION_KINDS},
-                  "judge_cell": {"kinds": DESCRIPTION_KINDS}}.get(task, {})  # fmt: skip
+                  **{walk: {"kinds": DESCRIPTION_KINDS} for walk in DESCRIPTION_WALKS}}.get(task, {})  # fmt: skip
         source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
                   "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
         examples = world_examples("train", 1, world_task, **source, **select)
@@ -128,11 +125,8 @@ class WorldStream:
             example.answers = [example.responses[example.preferred]]
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
-        description = example.task == "judge" and example.meta.get("kind") in DESCRIPTION_KINDS
-        walked = ("judge_compared", "judge_description", "judge_checklist", "judge_read", "judge_cell")
-        if self.description_target and description and task in walked:
-            order = {"judge_read": "object_first", "judge_cell": "cell_first"}.get(self.description_target)
-            return checklist_judge_example(example, read=order)
+        if self.walk and task in OFFICIAL_JUDGE_TASKS and example.meta.get("kind") in DESCRIPTION_KINDS:
+            return walk_judge_example(example, self.walk)
         if task in ("judge_compared", "judge_located", "judge_description"):
             return compared_judge_example(example, located=task == "judge_located")
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
@@ -248,75 +242,58 @@ def compared_judge_example(example: Example, *, located: bool = False) -> Exampl
     return replace(example, prompt=prompt, answers=[target])
 
 
-def checklist_judge_target(example: Example) -> str:
-    """The ``judge_checklist`` target of a world description pair in its stored order: Answer 1's objects in its
-    own order, each with its check against the scene, up to the first that fails, then the official verdict line::
+def walk_judge_target(example: Example, step: str = "checklist") -> str:
+    """The target of a world description pair (stored order) for the description walks (``judge_checklist``,
+    ``judge_read``, ``judge_cell``): Answer 1's objects in its own order, each checked against the scene, up to the
+    first that fails, then the official verdict line. The two responses describe the same scene but for one object, so
+    Answer 1 holds an object the image does not show exactly when Answer 2 is the faithful one. ``step`` is how each
+    step is written (:data:`explore.train.config.DESCRIPTION_WALKS`):
+
+    - ``checklist``: the object copied from the prompt, then yes / no::
 
         Answer 1 : a small red star at the top left yes . a large purple cross at the bottom no .
         Overall Judgment: Answer 2 is better.
 
-    The two responses describe the same scene but for one object, so Answer 1 holds an object the image does not
-    show exactly when Answer 2 is the faithful one. Each step copies the next object of the prompt's Answer 1 (a
-    monotone walk through the prompt) and ends in the one word decided on it.
+    - ``object_first``: the object, what the image shows in its cell ("no object" when empty), then the check::
+
+        Answer 1 : a small red star at the top left , the image shows a small red star . yes . ...
+
+    - ``cell_first``: the cell, what the image shows there, then the answer's object and the check (the read precedes
+      the answer's words)::
+
+        Answer 1 : at the bottom : the image shows a large blue cross , the answer has a large purple cross . no . ...
 
     Raises:
-        ValueError: the example is not a world description pair.
+        ValueError: the example is not a world description pair, an unknown ``step``, or checks that do not decide
+            the pair.
     """
     if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
-        raise ValueError(f"checklist_judge_target: {example.id} is not a world description pair "
+        raise ValueError(f"walk_judge_target: {example.id} is not a world description pair "
                          f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
-    truth = scene_facts(Scene.from_dict(example.meta["scene"]))
-    steps = []
-    for obj in caption_objects(example.responses[0]):
-        check = "yes" if obj in truth else "no"
-        steps.append("a {} {} {} at the {} ".format(*obj) + f"{check} .")
-        if check == "no":
-            break
-    holds = steps[-1].endswith("no .")
-    if holds == (example.preferred == 0):
-        raise ValueError(f"checklist_judge_target: the checks of {example.id} do not decide its pair: {steps}")
-    return f"Answer 1 : {' '.join(steps)} {verdict(example.preferred)}"
-
-
-def read_judge_target(example: Example, order: str = "object_first") -> str:
-    """The ``judge_read`` target of a world description pair in its stored order: :func:`checklist_judge_target`'s
-    walk, each step Answer 1's object, what the image shows in that object's cell, then the check::
-
-        Answer 1 : a small red star at the top left , the image shows a small red star . yes . a large purple
-        cross at the bottom , the image shows a large blue cross . no . Overall Judgment: Answer 2 is better.
-
-    An empty cell reads "the image shows no object" (words of the judge vocabulary). The yes / no then compares two
-    short phrases the target has just written, instead of checking a phrase against the image in one word.
-    ``order="cell_first"`` (the ``judge_cell`` target) writes each step as "at the bottom : the image shows a large
-    blue cross , the answer has a large purple cross . no .": the read precedes the answer's words.
-
-    Raises:
-        ValueError: the example is not a world description pair, or an unknown ``order``.
-    """
-    if order not in ("object_first", "cell_first"):
-        raise ValueError(f"read_judge_target: unknown order {order!r}; expected object_first or cell_first")
-    checklist = checklist_judge_target(example)  # the walk, and the refusal of other pairs
-    scene = Scene.from_dict(example.meta["scene"])
-    by_cell = {obj.position: obj for obj in scene.objects}
-    steps = []
+    if step not in DESCRIPTION_WALKS.values():
+        raise ValueError(f"walk_judge_target: unknown step {step!r}; expected one of "
+                         f"{sorted(DESCRIPTION_WALKS.values())}")  # fmt: skip
+    by_cell = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
+    steps, check = [], "yes"
     for size, colour, shape, position in caption_objects(example.responses[0]):
         there = by_cell.get(position)
         seen = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
-        check = "yes" if (there and (there.size, there.colour, there.shape) == (size, colour, shape)) else "no"
-        if order == "cell_first":
-            steps.append(f"at the {position} : the image shows {seen} , the answer has a {size} {colour} {shape} . "
-                         f"{check} .")  # fmt: skip
-        else:
-            steps.append(f"a {size} {colour} {shape} at the {position} , the image shows {seen} . {check} .")
+        said = f"a {size} {colour} {shape}"
+        check = "yes" if seen == said else "no"  # a cell holds one object at most
+        steps.append({"checklist": f"{said} at the {position} {check} .",
+                      "object_first": f"{said} at the {position} , the image shows {seen} . {check} .",
+                      "cell_first": f"at the {position} : the image shows {seen} , the answer has {said} . {check} ."
+                      }[step])  # fmt: skip
         if check == "no":
             break
-    verdict_line = checklist[checklist.index("Overall Judgment:") :]
-    return f"Answer 1 : {' '.join(steps)} {verdict_line}"
+    if (check == "no") == (example.preferred == 0):
+        raise ValueError(f"walk_judge_target: the checks of {example.id} do not decide its pair: {steps}")
+    return f"Answer 1 : {' '.join(steps)} {verdict(example.preferred)}"
 
 
-def checklist_judge_example(example: Example, *, read: str | None = None) -> Example:
-    """A world description pair in the official judge prompt (stored order) with the
-    :func:`checklist_judge_target` (``read``: the :func:`read_judge_target` in that order) as its target."""
+def walk_judge_example(example: Example, step: str = "checklist") -> Example:
+    """A world description pair in the official judge prompt (stored order) with the :func:`walk_judge_target` as its
+    target."""
     first, second = example.responses
-    target = read_judge_target(example, read) if read else checklist_judge_target(example)
-    return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
+    return replace(example, prompt=judge_prompt(example.prompt, first, second),
+                   answers=[walk_judge_target(example, step)])  # fmt: skip
