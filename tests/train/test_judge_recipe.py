@@ -14,7 +14,7 @@ from explore.eval.metrics.rewardbench import parse_judgment
 from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.config import TrainConfig
-from explore.train.stream import WorldStream, judge_claims, walk_judge_target
+from explore.train.stream import WorldStream, diff_judge_target, judge_claims, walk_judge_target
 from explore.world import HELD_OUT_PAIRS
 from explore.world.scene import Scene
 from explore.world.text import caption_objects, scene_facts
@@ -367,3 +367,40 @@ def test_cell_judge_targets_read_each_cell_before_the_answers_words():
         config(ROOT, **{"data.judge_vocabulary": True,
                         "stages": [{"name": "s", "steps": 2, "batch_size": 2, "lr": 1e-4,
                                     "tasks": {"judge_read": 1.0, "judge_cell": 1.0}}]})  # fmt: skip
+
+
+def test_diff_judge_targets_state_the_differing_object_of_both_answers_then_read_its_cell():
+    stream = WorldStream({"judge_diff": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
+    kinds, preferred, compared = set(), set(), 0
+    for index in range(80):
+        task = stream.task_of(index)
+        example = stream.example(index, task)
+        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
+            assert task == "judge_compared" and "compared to" in example.answers[0]  # other pairs keep their target
+            compared += 1
+            continue
+        target = example.answers[0]
+        assert parse_judgment(target) == example.preferred
+        stated = [set(caption_objects(response)) for response in example.responses]
+        (first, second, read, checks) = target.split(" Overall Judgment:")[0].rstrip(" .").split(" . ")
+        # each answer's version of the one object they differ in, in the prompt's order ("no ..." if it has none)
+        for k, step in enumerate((first, second)):
+            (obj,) = stated[k] - stated[1 - k] or stated[1 - k] - stated[k]
+            said = "a {} {} {} at the {}".format(*obj)
+            assert step == f"Answer {k + 1} : " + (said if obj in stated[k] else "no" + said.removeprefix("a"))
+        there = next((o for o in Scene.from_dict(example.meta["scene"]).objects if o.position == obj[3]), None)
+        shown = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
+        assert read == f"at the {obj[3]} the image shows {shown}"
+        assert checks.split() == ["yes" if k == example.preferred else "no" for k in range(2)]
+        kinds.add(example.meta["kind"])
+        preferred.add(example.preferred)
+    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1} and compared >= 5
+    with pytest.raises(ValueError, match="not a world description pair"):
+        diff_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
+                                  meta={"kind": "wrong_attribute"}, responses=["The circle is blue.", "The circle is red."]))  # fmt: skip
+    with pytest.raises(ValueError, match="unknown step 'diff'"):
+        walk_judge_target(example, "diff")
+    with pytest.raises(ValidationError, match="two target formats"):
+        config(ROOT, **{"data.judge_vocabulary": True,
+                        "stages": [{"name": "s", "steps": 2, "batch_size": 2, "lr": 1e-4,
+                                    "tasks": {"judge_cell": 1.0, "judge_diff": 1.0}}]})  # fmt: skip

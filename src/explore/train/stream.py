@@ -64,6 +64,11 @@ class WorldStream:
             ``judge_cell``: the walk by cells: each step names the cell of Answer 1's next object, what the image
             shows there, then the answer's object there and yes / no (:func:`walk_judge_target`): the read comes
             before the answer's words are in the target, so it cannot copy them from a step before.
+            ``judge_diff``: the object in which the two descriptions differ, as Answer 1 and then Answer 2 state
+            it, then what the image shows in its cell, the two yes / no and the verdict line
+            (:func:`diff_judge_target`): finding the difference is a text step written before the image is read,
+            and the read is a choice between the two stated objects. The same rule: every description pair of the
+            mix gets it.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -270,9 +275,9 @@ def walk_judge_target(example: Example, step: str = "checklist") -> str:
     if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
         raise ValueError(f"walk_judge_target: {example.id} is not a world description pair "
                          f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
-    if step not in DESCRIPTION_WALKS.values():
-        raise ValueError(f"walk_judge_target: unknown step {step!r}; expected one of "
-                         f"{sorted(DESCRIPTION_WALKS.values())}")  # fmt: skip
+    steps_known = sorted(set(DESCRIPTION_WALKS.values()) - {"diff"})  # diff is not a walk: diff_judge_target
+    if step not in steps_known:
+        raise ValueError(f"walk_judge_target: unknown step {step!r}; expected one of {steps_known}")
     by_cell = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
     steps, check = [], "yes"
     for size, colour, shape, position in caption_objects(example.responses[0]):
@@ -291,9 +296,44 @@ def walk_judge_target(example: Example, step: str = "checklist") -> str:
     return f"Answer 1 : {' '.join(steps)} {verdict(example.preferred)}"
 
 
+def diff_judge_target(example: Example) -> str:
+    """The ``judge_diff`` target of a world description pair (stored order): the object in which the two responses
+    differ as each states it ("no ..." for the response without an invented object), what the image shows in that
+    object's cell, the two yes / no, then the official verdict line::
+
+        Answer 1 : a small pink circle at the bottom left . Answer 2 : a large pink circle at the bottom left .
+        at the bottom left the image shows a large pink circle . no yes . Overall Judgment: Answer 2 is better.
+
+    Raises:
+        ValueError: the example is not a world description pair, or its responses differ in more than one object.
+    """
+    if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
+        raise ValueError(f"diff_judge_target: {example.id} is not a world description pair "
+                         f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
+    stated = [caption_objects(response) for response in example.responses]
+    only = [[obj for obj in objects if obj not in stated[1 - k]] for k, objects in enumerate(stated)]
+    changed = [obj for objects in only for obj in objects]
+    if len(changed) not in (1, 2) or len({obj[3] for obj in changed}) != 1:
+        raise ValueError(f"diff_judge_target: the responses of {example.id} do not differ in one object: "
+                         f"{[' '.join(obj) for obj in changed]}")  # fmt: skip
+    position = changed[0][3]
+    there = next((obj for obj in Scene.from_dict(example.meta["scene"]).objects if obj.position == position), None)
+    seen = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
+    claims, checks = [], []
+    for objects in only:
+        size, colour, shape, _ = objects[0] if objects else changed[0]
+        said = f"a {size} {colour} {shape}" if objects else f"no {size} {colour} {shape}"
+        claims.append(f"{said} at the {position}")
+        checks.append("yes" if said == seen or (not objects and there is None) else "no")
+    if checks != ["yes" if k == example.preferred else "no" for k in range(2)]:
+        raise ValueError(f"diff_judge_target: the read of {example.id} ({seen}) does not decide its pair: {claims}")
+    steps = " ".join(f"Answer {k + 1} : {claim} ." for k, claim in enumerate(claims))
+    return f"{steps} at the {position} the image shows {seen} . {' '.join(checks)} . {verdict(example.preferred)}"
+
+
 def walk_judge_example(example: Example, step: str = "checklist") -> Example:
-    """A world description pair in the official judge prompt (stored order) with the :func:`walk_judge_target` as its
-    target."""
+    """A world description pair in the official judge prompt (stored order) with its description target: the
+    :func:`walk_judge_target` for a walk's ``step``, the :func:`diff_judge_target` for ``"diff"``."""
     first, second = example.responses
-    return replace(example, prompt=judge_prompt(example.prompt, first, second),
-                   answers=[walk_judge_target(example, step)])  # fmt: skip
+    target = diff_judge_target(example) if step == "diff" else walk_judge_target(example, step)
+    return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
