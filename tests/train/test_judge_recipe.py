@@ -14,7 +14,7 @@ from explore.eval.metrics.rewardbench import parse_judgment
 from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.config import TrainConfig
-from explore.train.stream import WorldStream, diff_judge_target, judge_claims, walk_judge_target
+from explore.train.stream import WorldStream, diff_judge_target, judge_claims, walk_judge_target, zip_judge_target
 from explore.world import HELD_OUT_PAIRS
 from explore.world.scene import Scene
 from explore.world.text import caption_objects, scene_facts
@@ -404,3 +404,35 @@ def test_diff_judge_targets_state_the_differing_object_of_both_answers_then_read
         config(ROOT, **{"data.judge_vocabulary": True,
                         "stages": [{"name": "s", "steps": 2, "batch_size": 2, "lr": 1e-4,
                                     "tasks": {"judge_cell": 1.0, "judge_diff": 1.0}}]})  # fmt: skip
+
+
+def test_zip_judge_targets_walk_both_answers_side_by_side_to_their_first_difference():
+    stream = WorldStream({"judge_zip": 1.0}, templates=True, resolution=16)
+    kinds, preferred, walked = set(), set(), 0
+    for index in range(60):
+        example = stream.example(index, "judge_zip")
+        target = example.answers[0]
+        assert parse_judgment(target) == example.preferred
+        stated = [caption_objects(response) for response in example.responses]
+        cells = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
+        steps = target.split(" Overall Judgment:")[0].split(" . Answer 1 : ")
+        for k, step in enumerate(steps):  # step k: both answers' k-th objects, then "both" or the read and checks
+            said = ["a {} {} {} at the {}".format(*objects[k]) if k < len(objects) else "no object" for objects in stated]
+            head = f"Answer 1 : {said[0]} . Answer 2 : {said[1]}".removeprefix("Answer 1 : " if k else "")
+            assert step.startswith(head)
+            if said[0] == said[1]:
+                assert step == head + " . both"
+                walked += 1
+                continue
+            assert k == len(steps) - 1  # the walk stops at the first difference
+            (cell,) = {objects[k][3] for j, objects in enumerate(stated) if k < len(objects) and objects[k] not in stated[1 - j]}
+            there = cells.get(cell)
+            shown = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
+            checks = " ".join("yes" if j == example.preferred else "no" for j in range(2))
+            assert step == f"{head} . at the {cell} the image shows {shown} . {checks} ."
+        kinds.add(example.meta["kind"])
+        preferred.add(example.preferred)
+    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1} and walked >= 10
+    with pytest.raises(ValueError, match="not a world description pair"):
+        zip_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
+                                 meta={"kind": "wrong_count"}, responses=["There is 1 star.", "There are 3 stars."]))  # fmt: skip

@@ -69,6 +69,9 @@ class WorldStream:
             (:func:`diff_judge_target`): finding the difference is a text step written before the image is read,
             and the read is a choice between the two stated objects. The same rule: every description pair of the
             mix gets it.
+            ``judge_zip``: both descriptions' objects side by side in their order, "both" after each pair that
+            agrees, and at the first that does not, the read of its cell, the two yes / no and the verdict line
+            (:func:`zip_judge_target`): the difference is found one short comparison at a time. The same rule.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -275,7 +278,7 @@ def walk_judge_target(example: Example, step: str = "checklist") -> str:
     if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
         raise ValueError(f"walk_judge_target: {example.id} is not a world description pair "
                          f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
-    steps_known = sorted(set(DESCRIPTION_WALKS.values()) - {"diff"})  # diff is not a walk: diff_judge_target
+    steps_known = sorted(set(DESCRIPTION_WALKS.values()) - set(DESCRIPTION_TARGETS))
     if step not in steps_known:
         raise ValueError(f"walk_judge_target: unknown step {step!r}; expected one of {steps_known}")
     by_cell = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
@@ -331,9 +334,55 @@ def diff_judge_target(example: Example) -> str:
     return f"{steps} at the {position} the image shows {seen} . {' '.join(checks)} . {verdict(example.preferred)}"
 
 
+def zip_judge_target(example: Example) -> str:
+    """The ``judge_zip`` target of a world description pair (stored order): the two responses' objects side by side in
+    their order (both name the scene's objects in reading order), "both" after each pair that agrees, and at the first
+    pair that does not, what the image shows in the cell of the object only one response has, the two yes / no and the
+    official verdict line::
+
+        Answer 1 : a small red star at the top left . Answer 2 : a small red star at the top left . both . Answer 1 :
+        a large purple cross at the bottom . Answer 2 : a large blue cross at the bottom . at the bottom the image
+        shows a large blue cross . no yes . Overall Judgment: Answer 2 is better.
+
+    A response that has no object left is "no object". ("both" and not "same": the judge vocabulary has no "same".)
+
+    Raises:
+        ValueError: the example is not a world description pair, or the read does not decide it.
+    """
+    if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
+        raise ValueError(f"zip_judge_target: {example.id} is not a world description pair "
+                         f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
+    stated = [caption_objects(response) for response in example.responses]
+    by_cell = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
+    steps = []
+    for k in range(max(map(len, stated))):
+        pair = [objects[k] if k < len(objects) else None for objects in stated]
+        said = ["no object" if obj is None else "a {} {} {} at the {}".format(*obj) for obj in pair]
+        steps.append(f"Answer 1 : {said[0]} . Answer 2 : {said[1]} .")
+        if pair[0] == pair[1]:
+            steps.append("both .")
+            continue
+        # the object only one response has: the changed one (both sides), or the invented one
+        single = next(obj for j, obj in enumerate(pair) if obj is not None and obj not in stated[1 - j])
+        there = by_cell.get(single[3])
+        seen = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
+        faithful = [obj is not None and obj[3] == single[3] and seen == "a {} {} {}".format(*obj[:3])
+                    or (obj is None or obj[3] != single[3]) and there is None for obj in pair]  # fmt: skip
+        checks = ["yes" if ok else "no" for ok in faithful]
+        if checks != ["yes" if j == example.preferred else "no" for j in range(2)]:
+            raise ValueError(f"zip_judge_target: the read of {example.id} ({seen}) does not decide its pair: {said}")
+        steps.append(f"at the {single[3]} the image shows {seen} . {' '.join(checks)} .")
+        return f"{' '.join(steps)} {verdict(example.preferred)}"
+    raise ValueError(f"zip_judge_target: the responses of {example.id} name the same objects")
+
+
+DESCRIPTION_TARGETS = {"diff": diff_judge_target, "zip": zip_judge_target}  # the description formats that are not walks
+
+
 def walk_judge_example(example: Example, step: str = "checklist") -> Example:
     """A world description pair in the official judge prompt (stored order) with its description target: the
-    :func:`walk_judge_target` for a walk's ``step``, the :func:`diff_judge_target` for ``"diff"``."""
+    :func:`walk_judge_target` for a walk's ``step``, :func:`diff_judge_target` for ``"diff"`` and
+    :func:`zip_judge_target` for ``"zip"``."""
     first, second = example.responses
-    target = diff_judge_target(example) if step == "diff" else walk_judge_target(example, step)
+    target = DESCRIPTION_TARGETS[step](example) if step in DESCRIPTION_TARGETS else walk_judge_target(example, step)
     return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
