@@ -250,6 +250,12 @@ def compared_judge_example(example: Example, *, located: bool = False) -> Exampl
     return replace(example, prompt=prompt, answers=[target])
 
 
+def _require_description_pair(example: Example, caller: str) -> None:
+    if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
+        raise ValueError(f"{caller}: {example.id} is not a world description pair "
+                         f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
+
+
 def walk_judge_target(example: Example, step: str = "checklist") -> str:
     """The target of a world description pair (stored order) for the description walks (``judge_checklist``,
     ``judge_read``, ``judge_cell``): Answer 1's objects in its own order, each checked against the scene, up to the
@@ -275,9 +281,7 @@ def walk_judge_target(example: Example, step: str = "checklist") -> str:
         ValueError: the example is not a world description pair, an unknown ``step``, or checks that do not decide
             the pair.
     """
-    if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
-        raise ValueError(f"walk_judge_target: {example.id} is not a world description pair "
-                         f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
+    _require_description_pair(example, "walk_judge_target")
     steps_known = sorted(set(DESCRIPTION_WALKS.values()) - set(DESCRIPTION_TARGETS))
     if step not in steps_known:
         raise ValueError(f"walk_judge_target: unknown step {step!r}; expected one of {steps_known}")
@@ -310,9 +314,7 @@ def diff_judge_target(example: Example) -> str:
     Raises:
         ValueError: the example is not a world description pair, or its responses differ in more than one object.
     """
-    if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
-        raise ValueError(f"diff_judge_target: {example.id} is not a world description pair "
-                         f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
+    _require_description_pair(example, "diff_judge_target")
     stated = [caption_objects(response) for response in example.responses]
     only = [[obj for obj in objects if obj not in stated[1 - k]] for k, objects in enumerate(stated)]
     changed = [obj for objects in only for obj in objects]
@@ -349,9 +351,7 @@ def zip_judge_target(example: Example) -> str:
     Raises:
         ValueError: the example is not a world description pair, or the read does not decide it.
     """
-    if example.task != "judge" or example.meta.get("kind") not in DESCRIPTION_KINDS:
-        raise ValueError(f"zip_judge_target: {example.id} is not a world description pair "
-                         f"(kind {example.meta.get('kind')!r}); expected one of {DESCRIPTION_KINDS}")  # fmt: skip
+    _require_description_pair(example, "zip_judge_target")
     stated = [caption_objects(response) for response in example.responses]
     by_cell = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
     steps = []
