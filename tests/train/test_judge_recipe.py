@@ -14,7 +14,14 @@ from explore.eval.metrics.rewardbench import parse_judgment
 from explore.models.loading import load_model
 from explore.train import loop
 from explore.train.config import TrainConfig
-from explore.train.stream import WorldStream, diff_judge_target, judge_claims, walk_judge_target, zip_judge_target
+from explore.train.stream import (
+    WorldStream,
+    copy_judge_target,
+    diff_judge_target,
+    judge_claims,
+    walk_judge_target,
+    zip_judge_target,
+)
 from explore.world import HELD_OUT_PAIRS
 from explore.world.scene import Scene
 from explore.world.text import caption_objects, scene_facts
@@ -436,3 +443,23 @@ def test_zip_judge_targets_walk_both_answers_side_by_side_to_their_first_differe
     with pytest.raises(ValueError, match="not a world description pair"):
         zip_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
                                  meta={"kind": "wrong_count"}, responses=["There is 1 star.", "There are 3 stars."]))  # fmt: skip
+
+
+def test_copy_judge_targets_copy_the_faithful_description_then_give_the_official_verdict():
+    stream = WorldStream({"judge_copy": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
+    preferred, described = set(), 0
+    for index in range(60):
+        example = stream.example(index, stream.task_of(index))
+        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
+            assert "compared to" in example.answers[0]
+            continue
+        copied, verdict_line = example.answers[0].split(" . Overall Judgment:")
+        assert copied == example.responses[example.preferred] != example.responses[1 - example.preferred]
+        assert set(caption_objects(copied)) == scene_facts(Scene.from_dict(example.meta["scene"]))
+        assert parse_judgment(example.answers[0]) == example.preferred
+        preferred.add(example.preferred)
+        described += 1
+    assert preferred == {0, 1} and described >= 10
+    with pytest.raises(ValueError, match="not a world description pair"):
+        copy_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
+                                  meta={"kind": "wrong_count"}, responses=["There is 1 star.", "There are 3 stars."]))  # fmt: skip

@@ -34,19 +34,22 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # same prompt on description pairs, the target the object in which the two answers differ as each states it, what the
 # image shows in that cell, the two yes / no and the verdict line); judge_zip (the same prompt on description pairs, the
 # target both answers' objects side by side in their order, "both" after each pair that agrees, at the first that does
-# not the read of its cell, the two yes / no and the verdict line).
+# not the read of its cell, the two yes / no and the verdict line); judge_copy (the same prompt on description pairs,
+# the target the faithful description copied, then the verdict line).
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
                           "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured",
-                          "judge_description", "judge_checklist", "judge_read", "judge_cell", "judge_diff", "judge_zip")
+                          "judge_description", "judge_checklist", "judge_read", "judge_cell", "judge_diff", "judge_zip",
+                          "judge_copy")
 # Tasks that give every description pair of their mix their own target format (explore.train.stream): a walk through
 # Answer 1's objects, each step written as named here, or ("diff") the differing object of both answers, or ("zip") both
-# answers' objects side by side: at most one of them in a stage.
+# answers' objects side by side, or ("copy") the faithful answer copied: at most one of them in a stage.
 DESCRIPTION_WALKS: dict[str, str] = {"judge_checklist": "checklist", "judge_read": "object_first",
-                                     "judge_cell": "cell_first", "judge_diff": "diff", "judge_zip": "zip"}  # fmt: skip
+                                     "judge_cell": "cell_first", "judge_diff": "diff", "judge_zip": "zip",
+                                     "judge_copy": "copy"}  # fmt: skip
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
 OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located",
                                          "judge_description", "judge_checklist", "judge_read", "judge_cell",
-                                         "judge_diff", "judge_zip")
+                                         "judge_diff", "judge_zip", "judge_copy")
 
 
 class ModelSection(StrictModel):

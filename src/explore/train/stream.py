@@ -72,6 +72,8 @@ class WorldStream:
             ``judge_zip``: both descriptions' objects side by side in their order, "both" after each pair that
             agrees, and at the first that does not, the read of its cell, the two yes / no and the verdict line
             (:func:`zip_judge_target`): the difference is found one short comparison at a time. The same rule.
+            ``judge_copy``: the faithful description copied from the prompt, then the verdict line
+            (:func:`copy_judge_target`). The same rule.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -376,13 +378,30 @@ def zip_judge_target(example: Example) -> str:
     raise ValueError(f"zip_judge_target: the responses of {example.id} name the same objects")
 
 
-DESCRIPTION_TARGETS = {"diff": diff_judge_target, "zip": zip_judge_target}  # the description formats that are not walks
+def copy_judge_target(example: Example) -> str:
+    """The ``judge_copy`` target of a world description pair (stored order): the faithful response copied from the
+    prompt, then the official verdict line::
+
+        there are a small red star at the top left and a large blue cross at the bottom . Overall Judgment: Answer 2
+        is better.
+
+    The two responses share every word up to the one where they part, so the copy's choice there is the comparison the
+    likelihood judge makes (which response the image makes likelier); nothing else has to be found first.
+
+    Raises:
+        ValueError: the example is not a world description pair.
+    """
+    _require_description_pair(example, "copy_judge_target")
+    return f"{example.responses[example.preferred]} . {verdict(example.preferred)}"
+
+
+DESCRIPTION_TARGETS = {"diff": diff_judge_target, "zip": zip_judge_target, "copy": copy_judge_target}  # the description formats that are not walks
 
 
 def walk_judge_example(example: Example, step: str = "checklist") -> Example:
     """A world description pair in the official judge prompt (stored order) with its description target: the
-    :func:`walk_judge_target` for a walk's ``step``, :func:`diff_judge_target` for ``"diff"`` and
-    :func:`zip_judge_target` for ``"zip"``."""
+    :func:`walk_judge_target` for a walk's ``step``, else the function of :data:`DESCRIPTION_TARGETS` (``"diff"``,
+    ``"zip"``, ``"copy"``)."""
     first, second = example.responses
     target = DESCRIPTION_TARGETS[step](example) if step in DESCRIPTION_TARGETS else walk_judge_target(example, step)
     return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
