@@ -43,7 +43,7 @@ TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official
 # Tasks that give every description pair of their mix their own target format (explore.train.stream): a walk through
 # Answer 1's objects, each step written as named here, or ("diff") the differing object of both answers, or ("zip") both
 # answers' objects side by side, or ("copy") the faithful answer copied: at most one of them in a stage.
-DESCRIPTION_WALKS: dict[str, str] = {"judge_checklist": "checklist", "judge_read": "object_first",
+DESCRIPTION_FORMATS: dict[str, str] = {"judge_checklist": "checklist", "judge_read": "object_first",
                                      "judge_cell": "cell_first", "judge_diff": "diff", "judge_zip": "zip",
                                      "judge_copy": "copy"}  # fmt: skip
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
@@ -160,9 +160,9 @@ class StageSection(StrictModel):
         if value.get("relation", 0) > 0 and value.get("relation_stepwise", 0) > 0:
             raise ValueError("relation and relation_stepwise give the same prompts two target formats (a short "
                              "answer, a stepwise one); keep one of them in a stage")  # fmt: skip
-        walks = [t for t in DESCRIPTION_WALKS if value.get(t, 0) > 0]
-        if len(walks) > 1:
-            raise ValueError(f"{' and '.join(walks)} give description pairs two target formats; keep one of them in "
+        formats = [t for t in DESCRIPTION_FORMATS if value.get(t, 0) > 0]
+        if len(formats) > 1:
+            raise ValueError(f"{' and '.join(formats)} give description pairs two target formats; keep one of them in "
                              "a stage")  # fmt: skip
         return value
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from explore.data.example import Example
 from explore.data.judge_prompt import judge_prompt, verdict
-from explore.train.config import DESCRIPTION_WALKS, OFFICIAL_JUDGE_TASKS, TASKS
+from explore.train.config import DESCRIPTION_FORMATS, OFFICIAL_JUDGE_TASKS, TASKS
 from explore.world.examples import recoloured_shape_example, world_examples
 from explore.world.scene import SIZES, Scene, SceneSpec
 from explore.world.splits import scene_seed, split_scene
@@ -96,7 +96,7 @@ class WorldStream:
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
         # the step format of the mix's description-pair walk (the config allows one), else None
-        self.walk = next((DESCRIPTION_WALKS[t] for t in self.tasks if t in DESCRIPTION_WALKS), None)
+        self.description_format = next((DESCRIPTION_FORMATS[t] for t in self.tasks if t in DESCRIPTION_FORMATS), None)
         weights = np.array([tasks[t] for t in self.tasks], dtype=float)
         self.probs = weights / weights.sum()
         self.templates = templates
@@ -124,7 +124,7 @@ class WorldStream:
                       **dict.fromkeys(OFFICIAL_JUDGE_TASKS, "judge")}.get(task, task)  # fmt: skip
         select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},
                   "judge_description": {"kinds": ("wrong_attribute_description",)},
-                  **{walk: {"kinds": DESCRIPTION_KINDS} for walk in DESCRIPTION_WALKS}}.get(task, {})  # fmt: skip
+                  **dict.fromkeys(DESCRIPTION_FORMATS, {"kinds": DESCRIPTION_KINDS})}.get(task, {})  # fmt: skip
         source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
                   "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
         examples = world_examples("train", 1, world_task, **source, **select)
@@ -135,8 +135,8 @@ class WorldStream:
             example.answers = [example.responses[example.preferred]]
         if task in ("judge_official", "judge_stepwise"):
             return official_judge_example(example, stepwise=task == "judge_stepwise")
-        if self.walk and task in OFFICIAL_JUDGE_TASKS and example.meta.get("kind") in DESCRIPTION_KINDS:
-            return walk_judge_example(example, self.walk)
+        if self.description_format and task in OFFICIAL_JUDGE_TASKS and example.meta.get("kind") in DESCRIPTION_KINDS:
+            return description_judge_example(example, self.description_format)
         if task in ("judge_compared", "judge_located", "judge_description"):
             return compared_judge_example(example, located=task == "judge_located")
         if self.stepwise_relations and example.task == "vqa" and example.category == "relation":
@@ -263,7 +263,7 @@ def walk_judge_target(example: Example, step: str = "checklist") -> str:
     ``judge_read``, ``judge_cell``): Answer 1's objects in its own order, each checked against the scene, up to the
     first that fails, then the official verdict line. The two responses describe the same scene but for one object, so
     Answer 1 holds an object the image does not show exactly when Answer 2 is the faithful one. ``step`` is how each
-    step is written (:data:`explore.train.config.DESCRIPTION_WALKS`):
+    step is written (:data:`explore.train.config.DESCRIPTION_FORMATS`):
 
     - ``checklist``: the object copied from the prompt, then yes / no::
 
@@ -284,7 +284,7 @@ def walk_judge_target(example: Example, step: str = "checklist") -> str:
             the pair.
     """
     _require_description_pair(example, "walk_judge_target")
-    steps_known = sorted(set(DESCRIPTION_WALKS.values()) - set(DESCRIPTION_TARGETS))
+    steps_known = sorted(set(DESCRIPTION_FORMATS.values()) - set(DESCRIPTION_TARGETS))
     if step not in steps_known:
         raise ValueError(f"walk_judge_target: unknown step {step!r}; expected one of {steps_known}")
     by_cell = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
@@ -327,11 +327,10 @@ def diff_judge_target(example: Example) -> str:
     there = next((obj for obj in Scene.from_dict(example.meta["scene"]).objects if obj.position == position), None)
     seen = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
     claims, checks = [], []
-    for objects in only:
+    for objects in only:  # an answer without the changed object (the faithful one of an invented pair): "no ..."
         size, colour, shape, _ = objects[0] if objects else changed[0]
-        said = f"a {size} {colour} {shape}" if objects else f"no {size} {colour} {shape}"
-        claims.append(f"{said} at the {position}")
-        checks.append("yes" if said == seen or (not objects and there is None) else "no")
+        claims.append(f"{'a' if objects else 'no'} {size} {colour} {shape} at the {position}")
+        checks.append("yes" if (f"a {size} {colour} {shape}" if objects else "no object") == seen else "no")
     if checks != ["yes" if k == example.preferred else "no" for k in range(2)]:
         raise ValueError(f"diff_judge_target: the read of {example.id} ({seen}) does not decide its pair: {claims}")
     steps = " ".join(f"Answer {k + 1} : {claim} ." for k, claim in enumerate(claims))
@@ -368,9 +367,9 @@ def zip_judge_target(example: Example) -> str:
         single = next(obj for j, obj in enumerate(pair) if obj is not None and obj not in stated[1 - j])
         there = by_cell.get(single[3])
         seen = "no object" if there is None else f"a {there.size} {there.colour} {there.shape}"
-        faithful = [obj is not None and obj[3] == single[3] and seen == "a {} {} {}".format(*obj[:3])
-                    or (obj is None or obj[3] != single[3]) and there is None for obj in pair]  # fmt: skip
-        checks = ["yes" if ok else "no" for ok in faithful]
+        # what each answer says is in that cell: its object here, or "no object" (none left, or one of another cell)
+        here = ["a {} {} {}".format(*obj[:3]) if obj is not None and obj[3] == single[3] else "no object" for obj in pair]
+        checks = ["yes" if claim == seen else "no" for claim in here]
         if checks != ["yes" if j == example.preferred else "no" for j in range(2)]:
             raise ValueError(f"zip_judge_target: the read of {example.id} ({seen}) does not decide its pair: {said}")
         steps.append(f"at the {single[3]} the image shows {seen} . {' '.join(checks)} .")
@@ -395,10 +394,11 @@ def copy_judge_target(example: Example) -> str:
     return f"{example.responses[example.preferred]} . {verdict(example.preferred)}"
 
 
-DESCRIPTION_TARGETS = {"diff": diff_judge_target, "zip": zip_judge_target, "copy": copy_judge_target}  # the description formats that are not walks
+# The description formats that are not walks (explore.train.config.DESCRIPTION_FORMATS), each with its target.
+DESCRIPTION_TARGETS = {"diff": diff_judge_target, "zip": zip_judge_target, "copy": copy_judge_target}
 
 
-def walk_judge_example(example: Example, step: str = "checklist") -> Example:
+def description_judge_example(example: Example, step: str = "checklist") -> Example:
     """A world description pair in the official judge prompt (stored order) with its description target: the
     :func:`walk_judge_target` for a walk's ``step``, else the function of :data:`DESCRIPTION_TARGETS` (``"diff"``,
     ``"zip"``, ``"copy"``)."""
