@@ -453,7 +453,7 @@ def test_copy_judge_targets_copy_the_faithful_description_then_give_the_official
         if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
             assert "compared to" in example.answers[0]
             continue
-        copied, verdict_line = example.answers[0].split(" . Overall Judgment:")
+        copied, _ = example.answers[0].split(" . Overall Judgment:")
         assert copied == example.responses[example.preferred] != example.responses[1 - example.preferred]
         assert set(caption_objects(copied)) == scene_facts(Scene.from_dict(example.meta["scene"]))
         assert parse_judgment(example.answers[0]) == example.preferred

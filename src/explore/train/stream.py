@@ -124,7 +124,7 @@ class WorldStream:
                       **dict.fromkeys(OFFICIAL_JUDGE_TASKS, "judge")}.get(task, task)  # fmt: skip
         select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},
                   "judge_description": {"kinds": ("wrong_attribute_description",)},
-                  **dict.fromkeys(DESCRIPTION_FORMATS, {"kinds": DESCRIPTION_KINDS})}.get(task, {})  # fmt: skip
+                  **{name: {"kinds": DESCRIPTION_KINDS} for name in DESCRIPTION_FORMATS}}.get(task, {})  # fmt: skip
         source = {"seed": self.world_seed, "start": index, "spec": self.spec, "resolution": self.resolution,
                   "templates": self.templates, "avoid_pairs": self.avoid_pairs}  # fmt: skip
         examples = world_examples("train", 1, world_task, **source, **select)
