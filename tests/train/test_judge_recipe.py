@@ -294,16 +294,25 @@ def test_world_examples_refuse_unknown_judge_kinds():
         world_examples("train", 1, "judge", kinds=("wrong_colour",))
 
 
-def test_checklist_judge_targets_walk_answer_1_and_stop_at_its_first_unfaithful_object():
-    stream = WorldStream({"judge_checklist": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
-    kinds, preferred, compared = set(), set(), 0
-    for index in range(80):
-        task = stream.task_of(index)
-        example = stream.example(index, task)
-        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
-            assert task == "judge_compared" and "compared to" in example.answers[0]  # other pairs keep their target
+def description_pairs(task: str, n: int = 80) -> list[Example]:
+    """The description pairs among the first ``n`` examples of a mix of ``task`` and judge_compared; the mix's other
+    pairs keep the compared target (one target format per prompt)."""
+    stream = WorldStream({task: 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
+    pairs, compared = [], 0
+    for index in range(n):
+        example = stream.example(index, stream.task_of(index))
+        if example.meta["kind"] in ("wrong_attribute_description", "invented_object"):
+            pairs.append(example)
+        else:
+            assert "compared to" in example.answers[0]
             compared += 1
-            continue
+    assert compared >= 5 and len(pairs) >= 10
+    return pairs
+
+
+def test_checklist_judge_targets_walk_answer_1_and_stop_at_its_first_unfaithful_object():
+    kinds, preferred = set(), set()
+    for example in description_pairs("judge_checklist"):
         target = example.answers[0]
         assert example.prompt.startswith(JUDGE_PROMPT_TEMPLATE[:60])
         assert parse_judgment(target) == example.preferred
@@ -318,7 +327,7 @@ def test_checklist_judge_targets_walk_answer_1_and_stop_at_its_first_unfaithful_
         assert len(checks) == (len(named) if example.preferred == 0 else [o in truth for o in named].index(False) + 1)
         kinds.add(example.meta["kind"])
         preferred.add(example.preferred)
-    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1} and compared >= 5
+    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1}
 
 
 def test_checklist_judge_target_refuses_a_pair_that_is_not_two_descriptions():
@@ -353,12 +362,8 @@ def test_read_judge_targets_write_what_the_image_shows_in_each_objects_cell_befo
 
 
 def test_cell_judge_targets_read_each_cell_before_the_answers_words():
-    stream = WorldStream({"judge_cell": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
     preferred = set()
-    for index in range(60):
-        example = stream.example(index, stream.task_of(index))
-        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
-            continue
+    for example in description_pairs("judge_cell", 60):
         target = example.answers[0]
         assert parse_judgment(target) == example.preferred
         cells = {obj.position: obj for obj in Scene.from_dict(example.meta["scene"]).objects}
@@ -377,15 +382,8 @@ def test_cell_judge_targets_read_each_cell_before_the_answers_words():
 
 
 def test_diff_judge_targets_state_the_differing_object_of_both_answers_then_read_its_cell():
-    stream = WorldStream({"judge_diff": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
-    kinds, preferred, compared = set(), set(), 0
-    for index in range(80):
-        task = stream.task_of(index)
-        example = stream.example(index, task)
-        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
-            assert task == "judge_compared" and "compared to" in example.answers[0]  # other pairs keep their target
-            compared += 1
-            continue
+    kinds, preferred = set(), set()
+    for example in description_pairs("judge_diff"):
         target = example.answers[0]
         assert parse_judgment(target) == example.preferred
         stated = [set(caption_objects(response)) for response in example.responses]
@@ -401,7 +399,7 @@ def test_diff_judge_targets_state_the_differing_object_of_both_answers_then_read
         assert checks.split() == ["yes" if k == example.preferred else "no" for k in range(2)]
         kinds.add(example.meta["kind"])
         preferred.add(example.preferred)
-    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1} and compared >= 5
+    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1}
     with pytest.raises(ValueError, match="not a world description pair"):
         diff_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
                                   meta={"kind": "wrong_attribute"}, responses=["The circle is blue.", "The circle is red."]))  # fmt: skip
@@ -446,20 +444,14 @@ def test_zip_judge_targets_walk_both_answers_side_by_side_to_their_first_differe
 
 
 def test_copy_judge_targets_copy_the_faithful_description_then_give_the_official_verdict():
-    stream = WorldStream({"judge_copy": 1.0, "judge_compared": 1.0}, templates=True, resolution=16)
-    preferred, described = set(), 0
-    for index in range(60):
-        example = stream.example(index, stream.task_of(index))
-        if example.meta["kind"] not in ("wrong_attribute_description", "invented_object"):
-            assert "compared to" in example.answers[0]
-            continue
+    preferred = set()
+    for example in description_pairs("judge_copy"):
         copied, _ = example.answers[0].split(" . Overall Judgment:")
         assert copied == example.responses[example.preferred] != example.responses[1 - example.preferred]
         assert set(caption_objects(copied)) == scene_facts(Scene.from_dict(example.meta["scene"]))
         assert parse_judgment(example.answers[0]) == example.preferred
         preferred.add(example.preferred)
-        described += 1
-    assert preferred == {0, 1} and described >= 10
+    assert preferred == {0, 1}
     with pytest.raises(ValueError, match="not a world description pair"):
         copy_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
                                   meta={"kind": "wrong_count"}, responses=["There is 1 star.", "There are 3 stars."]))  # fmt: skip
