@@ -6,8 +6,8 @@ from explore.models.presets import PRESETS, Preset, get_preset, list_presets
 from explore.models.tokenizer import build_word_tokenizer
 
 
-def test_list_presets_names_the_four_presets():
-    assert list_presets() == ["shapes-small", "shapes-small-judge", "tiny-llama", "tiny-t5"]
+def test_list_presets_names_the_five_presets():
+    assert list_presets() == ["shapes-small", "shapes-small-judge", "shapes-small-judge-lm4", "tiny-llama", "tiny-t5"]
 
 
 def test_unknown_preset_is_a_one_line_config_error_listing_the_presets():
@@ -21,7 +21,7 @@ def test_unknown_preset_is_a_one_line_config_error_listing_the_presets():
 @pytest.mark.parametrize(
     ("name", "low", "high"),
     [("tiny-t5", 10_000, 60_000), ("tiny-llama", 10_000, 60_000), ("shapes-small", 2_000_000, 5_000_000),
-     ("shapes-small-judge", 2_000_000, 5_000_000)],
+     ("shapes-small-judge", 2_000_000, 5_000_000), ("shapes-small-judge-lm4", 2_000_000, 5_000_000)],
 )
 def test_preset_parameter_counts_are_in_their_target_range(name, low, high, words):
     counts = count_parameters(build_model(name, build_word_tokenizer(words), seed=0))

@@ -112,6 +112,10 @@ PRESETS: dict[str, Preset] = {
 # Q-Former's text positions go from 128 to 512, as in BERT, so a plain InstructBlipProcessor call (which
 # does not truncate) never overflows them.
 PRESETS["shapes-small-judge"] = replace(PRESETS["shapes-small"], name="shapes-small-judge", max_text_positions=512)
+# The judge with a deeper T5 encoder (4 layers instead of 2; +0.5 M parameters): can the LM find the one object in
+# which two long descriptions differ with more layers to compare them (configs/pretrain/shapes-judge-37.yaml)? Grown
+# from a shapes-small-judge folder with model.init_from: layers 0-1 copied, layers 2-3 fresh.
+PRESETS["shapes-small-judge-lm4"] = replace(PRESETS["shapes-small-judge"], name="shapes-small-judge-lm4", lm_layers=4)
 
 
 def list_presets() -> list[str]:
