@@ -100,7 +100,8 @@ def test_with_a_layout_the_text_encoder_reads_the_layouts_caption(grounded_dir, 
     pipe.set_progress_bar_config(disable=True)
     read = []
     encode = pipe.encode_prompts
-    monkeypatch.setattr(pipe, "encode_prompts", lambda prompts: read.append(prompts) or encode(prompts))
+    monkeypatch.setattr(pipe, "encode_prompts",
+                        lambda prompts, device=None: read.append(prompts) or encode(prompts, device))
     prompt = "three green stars"
     scene = prompt_layout(prompt, [3, 0])
     args = {"num_inference_steps": 2, "output_type": "np", "guidance_scale": 2.0}
