@@ -174,7 +174,8 @@ class WorldDiffusionPipeline(DiffusionPipeline):
             raise ValueError(f"got {len(layouts)} layouts for {len(prompts)} images")
         return layouts
 
-    def encode_prompts(self, prompts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_prompts(self, prompts: list[str],
+                       device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Text hidden states (B, L, D) and attention mask (B, L) for ``prompts`` (on ``device``, default the
         pipeline's execution device)."""
         max_length = getattr(self.text_encoder.config, "max_length", 64)
