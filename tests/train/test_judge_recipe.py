@@ -16,6 +16,8 @@ from explore.train import loop
 from explore.train.config import TrainConfig
 from explore.train.stream import (
     WorldStream,
+    absent_judge_target,
+    compared_judge_target,
     copy_judge_target,
     diff_judge_target,
     judge_claims,
@@ -455,3 +457,30 @@ def test_copy_judge_targets_copy_the_faithful_description_then_give_the_official
     with pytest.raises(ValueError, match="not a world description pair"):
         copy_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
                                   meta={"kind": "wrong_count"}, responses=["There is 1 star.", "There are 3 stars."]))  # fmt: skip
+
+
+def test_absent_judge_targets_name_the_object_the_image_does_not_show_first():
+    kinds, preferred = set(), set()
+    for example in description_pairs("judge_absent"):
+        target = example.answers[0]
+        reason, _ = target.split(". Answer 1 : ")
+        facts = scene_facts(Scene.from_dict(example.meta["scene"]))
+        unfaithful = caption_objects(example.responses[1 - example.preferred])
+        (fake,) = [obj for obj in unfaithful if obj not in facts]
+        assert reason.startswith("the image shows no {} {} {} at the {}".format(*fake))
+        if example.meta["kind"] == "wrong_attribute_description":
+            (true,) = [obj for obj in facts if obj[3] == fake[3]]
+            assert reason == "the image shows no {} {} {} at the {}, it shows a {} {} {} there".format(*fake, *true[:3])
+        else:  # an invented object keeps the compared target
+            assert target == compared_judge_target(example)
+        assert parse_judgment(target) == example.preferred
+        kinds.add(example.meta["kind"])
+        preferred.add(example.preferred)
+    assert kinds == {"wrong_attribute_description", "invented_object"} and preferred == {0, 1}
+    with pytest.raises(ValueError, match="not a world description pair"):
+        absent_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
+                                    meta={"kind": "wrong_count"}, responses=["There is 1 star.", "There are 3 stars."]))  # fmt: skip
+    with pytest.raises(ValueError, match="do not differ in one object's attribute"):
+        absent_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
+                                    meta={"kind": "wrong_attribute_description"},
+                                    responses=["a small red star at the top", "a small red star at the top"]))  # fmt: skip

@@ -35,21 +35,23 @@ COMPONENTS: tuple[str, ...] = ("vision", "qformer", "query_tokens", "projection"
 # image shows in that cell, the two yes / no and the verdict line); judge_zip (the same prompt on description pairs, the
 # target both answers' objects side by side in their order, "both" after each pair that agrees, at the first that does
 # not the read of its cell, the two yes / no and the verdict line); judge_copy (the same prompt on description pairs,
-# the target the faithful description copied, then the verdict line).
+# the target the faithful description copied, then the verdict line); judge_absent (judge_compared on description pairs
+# with the reason naming the unfaithful answer's object first, as the image does not show it: "the image shows no ...").
 TASKS: tuple[str, ...] = ("vqa", "caption", "judge", "relation", "judge_official", "judge_stepwise",
                           "judge_compared", "judge_located", "relation_stepwise", "shape_recoloured",
                           "judge_description", "judge_checklist", "judge_read", "judge_cell", "judge_diff", "judge_zip",
-                          "judge_copy")
+                          "judge_copy", "judge_absent")
 # Tasks that give every description pair of their mix their own target format (explore.train.stream): a walk through
 # Answer 1's objects, each step written as named here, or ("diff") the differing object of both answers, or ("zip") both
-# answers' objects side by side, or ("copy") the faithful answer copied: at most one of them in a stage.
+# answers' objects side by side, or ("copy") the faithful answer copied, or ("absent") the compared target whose reason
+# names the unfaithful answer's object first: at most one of them in a stage.
 DESCRIPTION_FORMATS: dict[str, str] = {"judge_checklist": "checklist", "judge_read": "object_first",
                                      "judge_cell": "cell_first", "judge_diff": "diff", "judge_zip": "zip",
-                                     "judge_copy": "copy"}  # fmt: skip
+                                     "judge_copy": "copy", "judge_absent": "absent"}  # fmt: skip
 # Tasks shown in the official judge prompt: they need the judge vocabulary and data.judge_max_length.
 OFFICIAL_JUDGE_TASKS: tuple[str, ...] = ("judge_official", "judge_stepwise", "judge_compared", "judge_located",
                                          "judge_description", "judge_checklist", "judge_read", "judge_cell",
-                                         "judge_diff", "judge_zip", "judge_copy")
+                                         "judge_diff", "judge_zip", "judge_copy", "judge_absent")
 
 
 class ModelSection(StrictModel):

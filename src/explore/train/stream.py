@@ -74,6 +74,12 @@ class WorldStream:
             (:func:`zip_judge_target`): the difference is found one short comparison at a time. The same rule.
             ``judge_copy``: the faithful description copied from the prompt, then the verdict line
             (:func:`copy_judge_target`). The same rule.
+            ``judge_absent``: the ``judge_compared`` target with the reason of a changed object written as the
+            reason of an invented one is, the unfaithful answer's object first ("the image shows no small purple
+            triangle at the center, it shows a small yellow triangle there.", :func:`absent_judge_target`): the
+            object to name is then the one phrase of either answer that the image does not show, as for an invented
+            object, instead of the faithful object whose counterpart differs (which only a text comparison finds). The
+            same rule.
             ``shape_recoloured``: a shape or shape-count question whose text names no colour, on the scene drawn
             with every object in its own unnamed colour
             (:func:`explore.world.examples.recoloured_shape_example`).
@@ -394,14 +400,48 @@ def copy_judge_target(example: Example) -> str:
     return f"{example.responses[example.preferred]} . {verdict(example.preferred)}"
 
 
+def absent_judge_target(example: Example) -> str:
+    """The ``judge_absent`` target of a world description pair (stored order): :func:`compared_judge_target` with the
+    reason of a pair whose unfaithful answer changes one object's attribute naming that object first, as the reason of
+    an invented object does, then what the image shows in its cell::
+
+        the image shows no small purple triangle at the center, it shows a small yellow triangle there. Answer 1 :
+        yellow compared to yellow . yes . Answer 2 : purple compared to yellow . no . yes no . Overall Judgment:
+        Answer 1 is better.
+
+    Why: every object of the faithful answer is in the image, so the reason's first object ("the image shows a small
+    yellow triangle ...") can only be found by comparing the two texts; the changed object of the unfaithful answer is
+    the one phrase of either answer the image does not show, which is how the shipped judge finds an invented object
+    (every invented pair of world seed 2027 right, against 41% of the colour and shape changes).
+    An invented pair keeps its compared target (its reason already reads "the image shows no ...").
+
+    Raises:
+        ValueError: the example is not a world description pair, or its responses differ in more than one object.
+    """
+    _require_description_pair(example, "absent_judge_target")
+    if example.meta["kind"] == "invented_object":
+        return compared_judge_target(example)
+    faithful, unfaithful = (caption_objects(example.responses[k]) for k in (example.preferred, 1 - example.preferred))
+    fake = [obj for obj in unfaithful if obj not in faithful]
+    true = [obj for obj in faithful if obj not in unfaithful]
+    if len(fake) != 1 or len(true) != 1 or fake[0][3] != true[0][3]:
+        raise ValueError(f"absent_judge_target: the responses of {example.id} do not differ in one object's attribute: "
+                         f"{example.responses}")  # fmt: skip
+    (size, colour, shape, position), (true_size, true_colour, true_shape, _) = fake[0], true[0]
+    reason = (f"the image shows no {size} {colour} {shape} at the {position}, "
+              f"it shows a {true_size} {true_colour} {true_shape} there.")  # fmt: skip
+    return compared_judge_target(replace(example, meta={**example.meta, "reason": reason}))
+
+
 # The description formats that are not walks (explore.train.config.DESCRIPTION_FORMATS), each with its target.
-DESCRIPTION_TARGETS = {"diff": diff_judge_target, "zip": zip_judge_target, "copy": copy_judge_target}
+DESCRIPTION_TARGETS = {"diff": diff_judge_target, "zip": zip_judge_target, "copy": copy_judge_target,
+                       "absent": absent_judge_target}  # fmt: skip
 
 
 def description_judge_example(example: Example, step: str = "checklist") -> Example:
     """A world description pair in the official judge prompt (stored order) with its description target: the
     :func:`walk_judge_target` for a walk's ``step``, else the function of :data:`DESCRIPTION_TARGETS` (``"diff"``,
-    ``"zip"``, ``"copy"``)."""
+    ``"zip"``, ``"copy"``, ``"absent"``)."""
     first, second = example.responses
     target = DESCRIPTION_TARGETS[step](example) if step in DESCRIPTION_TARGETS else walk_judge_target(example, step)
     return replace(example, prompt=judge_prompt(example.prompt, first, second), answers=[target])
