@@ -484,3 +484,62 @@ def test_absent_judge_targets_name_the_object_the_image_does_not_show_first():
         absent_judge_target(Example(id="x", task="judge", image=None, prompt="q", preferred=0,
                                     meta={"kind": "wrong_attribute_description"},
                                     responses=["a small red star at the top", "a small red star at the top"]))  # fmt: skip
+
+
+def test_answer_differences_mark_the_tokens_where_the_two_answers_differ(tmp_path):
+    from explore.train.slots import answer_differences, slot_token_ids
+
+    _, processor = loop.build_fresh(config(tmp_path, **{"data.judge_vocabulary": True}))
+    tokenizer = processor.tokenizer
+    stream = WorldStream({"judge_compared": 1.0}, templates=True, resolution=16)
+    kinds = set()
+    for example in stream.batch(0, 40):
+        ids = tokenizer(example.prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        labels = answer_differences(ids, slot_token_ids(tokenizer))[0]
+        words = tokenizer.convert_ids_to_tokens(ids[0])
+        marked = [w for w, label in zip(words, labels.tolist(), strict=True) if label == 1]
+        assert (labels >= 0).sum() == sum(len(tokenizer.tokenize(r)) for r in example.responses)  # the answers only
+        if example.meta["kind"] == "invented_object":  # the invented object's colour and shape, in one answer only
+            claim = judge_claims(example)[1 - example.preferred].split()
+            assert all(w in marked for w in claim)
+        else:  # the changed word (or count) of each answer, and nothing they share
+            claims = judge_claims(example)
+            assert all(c in marked for c in claims) and len(marked) <= 6, (marked, claims)
+        kinds.add(example.meta["kind"])
+    assert len(kinds) == 5
+    assert (answer_differences(tokenizer("Answer 1: a circle.", return_tensors="pt")["input_ids"],
+                               slot_token_ids(tokenizer)) == -1).all()  # fmt: skip
+
+
+def test_a_difference_loss_stage_trains_its_head_keeps_it_for_a_resume_and_saves_a_plain_model(tmp_path):
+    from explore.train.slots import DIFFERENCE_HEAD_FILE
+
+    stage = {"name": "judge", "steps": 4, "batch_size": 4, "warmup_steps": 1, "difference_loss": 1.0,
+             "trainable": ["lm"], "tasks": {"judge_compared": 1.0}}  # fmt: skip
+    whole = config(tmp_path / "whole", **{"data.judge_vocabulary": True, "stages": [stage], "checkpoint_every": 2})
+    final = loop.pretrain(whole, progress=False)
+    checkpoint = tmp_path / "whole/run/checkpoints/step-0000004"
+    assert not list(final.glob("difference_head*")) and (checkpoint / DIFFERENCE_HEAD_FILE).is_file()
+    model = load_model(final)[0]
+    head = loop._difference_head(model, whole, checkpoint)
+    assert not torch.equal(loop._difference_head(model, whole, None).proj.weight, head.proj.weight)  # it trained
+    plain = config(tmp_path / "plain", **{"data.judge_vocabulary": True, "stages": [{**stage, "difference_loss": 0.0}]})
+    reference = model.state_dict()
+    other = load_model(loop.pretrain(plain, progress=False))[0].state_dict()
+    assert any(not torch.equal(reference[n], other[n]) for n in reference)  # the loss reaches the LM's weights
+    with pytest.raises(ValidationError, match="difference_loss"):
+        config(tmp_path / "x", **{"data.judge_vocabulary": True, "stages": [{**stage, "tasks": {"vqa": 1.0}}]})
+
+
+def test_the_difference_head_loss_weighs_both_classes_and_its_accuracy_ranks_each_row():
+    from explore.train.slots import DifferenceHead
+
+    head = DifferenceHead(2)
+    with torch.no_grad():
+        head.proj.weight.copy_(torch.tensor([[1.0, 0.0]]))
+        head.proj.bias.zero_()
+    states = torch.tensor([[[5.0, 0], [-5.0, 0], [-5.0, 0], [0.0, 0]], [[-5.0, 0], [5.0, 0], [0.0, 0], [0.0, 0]]])
+    labels = torch.tensor([[1, 0, 0, -1], [1, 0, 0, -1]])
+    assert head.accuracy(states, labels) == (1, 2)  # row 2 ranks a shared token first
+    assert head.loss(states[:1], labels[:1]) < 0.01 < head.loss(states[1:], labels[1:])
+    assert head.loss(states, torch.full_like(labels, -1)) == 0

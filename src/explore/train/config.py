@@ -122,6 +122,9 @@ class StageSection(StrictModel):
     slot_loss: float = Field(0.0, ge=0, description="weight of the answer-slot auxiliary loss on official-judge "
                              "batches (explore.train.slots: a discarded linear head tells from the T5 encoder's states "
                              "which answer each answer token belongs to); 0: off")  # fmt: skip
+    difference_loss: float = Field(0.0, ge=0, description="weight of the answer-difference auxiliary loss on "
+                                   "official-judge batches (explore.train.slots: a discarded linear head tells from the "
+                                   "T5 encoder's states which answer tokens lie where the two answers differ); 0: off")  # fmt: skip
     attribute_loss: float = Field(0.0, ge=0, description="weight of the query-attribute auxiliary loss on batches "
                                   "with questions about one object (explore.train.attributes: discarded linear heads "
                                   "read that object's shape and colour from the Q-Former's query outputs); 0: off")  # fmt: skip
@@ -177,6 +180,9 @@ class StageSection(StrictModel):
         if self.slot_loss and not set(self.tasks or {}) & set(OFFICIAL_JUDGE_TASKS):
             raise ValueError(f"slot_loss acts on official-judge batches; add one of {OFFICIAL_JUDGE_TASKS} to tasks "
                              "or drop slot_loss")  # fmt: skip
+        if self.difference_loss and not set(self.tasks or {}) & set(OFFICIAL_JUDGE_TASKS):
+            raise ValueError(f"difference_loss acts on official-judge batches; add one of {OFFICIAL_JUDGE_TASKS} to "
+                             "tasks or drop difference_loss")  # fmt: skip
         if self.attribute_loss and not {"vqa", "shape_recoloured"} & set(self.tasks or {}):
             raise ValueError("attribute_loss acts on questions about one object; add vqa or shape_recoloured to tasks "
                              "or drop attribute_loss")  # fmt: skip

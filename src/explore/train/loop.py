@@ -45,7 +45,15 @@ from explore.train.checkpoint import (
 from explore.train.config import OFFICIAL_JUDGE_TASKS, DataSection, ModelSection, StageSection, TrainConfig
 from explore.train.consistency import colour_consistency_loss
 from explore.train.objects import ObjectHeads, object_scenes, objects_loss, pixels, validate_objects
-from explore.train.slots import SLOT_HEAD_FILE, SlotHead, answer_slots, slot_token_ids
+from explore.train.slots import (
+    DIFFERENCE_HEAD_FILE,
+    SLOT_HEAD_FILE,
+    DifferenceHead,
+    SlotHead,
+    answer_differences,
+    answer_slots,
+    slot_token_ids,
+)
 from explore.train.step import optimizer_step
 from explore.train.stream import WorldStream
 from explore.world.judge import reason_words
@@ -286,14 +294,18 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
         if stage.objective == "objects":
             heads = _object_heads(unwrapped, config, checkpoint if state.stage_step > 0 else None)
             heads.to(accelerator.device)
-        slot_ids = None
-        if stage.slot_loss:
+        slot_ids = difference_head = None
+        if stage.slot_loss or stage.difference_loss:
             if decoder_only:
-                raise ExploreError(f"stage {stage.name!r}: slot_loss reads a T5 encoder's states; this model's LM is "
-                                   "decoder-only: drop slot_loss")  # fmt: skip
+                raise ExploreError(f"stage {stage.name!r}: slot_loss and difference_loss read a T5 encoder's states; "
+                                   "this model's LM is decoder-only: drop them")  # fmt: skip
             slot_ids = slot_token_ids(processor.tokenizer)
+        if stage.slot_loss:
             heads = _slot_head(unwrapped, config, checkpoint if state.stage_step > 0 else None)
             heads.to(accelerator.device)
+        if stage.difference_loss:
+            difference_head = _difference_head(unwrapped, config, checkpoint if state.stage_step > 0 else None)
+            difference_head.to(accelerator.device)
         attribute_head = None
         if stage.attribute_loss:
             attribute_head = _attribute_head(unwrapped, config, checkpoint if state.stage_step > 0 else None)
@@ -302,7 +314,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
         if stage.colour_consistency and stage.consistency_target == "init_from":
             consistency_teacher = load_model(config.model.init_from)[0].to(accelerator.device).eval()
             consistency_teacher.requires_grad_(False)
-        trained_heads = [head for head in (heads, attribute_head) if head is not None]
+        trained_heads = [head for head in (heads, attribute_head, difference_head) if head is not None]
         head_parameters = [p for head in trained_heads for p in head.parameters()]
         optimizer, scheduler = _make_optimizer(unwrapped, stage, head_parameters)
         if checkpoint is not None and state.stage_step > 0:
@@ -338,7 +350,12 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                     if slot_ids is not None and official:
                         outputs = model(**batch)
                         states = outputs.language_model_outputs.encoder_last_hidden_state
-                        loss = outputs.loss + stage.slot_loss * heads.loss(states, answer_slots(batch["input_ids"], slot_ids))
+                        loss = outputs.loss
+                        if stage.slot_loss:
+                            loss = loss + stage.slot_loss * heads.loss(states, answer_slots(batch["input_ids"], slot_ids))
+                        if difference_head is not None:
+                            differences = answer_differences(batch["input_ids"], slot_ids)
+                            loss = loss + stage.difference_loss * difference_head.loss(states, differences)
                     elif attribute_head is not None:
                         outputs = model(**batch)
                         queries = outputs.qformer_outputs.last_hidden_state[:, : unwrapped.config.num_query_tokens]
@@ -400,7 +417,7 @@ HEADS_FILE = ObjectHeads.file
 
 def _write_model(model, processor, heads: list[torch.nn.Module], folder: Path) -> None:
     """A checkpoint's weights: the whole model and its processor under ``folder/model`` (safetensors),
-    and the stage's training heads (object, answer-slot, query-attribute) beside them, each in its ``file``."""
+    and the stage's training heads (object, answer-slot, answer-difference, query-attribute) beside them, each in its ``file``."""
     model.save_pretrained(folder / "model")  # transformers >= 5 always writes safetensors
     save_processor(processor, folder / "model", decoder_only=bool(model.config.use_decoder_only_language_model))
     for head in heads:  # kept for a resume; never in the model folder
@@ -411,6 +428,12 @@ def _slot_head(model, config: TrainConfig, checkpoint: Path | None) -> SlotHead:
     """A fresh answer-slot head, or a checkpoint's (:func:`_training_head`)."""
     return _training_head(lambda: SlotHead(model.config.text_config.d_model), config, checkpoint, SLOT_HEAD_FILE,
                           "a slot_loss stage")  # fmt: skip
+
+
+def _difference_head(model, config: TrainConfig, checkpoint: Path | None) -> DifferenceHead:
+    """A fresh answer-difference head, or a checkpoint's (:func:`_training_head`)."""
+    return _training_head(lambda: DifferenceHead(model.config.text_config.d_model), config, checkpoint,
+                          DIFFERENCE_HEAD_FILE, "a difference_loss stage")  # fmt: skip
 
 
 def _attribute_head(model, config: TrainConfig, checkpoint: Path | None) -> AttributeHead:

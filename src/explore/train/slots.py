@@ -9,9 +9,17 @@ one it belongs to puts the slot into the states (probe: 0.90 after 450 steps fro
 the first claim then rises above chance (0.50 -> 0.65 at 600 steps). The head is trained with the model and
 discarded: the saved folder is a plain InstructBLIP. Written by hand: neither transformers nor peft has auxiliary
 token-classification losses on an encoder inside a seq2seq model.
+
+The difference loss (session 26) is the same kind of help for the step the judge still misses: in a pair of
+descriptions that differ in one object, the reason must name that object, and the judge finds it at chance, on
+training pairs as well as unseen ones (benchmarks/judge_locate.py). A second discarded head must tell, for every token
+of the two answers, whether it lies where the answers differ (outside their longest common blocks), so the encoder's
+states say where the difference is.
 """
 
 from __future__ import annotations
+
+import difflib
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +27,7 @@ from torch import Tensor, nn
 from explore.errors import ExploreError
 
 SLOT_HEAD_FILE = "slot_head.safetensors"
+DIFFERENCE_HEAD_FILE = "difference_head.safetensors"
 # the official prompt's "Answer 1: … Answer 2: …" and the sentence after them ("Please evaluate …"), as words
 MARKS = ("answer", "1", "2", ":", "please")
 
@@ -74,3 +83,59 @@ class SlotHead(nn.Module):
         if not inside.any():
             return states.sum() * 0.0
         return nn.functional.cross_entropy(self.proj(states[inside]).float(), slots[inside] - 1)
+
+
+def answer_differences(input_ids: Tensor, ids: dict[str, int]) -> Tensor:
+    """(B, L) labels of ``input_ids`` (official judge prompts): 1 on the tokens of either answer outside the longest
+    matching blocks of the two answers (``difflib``: the word, count or invented object in which they differ, and a
+    verb's number that changes with it), 0 on the answers' other tokens, -1 outside the answers; a row without both
+    answers is all -1."""
+    slots = answer_slots(input_ids, ids)
+    labels = torch.full_like(input_ids, -1)
+    for row in range(input_ids.shape[0]):
+        spans = [(slots[row] == k).nonzero().flatten() for k in (1, 2)]
+        if not all(len(span) for span in spans):
+            continue
+        first, second = (input_ids[row, span].tolist() for span in spans)
+        labels[row, spans[0]] = 0
+        labels[row, spans[1]] = 0
+        for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, first, second, autojunk=False).get_opcodes():
+            if tag != "equal":
+                labels[row, spans[0][i1:i2]] = 1
+                labels[row, spans[1][j1:j2]] = 1
+    return labels
+
+
+class DifferenceHead(nn.Module):
+    """A linear head from the LM encoder's states to "this answer token is where the answers differ"; trained, then
+    discarded."""
+
+    file = DIFFERENCE_HEAD_FILE
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.proj = nn.Linear(hidden_size, 1)
+
+    def accuracy(self, states: Tensor, labels: Tensor) -> tuple[int, int]:
+        """(differing tokens the head ranks first in their answer pair, rows with a difference): per row, whether the
+        answers' token the head scores highest is one of the differing ones."""
+        hits = rows = 0
+        for row in range(labels.shape[0]):
+            inside = labels[row] >= 0
+            if not (labels[row] == 1).any():
+                continue
+            scores = self.proj(states[row][inside]).squeeze(-1)
+            hits += int(labels[row][inside][scores.argmax()] == 1)
+            rows += 1
+        return hits, rows
+
+    def loss(self, states: Tensor, labels: Tensor) -> Tensor:
+        """Binary cross-entropy, the differing and the other answer tokens weighted equally (a pair of descriptions
+        has one differing word among some 60 answer tokens); 0 when a batch has no answers."""
+        parts = []
+        for value in (1, 0):
+            chosen = labels == value
+            if chosen.any():
+                logits = self.proj(states[chosen]).squeeze(-1).float()
+                parts.append(nn.functional.binary_cross_entropy_with_logits(logits, torch.full_like(logits, value)))
+        return sum(parts) / len(parts) if parts else states.sum() * 0.0
