@@ -3,7 +3,9 @@
 The generative judge's misses are description pairs (the hallucination category): two descriptions of a scene that
 differ in one object's colour, shape or size. Its target's reason names that object first ("the image shows a small
 yellow triangle at the center, not a small purple triangle at the center"; with ``--format absent``, the
-``judge_absent`` target: "the image shows no small purple triangle at the center, ..."). This probe gives a model the
+``judge_absent`` target: "the image shows no small purple triangle at the center, ..."; with ``--format diff``, the
+``judge_diff`` target, whose first step is Answer 1's version of it: "Answer 1 : a small purple triangle at the
+center . Answer 2 : ..."). This probe gives a model the
 official prompt and its own target format, teacher-forced, and counts the pairs where every token of that first object
 is the model's top choice: the object located. Pairs from the training stream (world seed 0, held-out pairs avoided)
 and from the test split of an unseen world seed, by the scene's number of objects (chance: one in that many).
@@ -11,12 +13,12 @@ and from the test split of an unseen world seed, by the scene's number of object
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py src/explore/embedded/shapes-small
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py runs/shapes-judge-38/model --format absent
 
-Measured in session 26 (2 threads, a training beside; 192 training pairs, 120 test pairs of world seed 2027):
-  shipped (shapes-judge-25), compared:   train 54% (n=2 47%, 3 40%, 4 36%)   test 49% (n=2 53%, 3 35%, 4 30%)
-  shapes-judge-38 (judge_absent), absent: train 44%                          test 29%   (96 pairs each)
-Chance is 50 / 33 / 25% for 2 / 3 / 4 objects (one object: always right): the object is located at about chance on
-the pairs the model trained on as on unseen ones, so no target format can reach it; see configs/pretrain/
-shapes-judge-39.yaml for the auxiliary loss this led to.
+Measured in session 26 (one thread, a training beside; 192 training pairs, 120 test pairs of world seed 2027;
+located for 2 / 3 / 4 objects, where chance is 50 / 33 / 25%; one object is always located):
+  shipped (shapes-judge-25), compared:    train 47 / 40 / 36%, all 54%    test 60 / 37 / 33%, all 56%
+  shapes-judge-38 (judge_absent), absent: train 35 / 33 / 14%, all 44%    test 27 / 20 / 9%, all 37%
+The object is located at about chance on the pairs the model trained on as on unseen ones, so no target format can
+reach it; configs/pretrain/shapes-judge-39.yaml adds the auxiliary loss this led to.
 """
 
 from __future__ import annotations
@@ -50,16 +52,17 @@ def located(model, processor, examples: list, target_format: str, batch_size: in
     stats = defaultdict(list)
     for b in range(0, len(examples), batch_size):
         chunk = examples[b : b + batch_size]
-        batch = [description_judge_example(e, "absent") if target_format == "absent" else compared_judge_example(e)
+        batch = [compared_judge_example(e) if target_format == "compared" else description_judge_example(e, target_format)
                  for e in chunk]  # fmt: skip
         inputs = collate(batch, processor, with_labels=True, max_length=512, decoder_only=False)
         with torch.no_grad():
             best = model(**to_model(inputs, model)).logits.argmax(-1)
         for row, (example, probe) in enumerate(zip(chunk, batch, strict=True)):
-            faithful, unfaithful = (caption_objects(example.responses[k])
-                                    for k in (example.preferred, 1 - example.preferred))  # fmt: skip
-            changed = [o for o in (unfaithful if target_format == "absent" else faithful)
-                       if o not in (faithful if target_format == "absent" else unfaithful)]  # fmt: skip
+            stated = [caption_objects(response) for response in example.responses]
+            faithful, unfaithful = stated[example.preferred], stated[1 - example.preferred]
+            first, other = {"compared": (faithful, unfaithful), "absent": (unfaithful, faithful),
+                            "diff": (stated[0], stated[1])}[target_format]  # fmt: skip
+            changed = [obj for obj in first if obj not in other]
             phrase = "{} {} {} at the {}".format(*changed[0])
             keep = inputs["labels"][row] != -100
             ids, guess = inputs["labels"][row][keep].tolist(), best[row][keep].tolist()
@@ -75,7 +78,7 @@ def located(model, processor, examples: list, target_format: str, batch_size: in
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("models", nargs="+", help="model folders (or 'embedded')")
-    parser.add_argument("--format", choices=("compared", "absent"), default="compared",
+    parser.add_argument("--format", choices=("compared", "absent", "diff"), default="compared",
                         help="the target format the model was trained with")  # fmt: skip
     parser.add_argument("--train", type=int, default=192, help="training pairs (world seed 0)")
     parser.add_argument("--test", type=int, default=120, help="test pairs")
