@@ -12,13 +12,17 @@ and from the test split of an unseen world seed, by the scene's number of object
 
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py src/explore/embedded/shapes-small
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py runs/shapes-judge-38/model --format absent
+    OMP_NUM_THREADS=2 python benchmarks/judge_locate.py runs/shapes-judge-40/model --format diff
 
 Measured in session 26 (one thread, a training beside; 192 training pairs, 120 test pairs of world seed 2027;
 located for 2 / 3 / 4 objects, where chance is 50 / 33 / 25%; one object is always located):
   shipped (shapes-judge-25), compared:    train 47 / 40 / 36%, all 54%    test 60 / 37 / 33%, all 56%
   shapes-judge-38 (judge_absent), absent: train 35 / 33 / 14%, all 44%    test 27 / 20 / 9%, all 37%
+  shapes-judge-39 (difference loss), compared: train 55 / 40 / 39%, all 57%    test 57 / 30 / 24%, all 51%
+  shapes-judge-40 (-39, then judge_diff), diff: train 22 / 27 / 9%, all 32%     test 30 / 20 / 15%, all 34%
 The object is located at about chance on the pairs the model trained on as on unseen ones, so no target format can
-reach it; configs/pretrain/shapes-judge-39.yaml adds the auxiliary loss this led to.
+reach it; shapes-judge-39's auxiliary loss puts the difference into the encoder's states (its head: 92-99% right) and
+the decoder still does not find the object (configs/pretrain/shapes-judge-39.yaml, -40.yaml).
 """
 
 from __future__ import annotations
