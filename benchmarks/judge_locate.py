@@ -5,9 +5,8 @@ differ in one object's colour, shape or size. Its target's reason names that obj
 yellow triangle at the center, not a small purple triangle at the center"; with ``--format absent``, the
 ``judge_absent`` target: "the image shows no small purple triangle at the center, ..."; with ``--format diff``, the
 ``judge_diff`` target, whose first step is Answer 1's version of it: "Answer 1 : a small purple triangle at the
-center . Answer 2 : ..."). This probe gives a model the
-official prompt and its own target format, teacher-forced, and counts the pairs where every token of that first object
-is the model's top choice: the object located. Pairs from the training stream (world seed 0, held-out pairs avoided)
+center . Answer 2 : ..."). This probe gives a model the official prompt and its own target format, teacher-forced,
+and counts the pairs where every token of that first object is the model's top choice: the object located. Pairs from the training stream (world seed 0, held-out pairs avoided)
 and from the test split of an unseen world seed, by the scene's number of objects (chance: one in that many).
 
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py src/explore/embedded/shapes-small
@@ -15,7 +14,7 @@ and from the test split of an unseen world seed, by the scene's number of object
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py runs/shapes-judge-40/model --format diff
 
 Measured in session 26 (one thread, a training beside; 192 training pairs, 120 test pairs of world seed 2027;
-located for 2 / 3 / 4 objects, where chance is 50 / 33 / 25%; one object is always located):
+located for 2 / 3 / 4 objects, where chance is 50 / 33 / 25%; one object: 100%, except -40: 76 / 78%):
   shipped (shapes-judge-25), compared:    train 47 / 40 / 36%, all 54%    test 60 / 37 / 33%, all 56%
   shapes-judge-38 (judge_absent), absent: train 35 / 33 / 14%, all 44%    test 27 / 20 / 9%, all 37%
   shapes-judge-39 (difference loss), compared: train 55 / 40 / 39%, all 57%    test 57 / 30 / 24%, all 51%
