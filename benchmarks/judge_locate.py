@@ -6,8 +6,9 @@ yellow triangle at the center, not a small purple triangle at the center"; with 
 ``judge_absent`` target: "the image shows no small purple triangle at the center, ..."; with ``--format diff``, the
 ``judge_diff`` target, whose first step is Answer 1's version of it: "Answer 1 : a small purple triangle at the
 center . Answer 2 : ..."). This probe gives a model the official prompt and its own target format, teacher-forced,
-and counts the pairs where every token of that first object is the model's top choice: the object located. Pairs from the training stream (world seed 0, held-out pairs avoided)
-and from the test split of an unseen world seed, by the scene's number of objects (chance: one in that many).
+and counts the pairs where every token of that first object is the model's top choice: the object located. Pairs from
+the training stream (world seed 0, held-out pairs avoided) and from the test split of an unseen world seed, by the
+scene's number of objects (chance: one in that many).
 
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py src/explore/embedded/shapes-small
     OMP_NUM_THREADS=2 python benchmarks/judge_locate.py runs/shapes-judge-38/model --format absent
