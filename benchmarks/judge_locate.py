@@ -56,8 +56,8 @@ def located(model, processor, examples: list, target_format: str, batch_size: in
     stats = defaultdict(list)
     for b in range(0, len(examples), batch_size):
         chunk = examples[b : b + batch_size]
-        batch = [compared_judge_example(e) if target_format == "compared" else description_judge_example(e, target_format)
-                 for e in chunk]  # fmt: skip
+        batch = [compared_judge_example(e) if target_format == "compared"
+                 else description_judge_example(e, target_format) for e in chunk]  # fmt: skip
         inputs = collate(batch, processor, with_labels=True, max_length=512, decoder_only=False)
         with torch.no_grad():
             best = model(**to_model(inputs, model)).logits.argmax(-1)
@@ -72,7 +72,8 @@ def located(model, processor, examples: list, target_format: str, batch_size: in
             ids, guess = inputs["labels"][row][keep].tolist(), best[row][keep].tolist()
             lead = tokenizer.convert_tokens_to_ids(tokenizer.tokenize(probe.answers[0].split(phrase)[0]))
             span = range(len(lead), len(lead) + len(tokenizer.tokenize(phrase)))
-            assert tokenizer.decode([ids[k] for k in span]) == phrase, (tokenizer.decode([ids[k] for k in span]), phrase)
+            written = tokenizer.decode([ids[k] for k in span])
+            assert written == phrase, (written, phrase)  # the span is the object's tokens
             hit = float(all(guess[k] == ids[k] for k in span))
             stats["all"].append(hit)
             stats[f"{len(example.meta['scene']['objects'])} objects"].append(hit)
