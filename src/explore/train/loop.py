@@ -417,7 +417,8 @@ HEADS_FILE = ObjectHeads.file
 
 def _write_model(model, processor, heads: list[torch.nn.Module], folder: Path) -> None:
     """A checkpoint's weights: the whole model and its processor under ``folder/model`` (safetensors),
-    and the stage's training heads (object, answer-slot, answer-difference, query-attribute) beside them, each in its ``file``."""
+    and the stage's training heads (object, answer-slot, answer-difference, query-attribute) beside them, each in its
+    ``file``."""
     model.save_pretrained(folder / "model")  # transformers >= 5 always writes safetensors
     save_processor(processor, folder / "model", decoder_only=bool(model.config.use_decoder_only_language_model))
     for head in heads:  # kept for a resume; never in the model folder
