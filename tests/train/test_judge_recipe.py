@@ -487,7 +487,7 @@ def test_absent_judge_targets_name_the_object_the_image_does_not_show_first():
 
 
 def test_answer_differences_mark_the_tokens_where_the_two_answers_differ(tmp_path):
-    from explore.train.slots import answer_differences, slot_token_ids
+    from explore.train.slots import answer_differences, answer_slots, slot_token_ids
 
     _, processor = loop.build_fresh(config(tmp_path, **{"data.judge_vocabulary": True}))
     tokenizer = processor.tokenizer
@@ -495,7 +495,7 @@ def test_answer_differences_mark_the_tokens_where_the_two_answers_differ(tmp_pat
     kinds = set()
     for example in stream.batch(0, 40):
         ids = tokenizer(example.prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
-        labels = answer_differences(ids, slot_token_ids(tokenizer))[0]
+        labels = answer_differences(ids, answer_slots(ids, slot_token_ids(tokenizer)))[0]
         words = tokenizer.convert_ids_to_tokens(ids[0])
         marked = [w for w, label in zip(words, labels.tolist(), strict=True) if label == 1]
         assert (labels >= 0).sum() == sum(len(tokenizer.tokenize(r)) for r in example.responses)  # the answers only
@@ -507,8 +507,8 @@ def test_answer_differences_mark_the_tokens_where_the_two_answers_differ(tmp_pat
             assert all(c in marked for c in claims) and len(marked) <= 6, (marked, claims)
         kinds.add(example.meta["kind"])
     assert len(kinds) == 5
-    assert (answer_differences(tokenizer("Answer 1: a circle.", return_tensors="pt")["input_ids"],
-                               slot_token_ids(tokenizer)) == -1).all()  # fmt: skip
+    one = tokenizer("Answer 1: a circle.", return_tensors="pt")["input_ids"]
+    assert (answer_differences(one, answer_slots(one, slot_token_ids(tokenizer))) == -1).all()
 
 
 def test_a_difference_loss_stage_trains_its_head_keeps_it_for_a_resume_and_saves_a_plain_model(tmp_path):

@@ -350,11 +350,12 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
                     if slot_ids is not None and official:
                         outputs = model(**batch)
                         states = outputs.language_model_outputs.encoder_last_hidden_state
+                        slots = answer_slots(batch["input_ids"], slot_ids)  # once for both auxiliary losses
                         loss = outputs.loss
                         if stage.slot_loss:
-                            loss = loss + stage.slot_loss * heads.loss(states, answer_slots(batch["input_ids"], slot_ids))
+                            loss = loss + stage.slot_loss * heads.loss(states, slots)
                         if difference_head is not None:
-                            differences = answer_differences(batch["input_ids"], slot_ids)
+                            differences = answer_differences(batch["input_ids"], slots)
                             loss = loss + stage.difference_loss * difference_head.loss(states, differences)
                     elif attribute_head is not None:
                         outputs = model(**batch)

@@ -85,12 +85,11 @@ class SlotHead(nn.Module):
         return nn.functional.cross_entropy(self.proj(states[inside]).float(), slots[inside] - 1)
 
 
-def answer_differences(input_ids: Tensor, ids: dict[str, int]) -> Tensor:
-    """(B, L) labels of ``input_ids`` (official judge prompts): 1 on the tokens of either answer outside the longest
-    matching blocks of the two answers (``difflib``: the word, count or invented object in which they differ, and a
-    verb's number that changes with it), 0 on the answers' other tokens, -1 outside the answers; a row without both
-    answers is all -1."""
-    slots = answer_slots(input_ids, ids)
+def answer_differences(input_ids: Tensor, slots: Tensor) -> Tensor:
+    """(B, L) labels of ``input_ids`` (official judge prompts) given their :func:`answer_slots`: 1 on the tokens of
+    either answer outside the longest matching blocks of the two answers (``difflib``: the word, count or invented
+    object in which they differ, and a verb's number that changes with it), 0 on the answers' other tokens, -1 outside
+    the answers; a row without both answers is all -1."""
     labels = torch.full_like(input_ids, -1)
     for row in range(input_ids.shape[0]):
         spans = [(slots[row] == k).nonzero().flatten() for k in (1, 2)]
