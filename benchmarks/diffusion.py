@@ -26,6 +26,7 @@
     python benchmarks/diffusion.py --compare runs/diffusion/latent/pipeline runs/diffusion/latent-baseline/pipeline
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-steps 10 14 20   # both speed / quality curves
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 3 --compare-names A B
+    python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-compile  # compiled timings
 
 5. The autoencoder's bound on a latent generator (--autoencoder-ceiling FOLDER): world-geneval of the real
    renders after an encode-decode round trip.
@@ -170,13 +171,16 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
 
 def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, steps: tuple[int, ...] = (20,),
                     guidances: tuple[float, ...] = (3.0,),
-                    names: tuple[str, str] = ("efficient", "diffusers UNet2DConditionModel")) -> None:  # fmt: skip
+                    names: tuple[str, str] = ("efficient", "diffusers UNet2DConditionModel"),
+                    compiled: bool = False) -> None:  # fmt: skip
     """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
     budget (same config but model.kind), world-geneval (grounded, DDIM, seen and held-out pairs) and seconds per
     image, measured in one run, interleaved so that load on the machine hits both alike; one row per UNet,
     guidance scale and sampling-step count, so that faithfulness can be compared at equal seconds (the speed /
     quality curve of each), not only at one setting. Guidance 1 is one UNet pass per step (no CFG), above 1 two
-    (a model trained with loss.model_guidance samples at 1). Both UNets get every setting."""
+    (a model trained with loss.model_guidance samples at 1). Both UNets get every setting. ``compiled``: the latency
+    pass runs both pipelines with their UNet, text encoder and autoencoder decoder through ``torch.compile`` (static
+    shapes, each shape compiled before it is timed); faithfulness is measured eager either way."""
     import tempfile
 
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
@@ -194,13 +198,20 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     # s / image at batch 1 (latency) and at batch 16 (throughput: what CFG's doubled batch costs shows here; at
     # batch 1 on a CPU the per-call overhead hides it), interleaved rounds, the best of each
     seconds = {(key, batch): [] for key in rows for batch in (1, THROUGHPUT_BATCH)}
+    if compiled:
+        for pipe in pipes.values():
+            for module in (pipe.unet, pipe.text_encoder, pipe.vae.decoder):
+                module.compile(dynamic=False)
+        for (name, g, n), batch in seconds:  # compile every shape of the timed calls before any timing
+            latency_per_image(pipes[name], steps=2, repeats=1, scheduler="ddim", guidance=g, batch=batch)
     for _ in range(3):
         for ((name, g, n), batch), times in seconds.items():
             times.append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim", guidance=g, batch=batch))
     best = {key: min(seconds[key, 1]) for key in rows}
     batched = {key: min(seconds[key, THROUGHPUT_BATCH]) for key in rows}
     print(f"## {names[0]} vs {names[1]}, same budget: world-geneval ({prompts} prompts per "
-          f"category x 4 images, seed {seed}, grounded, DDIM), CPU {torch.get_num_threads()} threads\n")  # fmt: skip
+          f"category x 4 images, seed {seed}, grounded, DDIM), CPU {torch.get_num_threads()} threads"
+          f"{', s / image with torch.compile' if compiled else ''}\n")  # fmt: skip
     print("| UNet | parameters | guidance | DDIM steps | pairs | overall | " + " | ".join(CATEGORIES) +
           f" | scene objects | exact | s / image | s / image, batch {THROUGHPUT_BATCH} |")  # fmt: skip
     print("|---|---:|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|---:|")
@@ -297,6 +308,8 @@ def main() -> None:
                         help="--compare at these guidance scales (1: one UNet pass per step), each UNet at each")
     parser.add_argument("--compare-names", nargs=2, default=["efficient", "diffusers UNet2DConditionModel"],
                         metavar=("FIRST", "SECOND"), help="--compare: what to call the two pipelines in the table")
+    parser.add_argument("--compare-compile", action="store_true",
+                        help="--compare: time both pipelines through torch.compile (UNet, text encoder, decoder)")
     args = parser.parse_args()
     torch.manual_seed(0)
     if args.geneval is not None:
@@ -307,7 +320,7 @@ def main() -> None:
         return
     if args.compare is not None:
         compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps),
-                        tuple(args.compare_guidance), tuple(args.compare_names))
+                        tuple(args.compare_guidance), tuple(args.compare_names), args.compare_compile)
         return
     config = load_diffusion_config(args.config)
 
