@@ -180,7 +180,7 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     quality curve of each), not only at one setting. Guidance 1 is one UNet pass per step (no CFG), above 1 two
     (a model trained with loss.model_guidance samples at 1). Both UNets get every setting. ``compiled``: the latency
     pass runs both pipelines with their UNet, text encoder and autoencoder decoder through ``torch.compile`` (static
-    shapes, each shape compiled before it is timed); faithfulness is measured eager either way."""
+    shapes, each shape compiled before it is timed) after the eager pass, both printed; faithfulness is measured eager."""
     import tempfile
 
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
@@ -196,57 +196,70 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
                                            layout="auto", seed=seed, steps=n, guidance=g, progress=False)  # fmt: skip
                 rows[name, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
     # s / image at batch 1 (latency) and at batch 16 (throughput: what CFG's doubled batch costs shows here; at
-    # batch 1 on a CPU the per-call overhead hides it), interleaved rounds, the best of each
-    seconds = {(key, batch): [] for key in rows for batch in (1, THROUGHPUT_BATCH)}
+    # batch 1 on a CPU the per-call overhead hides it), interleaved rounds, the best of each; eager, then compiled
+    timings = {"eager": _seconds_per_image(pipes, rows)}
     if compiled:
         for pipe in pipes.values():
             for module in (pipe.unet, pipe.text_encoder, pipe.vae.decoder):
                 module.compile(dynamic=False)
-        for (name, g, n), batch in seconds:  # compile every shape of the timed calls before any timing
-            latency_per_image(pipes[name], steps=2, repeats=1, scheduler="ddim", guidance=g, batch=batch)
-    for _ in range(3):
-        for ((name, g, n), batch), times in seconds.items():
-            times.append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim", guidance=g, batch=batch))
-    best = {key: min(seconds[key, 1]) for key in rows}
-    batched = {key: min(seconds[key, THROUGHPUT_BATCH]) for key in rows}
+        for name, g, _ in rows:  # compile every shape of the timed calls before any timing
+            for batch in (1, THROUGHPUT_BATCH):
+                latency_per_image(pipes[name], steps=2, repeats=1, scheduler="ddim", guidance=g, batch=batch)
+        timings["torch.compile"] = _seconds_per_image(pipes, rows)
     print(f"## {names[0]} vs {names[1]}, same budget: world-geneval ({prompts} prompts per "
-          f"category x 4 images, seed {seed}, grounded, DDIM), CPU {torch.get_num_threads()} threads"
-          f"{', s / image with torch.compile' if compiled else ''}\n")  # fmt: skip
+          f"category x 4 images, seed {seed}, grounded, DDIM), CPU {torch.get_num_threads()} threads\n")  # fmt: skip
+    columns = "".join(f" | s / image{'' if mode == 'eager' else ', ' + mode} | s / image, batch {THROUGHPUT_BATCH}"
+                      f"{'' if mode == 'eager' else ', ' + mode}" for mode in timings)  # fmt: skip
     print("| UNet | parameters | guidance | DDIM steps | pairs | overall | " + " | ".join(CATEGORIES) +
-          f" | scene objects | exact | s / image | s / image, batch {THROUGHPUT_BATCH} |")  # fmt: skip
-    print("|---|---:|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|---:|---:|")
+          f" | scene objects | exact{columns} |")  # fmt: skip
+    print("|---|---:|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|" + "---:|---:|" * len(timings))
     for (name, g, n), r in rows.items():
         for pairs in ("seen", "held_out"):
             scores = r[pairs]["generated"]
             cells = " | ".join(f"{scores[c]:.2f}" if c in scores else "-" for c in CATEGORIES)  # held-out: fewer
+            times = "".join(
+                f" | {t[1][name, g, n]:.3f} | {t[THROUGHPUT_BATCH][name, g, n]:.3f}" for t in timings.values()
+            )
             print(f"| {name} | {r['params'] / 1e6:.2f} M | {g:g} | {n} | {pairs} | {scores['overall']:.3f} | {cells} | "
-                  f"{scores['full_scene_objects']:.2f} | {scores['full_scene_exact']:.2f} | {best[name, g, n]:.3f} | "
-                  f"{batched[name, g, n]:.3f} |")  # fmt: skip
+                  f"{scores['full_scene_objects']:.2f} | {scores['full_scene_exact']:.2f}{times} |")  # fmt: skip
     names = list(pipes)
-    for g, n in settings:
-        e, b = (best[name, g, n] for name in names)
-        eb, bb = (batched[name, g, n] for name in names)
-        print(f"\nspeed-up per image at {n} DDIM steps, guidance {g:g}: {b / e:.2f}x at batch 1, "
-              f"{bb / eb:.2f}x at batch {THROUGHPUT_BATCH}")  # fmt: skip
-    # The issue's measure: for each baseline row, the fastest efficient row at least as faithful, on the seen pairs
-    # and on the held-out ones alike.
-    for g, n in settings:
-        base = rows[names[1], g, n]
-        target = {pairs: base[pairs]["generated"]["overall"] for pairs in ("seen", "held_out")}
-        matches = [key for key in settings
-                   if all(rows[(names[0], *key)][p]["generated"]["overall"] >= target[p] for p in target)]
-        label = (f"{names[1]} at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / {target['held_out']:.3f} "
-                 "held-out)")  # fmt: skip
-        if not matches:
-            print(f"\nat equal faithfulness to {label}: no {names[0]} row reaches it on both")
-            continue
-        for timing, batch in ((best, "batch 1"), (batched, f"batch {THROUGHPUT_BATCH}")):
-            gm, m = min(matches, key=lambda key, timing=timing: timing[(names[0], *key)])
-            hit = rows[names[0], gm, m]
-            ratio = timing[names[1], g, n] / timing[names[0], gm, m]
-            print(f"\nat equal faithfulness to {label}, {batch}: {names[0]} at guidance {gm:g}, {m} steps "
-                  f"({hit['seen']['generated']['overall']:.3f} / {hit['held_out']['generated']['overall']:.3f}) is "
-                  f"{ratio:.2f}x faster")  # fmt: skip
+    for mode, t in timings.items():
+        print(f"\n### {mode}")
+        for g, n in settings:
+            e, b = (t[1][name, g, n] for name in names)
+            eb, bb = (t[THROUGHPUT_BATCH][name, g, n] for name in names)
+            print(f"\nspeed-up per image at {n} DDIM steps, guidance {g:g}: {b / e:.2f}x at batch 1, "
+                  f"{bb / eb:.2f}x at batch {THROUGHPUT_BATCH}")  # fmt: skip
+        # The issue's measure: for each baseline row, the fastest efficient row at least as faithful, on the seen
+        # pairs and on the held-out ones alike.
+        for g, n in settings:
+            base = rows[names[1], g, n]
+            target = {pairs: base[pairs]["generated"]["overall"] for pairs in ("seen", "held_out")}
+            matches = [key for key in settings
+                       if all(rows[(names[0], *key)][p]["generated"]["overall"] >= target[p] for p in target)]
+            label = (f"{names[1]} at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / "
+                     f"{target['held_out']:.3f} held-out)")  # fmt: skip
+            if not matches:
+                print(f"\nat equal faithfulness to {label}: no {names[0]} row reaches it on both")
+                continue
+            for batch in (1, THROUGHPUT_BATCH):
+                timing = t[batch]
+                gm, m = min(matches, key=lambda key, timing=timing: timing[(names[0], *key)])
+                hit = rows[names[0], gm, m]
+                ratio = timing[names[1], g, n] / timing[names[0], gm, m]
+                print(f"\nat equal faithfulness to {label}, batch {batch}: {names[0]} at guidance {gm:g}, {m} steps "
+                      f"({hit['seen']['generated']['overall']:.3f} / {hit['held_out']['generated']['overall']:.3f}) "
+                      f"is {ratio:.2f}x faster")  # fmt: skip
+
+
+def _seconds_per_image(pipes: dict, rows: dict) -> dict[int, dict]:
+    """Best of three interleaved rounds of seconds per image, at batch 1 and at THROUGHPUT_BATCH, for every
+    (pipeline name, guidance, steps) of ``rows``."""
+    seconds = {(key, batch): [] for key in rows for batch in (1, THROUGHPUT_BATCH)}
+    for _ in range(3):
+        for ((name, g, n), batch), times in seconds.items():
+            times.append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim", guidance=g, batch=batch))
+    return {batch: {key: min(seconds[key, batch]) for key in rows} for batch in (1, THROUGHPUT_BATCH)}
 
 
 @torch.no_grad()
