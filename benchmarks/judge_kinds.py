@@ -1,8 +1,9 @@
 """The generative judge by kind of pair: right / wrong / tie per judge kind (issue 14, session 27).
 
 ``predictions``: reads an ``explore eval --task world-judge --judge generative`` run's predictions.jsonl and counts, per
-kind of pair (explore.world.judge.JUDGE_KINDS), the pairs judged right, wrong and without a majority; the kinds come
-from the world's own examples of that split and seed, matched by index. ``pairs``: runs the official protocol with 3
+kind of pair (explore.world.judge.JUDGE_KINDS), the pairs judged right, wrong and without a majority; the kind is each
+record's ``query_source`` (written since session 28) or, for older runs, the world's own example of that split and
+seed, matched by index (``--split`` / ``--seed``). ``pairs``: runs the official protocol with 3
 samples on the first N test-split pairs of the weakest kind (a wrong attribute inside a description, world seed 0),
 as tests/models/test_embedded.py does, and prints how many each model gets right.
 
@@ -30,14 +31,20 @@ OUTCOMES = ("right", "wrong", "tie")
 
 
 def by_kind(path: str, split: str, seed: int) -> dict[str, Counter]:
+    """Right / wrong / tie per kind of pair of a generative judge run's predictions. Records written since session 28
+    carry VL-RewardBench's ``query_source`` ("shapes-world/<kind>"); older ones get the kind from the example that
+    split and seed re-derive."""
     records = read_predictions(Path(path))
-    examples = world_examples(split, len(records), "judge", seed=seed)
-    index = {example.id.rsplit("-", 1)[1]: example for example in examples}  # "...-judge-000009" -> "000009"
+    kinds = {}
+    if any("query_source" not in record for record in records):
+        examples = world_examples(split, len(records), "judge", seed=seed)
+        kinds = {example.id.rsplit("-", 1)[1]: example.meta["kind"] for example in examples}  # "...-000009" -> "000009"
     counts: dict[str, Counter] = {}
     for record in records:
-        example = index[record["id"].rsplit("-", 1)[1]]
-        outcome = "tie" if record["choice"] is None else OUTCOMES[record["choice"] != example.preferred]
-        counts.setdefault(example.meta["kind"], Counter())[outcome] += 1
+        source = record.get("query_source")
+        kind = source.removeprefix("shapes-world/") if source else kinds[record["id"].rsplit("-", 1)[1]]
+        outcome = "tie" if record["choice"] is None else OUTCOMES[record["choice"] != record["preferred"]]
+        counts.setdefault(kind, Counter())[outcome] += 1
     return counts
 
 
@@ -47,7 +54,7 @@ def main() -> None:
     read = commands.add_parser("predictions", help="right / wrong / tie per kind of a generative judge run")
     read.add_argument("path", help="predictions.jsonl")
     read.add_argument("--split", default="test")
-    read.add_argument("--seed", type=int, default=0, help="the run's world seed")
+    read.add_argument("--seed", type=int, default=0, help="the run's world seed (records without query_source)")
     run = commands.add_parser("pairs", help="description pairs right, 3 samples each")
     run.add_argument("models", nargs="+", help="'embedded', folders or hub ids")
     run.add_argument("--n", type=int, default=100, help="pairs")

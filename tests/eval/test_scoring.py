@@ -44,3 +44,23 @@ def test_relation_batches_get_room_for_a_stepwise_answer():
     colour = Example(id="c", task="vqa", image=None, prompt="?", answers=["red"], category="colour")
     assert answer_budget([colour], short=10) == 10
     assert answer_budget([colour, relation], short=10) == RELATION_MAX_NEW_TOKENS >= 31  # 30 tokens + end
+
+
+
+def test_a_judge_record_keeps_the_pairs_query_source():
+    """predictions.jsonl keeps VL-RewardBench's query_source of each pair ("shapes-world/<kind>" for world pairs, read
+    back by a per-kind breakdown); a pair without one gets none."""
+    from explore.eval.tasks import TaskOptions, get_task
+    from explore.world.judge import JUDGE_KINDS
+
+    examples = get_task("world-judge").load(TaskOptions(limit=6))
+    records = score_records("judge", examples, [{"output": "", "choice": e.preferred} for e in examples])
+    sources = [r["query_source"] for r in records]
+    assert sources == [e.meta["query_source"] for e in examples]
+    kinds = {source.removeprefix("shapes-world/") for source in sources}
+    assert len(kinds) > 1 and kinds <= set(JUDGE_KINDS)
+    assert all(r["score"] == 1.0 for r in records)
+    bare = Example(id="vlrb-0", task="judge", image=None, prompt="q", responses=["a", "b"], preferred=0,
+                   category="general")  # fmt: skip
+    (record,) = score_records("judge", [bare], [{"output": "", "choice": 1}])
+    assert "query_source" not in record and record["score"] == 0.0

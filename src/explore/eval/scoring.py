@@ -75,6 +75,8 @@ def score_records(kind: str, batch: list[Example], outputs: list[dict]) -> list[
             record["score"] = record.get("exact_scene")
         else:
             record["preferred"] = example.preferred
+            if "query_source" in example.meta:  # VL-RewardBench's source of the pair ("shapes-world/<kind>" for ours)
+                record["query_source"] = example.meta["query_source"]
             choice = output.get("choice")
             record["score"] = None if choice is None else float(choice == example.preferred)
         records.append(record)
