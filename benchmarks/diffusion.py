@@ -200,9 +200,10 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     timings = {"eager": _seconds_per_image(pipes, rows)}
     if compiled:
         for pipe in pipes.values():
-            for module in (pipe.unet, pipe.text_encoder, pipe.vae.decoder):
-                module.compile(dynamic=False)
-        for name, g, _ in rows:  # compile every shape of the timed calls before any timing
+            for module in (pipe.unet, pipe.text_encoder, pipe.vae.decoder if pipe.latent else None):
+                if module is not None:
+                    module.compile(dynamic=False)
+        for name, g in sorted({(name, g) for name, g, _ in rows}):  # every timed shape compiled before any timing
             for batch in (1, THROUGHPUT_BATCH):
                 latency_per_image(pipes[name], steps=2, repeats=1, scheduler="ddim", guidance=g, batch=batch)
         timings["torch.compile"] = _seconds_per_image(pipes, rows)
