@@ -1,13 +1,11 @@
 """The generative judge by kind of pair: right / wrong / tie per judge kind (issue 14, session 27).
 
 ``predictions``: reads an ``explore eval --task world-judge --judge generative`` run's predictions.jsonl and counts, per
-kind of pair (explore.world.judge.JUDGE_KINDS), the pairs judged right, wrong and without a majority; the kind is each
-record's ``query_source`` (written since session 28) or, for older runs, the world's own example of that split and
-seed, matched by index (``--split`` / ``--seed``). ``pairs``: runs the official protocol with 3
-samples on the first N test-split pairs of the weakest kind (a wrong attribute inside a description, world seed 0),
+kind of pair (explore.world.judge.JUDGE_KINDS, read from each record's ``query_source``), the pairs judged right, wrong
+and without a majority. ``pairs``: runs the official protocol with 3 samples on the first N test-split pairs of the weakest kind (a wrong attribute inside a description, world seed 0),
 as tests/models/test_embedded.py does, and prints how many each model gets right.
 
-    python benchmarks/judge_kinds.py predictions out/gen-31337/predictions.jsonl --seed 31337
+    python benchmarks/judge_kinds.py predictions out/gen-31337/predictions.jsonl
     OMP_NUM_THREADS=1 python benchmarks/judge_kinds.py pairs embedded runs/shapes-judge-44/model
 
 Measured in session 27: shapes-judge-43 on seed 31337 (300 pairs): invented object 60 / 0 / 0, wrong attribute
@@ -30,21 +28,17 @@ from explore.world.examples import world_examples
 OUTCOMES = ("right", "wrong", "tie")
 
 
-def by_kind(path: str, split: str, seed: int) -> dict[str, Counter]:
-    """Right / wrong / tie per kind of pair of a generative judge run's predictions. Records written since session 28
-    carry VL-RewardBench's ``query_source`` ("shapes-world/<kind>"); older ones get the kind from the example that
-    split and seed re-derive."""
-    records = read_predictions(Path(path))
-    kinds = {}
-    if any("query_source" not in record for record in records):
-        examples = world_examples(split, len(records), "judge", seed=seed)
-        kinds = {example.id.rsplit("-", 1)[1]: example.meta["kind"] for example in examples}  # "...-000009" -> "000009"
+def by_kind(path: str) -> dict[str, Counter]:
+    """Right / wrong / tie per kind of pair of a world-judge run's predictions: the kind is each record's
+    VL-RewardBench ``query_source`` ("shapes-world/<kind>"), the outcome its score (None: no majority)."""
     counts: dict[str, Counter] = {}
-    for record in records:
-        source = record.get("query_source")
-        kind = source.removeprefix("shapes-world/") if source else kinds[record["id"].rsplit("-", 1)[1]]
-        outcome = "tie" if record["choice"] is None else OUTCOMES[record["choice"] != record["preferred"]]
-        counts.setdefault(kind, Counter())[outcome] += 1
+    for record in read_predictions(Path(path)):
+        if "query_source" not in record:
+            raise SystemExit(f"{path}: record {record['id']} has no query_source (written before session 28); "
+                             "re-run the evaluation")  # fmt: skip
+        score = record["score"]
+        outcome = "tie" if score is None else "right" if score else "wrong"
+        counts.setdefault(record["query_source"].removeprefix("shapes-world/"), Counter())[outcome] += 1
     return counts
 
 
@@ -53,14 +47,12 @@ def main() -> None:
     commands = parser.add_subparsers(dest="command", required=True)
     read = commands.add_parser("predictions", help="right / wrong / tie per kind of a generative judge run")
     read.add_argument("path", help="predictions.jsonl")
-    read.add_argument("--split", default="test")
-    read.add_argument("--seed", type=int, default=0, help="the run's world seed (records without query_source)")
     run = commands.add_parser("pairs", help="description pairs right, 3 samples each")
     run.add_argument("models", nargs="+", help="'embedded', folders or hub ids")
     run.add_argument("--n", type=int, default=100, help="pairs")
     args = parser.parse_args()
     if args.command == "predictions":
-        for kind, counts in by_kind(args.path, args.split, args.seed).items():
+        for kind, counts in by_kind(args.path).items():
             print(f"{kind}: " + " / ".join(f"{counts[o]} {o}" for o in OUTCOMES))
         return
     examples = world_examples("test", args.n, "judge", kinds=("wrong_attribute_description",))

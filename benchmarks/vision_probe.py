@@ -34,6 +34,7 @@ from explore.models.build import build_model
 from explore.models.loading import load_model
 from explore.train.objects import ATTRIBUTES, object_targets, pixels
 from explore.world import HELD_OUT_PAIRS
+from explore.world.scene import Scene
 from explore.world.splits import split_scene
 
 
@@ -51,6 +52,14 @@ def object_tokens(vision, processor, scenes, layers, batch_size=64):
             feats[layer].append(hidden[layer][rows, tokens])
     _, _, labels = object_targets(scenes, grid)
     return {k: torch.cat(v) for k, v in feats.items()}, labels
+
+
+def held_out_scenes(n: int) -> list[Scene]:
+    """The first ``n`` compositional-split scenes with only their held-out-pair objects (explore.world.HELD_OUT_PAIRS),
+    those left without any dropped."""
+    held = [split_scene("compositional", i) for i in range(n)]
+    held = [replace(s, objects=tuple(o for o in s.objects if (o.colour, o.shape) in HELD_OUT_PAIRS)) for s in held]
+    return [s for s in held if s.objects]
 
 
 def probe(x: torch.Tensor, y: torch.Tensor, classes: int, steps: int = 400, n: int | None = None) -> float:
@@ -96,12 +105,9 @@ def main() -> None:
     layers = every if args.layers is None else sorted({every[layer] for layer in args.layers})
     scenes = [split_scene("train", i) for i in range(args.scenes)]
     fit = None
-    if args.held_out:
-        # The fitted rows first, then only the held-out-pair objects of compositional scenes.
-        held = [split_scene("compositional", i) for i in range(args.scenes)]
-        held = [replace(s, objects=tuple(o for o in s.objects if (o.colour, o.shape) in HELD_OUT_PAIRS)) for s in held]
+    if args.held_out:  # the fitted rows first, then only the held-out-pair objects of compositional scenes
         fit = sum(len(s.objects) for s in scenes)
-        scenes = scenes + [s for s in held if s.objects]
+        scenes = scenes + held_out_scenes(args.scenes)
     where = "fitted on train objects, scored on held-out colour-shape objects" if args.held_out else "80/20 split"
     print(f"{args.vision or args.model}: linear probes on the token under each object's centre ({args.scenes} "
           f"scenes; {where})")  # fmt: skip

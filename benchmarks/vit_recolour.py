@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import argparse
 import copy
-from dataclasses import replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from vision_probe import object_tokens, probe
+from vision_probe import held_out_scenes, object_tokens, probe
 
 from explore.models.loading import load_model
-from explore.train.objects import ATTRIBUTES, ObjectHeads, object_targets
-from explore.world import HELD_OUT_PAIRS
+from explore.train.objects import ATTRIBUTES, ObjectHeads, object_targets, pixels
 from explore.world.examples import unnamed_colour
 from explore.world.render import render
 from explore.world.splits import split_scene
@@ -43,10 +41,8 @@ def held_out_probe(vision, processor, n: int) -> tuple[float, float]:
     training below draws) and scored on the held-out-pair objects of the first ``n`` compositional scenes."""
     scenes = [split_scene("train", 100_000 + i) for i in range(n)]
     fit = sum(len(s.objects) for s in scenes)
-    held = [split_scene("compositional", i) for i in range(n)]
-    held = [replace(s, objects=tuple(o for o in s.objects if (o.colour, o.shape) in HELD_OUT_PAIRS)) for s in held]
     last = vision.config.num_hidden_layers
-    feats, labels = object_tokens(vision.eval(), processor, scenes + [s for s in held if s.objects], [last])
+    feats, labels = object_tokens(vision.eval(), processor, scenes + held_out_scenes(n), [last])
     return (probe(feats[last], labels["shape"], len(ATTRIBUTES["shape"]), n=fit),
             probe(feats[last], labels["colour"], len(ATTRIBUTES["colour"]), n=fit))  # fmt: skip
 
@@ -70,9 +66,6 @@ def main() -> None:
     grid = size // vision.config.patch_size
     half = args.batch_size // 2
 
-    def pixel_values(images):
-        return processor.image_processor(images, return_tensors="pt")["pixel_values"]
-
     shape, colour = held_out_probe(vision, processor, args.probe_scenes)
     print(f"before: held-out pairs, linear probe on the last layer: shape {shape:.1%}, colour {colour:.1%}", flush=True)
     heads = ObjectHeads(vision.config.hidden_size)
@@ -84,10 +77,10 @@ def main() -> None:
         named, recoloured = scenes[:half], scenes[half:]
         colours = [[unnamed_colour(rng, o.shape) for o in s.objects] for s in recoloured]
         images = [render(s, size) for s in named] + [render(s, size, c) for s, c in zip(recoloured, colours)]
-        pixels = pixel_values(images)
+        values = processor.image_processor(images, return_tensors="pt")["pixel_values"]
         warm_up = step < HEAD_STEPS
         vision.requires_grad_(not warm_up)
-        hidden = vision(pixel_values=pixels).last_hidden_state
+        hidden = vision(pixel_values=values).last_hidden_state
         loss = torch.zeros(())
         for part, group, keys in ((slice(0, half), named, tuple(ATTRIBUTES)),
                                   (slice(half, None), recoloured, RECOLOURED_ATTRIBUTES)):  # fmt: skip
@@ -96,7 +89,7 @@ def main() -> None:
             loss = loss + sum(F.cross_entropy(logits[k], labels[k]) for k in keys)
         if not warm_up and args.anchor:
             with torch.no_grad():
-                target = teacher(pixel_values=pixels[:half]).last_hidden_state
+                target = teacher(pixel_values=values[:half]).last_hidden_state
             loss = loss + args.anchor * F.mse_loss(hidden[:half], target) / target.pow(2).mean()
         active = head_optimizer if warm_up else optimizer
         active.zero_grad()
@@ -107,8 +100,8 @@ def main() -> None:
     shape, colour = held_out_probe(vision, processor, args.probe_scenes)
     print(f"after: held-out pairs, linear probe on the last layer: shape {shape:.1%}, colour {colour:.1%}")
     with torch.no_grad():
-        pixels = pixel_values([render(split_scene("val", i), size) for i in range(64)])
-        new, old = vision.eval()(pixel_values=pixels).last_hidden_state, teacher(pixel_values=pixels).last_hidden_state
+        values = pixels([split_scene("val", i) for i in range(64)], processor, size)
+        new, old = vision.eval()(pixel_values=values).last_hidden_state, teacher(pixel_values=values).last_hidden_state
         print(f"relative feature drift on 64 validation scenes: {((new - old).pow(2).mean() / old.pow(2).mean()):.2%}")
     model.save_pretrained(args.out)
     processor.save_pretrained(args.out)
