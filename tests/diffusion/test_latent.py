@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 from safetensors.torch import load_file
 
 from explore.diffusion.autoencoder import (
@@ -21,7 +21,7 @@ from explore.diffusion.autoencoder import (
 from explore.diffusion.build import build_pipeline, warm_start
 from explore.diffusion.config import DataSection
 from explore.diffusion.pipeline import WorldDiffusionPipeline, load_pipeline, set_scheduler
-from explore.diffusion.train import train_diffusion
+from explore.diffusion.train import export_ema_pipeline, train_diffusion
 from explore.errors import ConfigError, ExploreError
 
 
@@ -107,9 +107,18 @@ def _latent_config(tiny_config, autoencoder: Path, out: Path):
     return tiny_config.model_copy(update={"model": model, "loss": loss, "output_dir": str(out)})
 
 
-def test_latent_pipeline_trains_and_reloads_through_plain_diffusers(tiny_config, tiny_autoencoder, tmp_path):
-    config = _latent_config(tiny_config, tiny_autoencoder, tmp_path / "run")
-    final = train_diffusion(config, progress=False)
+@pytest.fixture(scope="module")
+def latent_pipeline(tiny_autoencoder, tmp_path_factory) -> Path:
+    """A tiny latent pipeline trained on ``tiny_autoencoder``'s latents."""
+    from explore.diffusion.config import load_diffusion_config
+
+    tiny = load_diffusion_config(Path(__file__).resolve().parents[2] / "configs" / "diffusion" / "tiny.yaml")
+    out = tmp_path_factory.mktemp("latent") / "run"
+    return train_diffusion(_latent_config(tiny, tiny_autoencoder, out), progress=False)
+
+
+def test_latent_pipeline_trains_and_reloads_through_plain_diffusers(latent_pipeline):
+    final = latent_pipeline
     index = json.loads((final / "model_index.json").read_text())
     assert index["vae"] == ["diffusers", "AutoencoderKL"]
     ours = load_pipeline(final)
@@ -238,3 +247,104 @@ def test_init_from_warm_starts_from_a_pipeline_and_checks_it(tiny_config, tiny_a
         warm_start(build_pipeline(_latent_config(tiny_config, other_ae, tmp_path / "x")), str(first))
     with pytest.raises(ExploreError, match="init_from .*no such pipeline folder"):
         warm_start(pipe, str(tmp_path / "nope"))
+
+
+def _tiny_ae_config(teacher: Path, out: Path, steps: int = 4) -> AutoencoderConfig:
+    return AutoencoderConfig(
+        model={"kind": "tiny", "teacher": str(teacher), "block_out_channels": [8, 8, 8]},
+        data=DataSection(resolution=32, max_objects=2),
+        train=AutoencoderTrainSection(steps=steps, batch_size=4, warmup_steps=1, lr=1e-2),
+        validation_scenes=4, validation_every=2, checkpoint_every=2, output_dir=str(out),
+    )  # fmt: skip
+
+
+def test_tiny_autoencoder_learns_the_teachers_latent_space(tiny_autoencoder, tmp_path):
+    """model.kind: tiny trains a plain diffusers AutoencoderTiny on the teacher's latents, with the teacher's
+    scaling_factor and latent shape; the teacher is untouched; a killed run resumes exactly."""
+    teacher_weights = load_file(tiny_autoencoder / "diffusion_pytorch_model.safetensors")
+    student = train_autoencoder(_tiny_ae_config(tiny_autoencoder, tmp_path / "a"), progress=False)
+    tiny, teacher = AutoencoderTiny.from_pretrained(student), AutoencoderKL.from_pretrained(tiny_autoencoder)
+    assert tiny.config.scaling_factor == teacher.config.scaling_factor
+    images = torch.rand(2, 3, 32, 32) * 2 - 1
+    with torch.no_grad():
+        assert tiny.encode(images).latents.shape == teacher.encode(images).latent_dist.mode().shape == (2, 4, 8, 8)
+        assert tiny.decode(teacher.encode(images).latent_dist.mode()).sample.shape == (2, 3, 32, 32)
+    after = load_file(tiny_autoencoder / "diffusion_pytorch_model.safetensors")
+    assert all(torch.equal(teacher_weights[k], after[k]) for k in teacher_weights)
+    log = [json.loads(line) for line in (student.parent / "train_log.jsonl").read_text().splitlines()]
+    validation = [r["validation"] for r in log if "validation" in r]
+    assert validation and {"exact", "object", "latent_mse"} <= set(validation[-1])
+    stopped = _tiny_ae_config(tiny_autoencoder, tmp_path / "b")
+    with pytest.raises(KeyboardInterrupt):
+        _interrupt_after_checkpoint(stopped)
+    resumed = train_autoencoder(stopped, resume="latest", progress=False)
+    a = load_file(student / "diffusion_pytorch_model.safetensors")
+    b = load_file(resumed / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_tiny_autoencoder_config_errors_are_one_line(tiny_autoencoder, tmp_path):
+    with pytest.raises(ValueError, match="one width"):
+        AutoencoderConfig(model={"kind": "tiny", "block_out_channels": [16, 32, 32]}, train={"steps": 2})
+    with pytest.raises(ValueError, match="set model.init_from"):
+        AutoencoderConfig(model={"kind": "tiny"}, train={"steps": 2, "trainable": "decoder"})
+    with pytest.raises(ValueError, match="kind"):
+        AutoencoderConfig(model={"kind": "vq"}, train={"steps": 2})
+    two_levels = _tiny_ae_config(tiny_autoencoder, tmp_path / "x")
+    two_levels = two_levels.model_copy(update={"model": two_levels.model.model_copy(
+        update={"block_out_channels": [8, 8], "encoder_blocks": [1, 1], "decoder_blocks": [1, 1]})})  # fmt: skip
+    with pytest.raises(ExploreError, match="2 levels, the teacher .* 3"):
+        train_autoencoder(two_levels, progress=False)
+
+
+def test_a_tiny_autoencoder_replaces_the_pipelines_and_loads_through_plain_diffusers(
+    latent_pipeline, tiny_autoencoder, tmp_path
+):
+    """explore diffusion export --vae: the folder names AutoencoderTiny, plain from_pretrained and explore give the
+    same images, which differ from the KL decoder's only by the decoder; another latent space is one line."""
+    student = train_autoencoder(_tiny_ae_config(tiny_autoencoder, tmp_path / "tiny"), progress=False)
+    folder = export_ema_pipeline(latent_pipeline, tmp_path / "with-tiny", vae=student)
+    assert json.loads((folder / "model_index.json").read_text())["vae"] == ["diffusers", "AutoencoderTiny"]
+    ours, plain = load_pipeline(folder), WorldDiffusionPipeline.from_pretrained(folder)
+    kl = load_pipeline(latent_pipeline)
+    assert isinstance(plain.vae, AutoencoderTiny) and ours.image_size == kl.image_size == 32
+
+    def run(pipe, output_type="np"):
+        pipe.set_progress_bar_config(disable=True)
+        return pipe(["a red circle"], num_inference_steps=3, output_type=output_type,
+                    generator=torch.Generator().manual_seed(0)).images  # fmt: skip
+
+    images = run(ours)
+    assert np.array_equal(images, run(plain)) and not np.array_equal(images, run(kl))
+    # the same latents: decoding kl's with the tiny decoder gives these images
+    latents = []
+    kl.vae.decode = lambda z, decode=kl.vae.decode: latents.append(z) or decode(z)
+    run(kl)
+    with torch.no_grad():
+        expected = (ours.vae.decode(latents[0]).sample / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    np.testing.assert_allclose(images, expected, atol=1e-6)
+    other = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8), decoder_block_out_channels=(8, 8, 8),
+                            num_encoder_blocks=(1, 1, 1), num_decoder_blocks=(1, 1, 1), scaling_factor=0.5)  # fmt: skip
+    other.save_pretrained(tmp_path / "other")
+    with pytest.raises(ExploreError, match="another latent space .*scaling_factor"):
+        export_ema_pipeline(latent_pipeline, tmp_path / "x", vae=tmp_path / "other")
+    with pytest.raises(ExploreError, match="not an AutoencoderKL or AutoencoderTiny folder"):
+        export_ema_pipeline(latent_pipeline, tmp_path / "x", vae=tmp_path)
+    assert not (tmp_path / "x").exists()
+
+
+def test_export_vae_errors_exit_non_zero(latent_pipeline, tiny_pipeline_dir, tmp_path, monkeypatch, capsys):
+    import sys
+
+    from typer.testing import CliRunner
+
+    from explore.cli import app, main
+
+    monkeypatch.setattr(sys, "argv", ["explore", "diffusion", "export", str(tiny_pipeline_dir), "--out",
+                                      str(tmp_path / "x"), "--vae", str(latent_pipeline / "vae")])  # fmt: skip
+    with pytest.raises(SystemExit) as exit:
+        main()
+    assert exit.value.code == 2 and "denoises pixels" in capsys.readouterr().err
+    result = CliRunner().invoke(app, ["diffusion", "export", str(latent_pipeline), "--out", str(tmp_path / "y"),
+                                      "--vae", str(latent_pipeline / "vae")])  # fmt: skip
+    assert result.exit_code == 0 and "autoencoder" in result.output, result.output

@@ -55,14 +55,17 @@ def diffusion_autoencoder_command(
     resume: Annotated[str | None, typer.Option(help="'latest' or a checkpoints/step-* folder.")] = None,
     output_dir: Annotated[str | None, typer.Option(help="Override the config's output_dir.")] = None,
 ) -> None:
-    """Train the world's autoencoder for latent diffusion (diffusers AutoencoderKL, f = 4)."""
+    """Train the world's autoencoder for latent diffusion (diffusers AutoencoderKL, f = 4), or a tiny one
+    (AutoencoderTiny, model.kind: tiny) taught a trained one's latent space, as TAESD is taught SD's."""
     from explore.diffusion.autoencoder import load_autoencoder_config, train_autoencoder
 
     cfg = load_autoencoder_config(config)
     if output_dir is not None:
         cfg = cfg.model_copy(update={"output_dir": output_dir})
     final = train_autoencoder(cfg, resume=resume)
-    typer.echo(f"saved the trained autoencoder to {final} (use it with model.autoencoder: {final})")
+    use = (f"explore diffusion export PIPELINE --out FOLDER --vae {final}" if cfg.model.kind == "tiny"
+           else f"model.autoencoder: {final}")  # fmt: skip
+    typer.echo(f"saved the trained autoencoder to {final} (use it with {use})")
 
 
 @diffusion_app.command("export")
@@ -77,6 +80,10 @@ def diffusion_export_command(
         str | None, typer.Option(help="Store this sampler (ddpm, ddim, dpm, unipc) as the folder's scheduler: what a "
                                  "plain from_pretrained user samples with. Default: keep the training DDPM.")
     ] = None,
+    vae: Annotated[
+        Path | None, typer.Option(help="Replace the autoencoder with this one of the same latent space (an "
+                                  "AutoencoderTiny taught the pipeline's vae/, configs/diffusion/autoencoder-tiny.yaml).")
+    ] = None,
 ) -> None:
     """Write a pipeline folder from a checkpoint's EMA weights (a run stopped early) or from a pipeline, optionally
     in float16 and with a sampler stored (how the shipped model is kept)."""
@@ -90,8 +97,9 @@ def diffusion_export_command(
         raise typer.BadParameter(f"{dtype!r}; expected one of {', '.join(dtypes)}", param_hint="--dtype")
     if scheduler is not None and scheduler not in SCHEDULERS:
         raise typer.BadParameter(f"{scheduler!r}; expected one of {', '.join(SCHEDULERS)}", param_hint="--scheduler")
-    folder = export_ema_pipeline(source, out, dtype=dtypes[dtype], scheduler=scheduler)
-    typer.echo(f"wrote the pipeline ({dtype}{f', {scheduler} sampler' if scheduler else ''}) to {folder}")
+    folder = export_ema_pipeline(source, out, dtype=dtypes[dtype], scheduler=scheduler, vae=vae)
+    extras = (f", {scheduler} sampler" if scheduler else "") + (f", autoencoder {vae}" if vae else "")
+    typer.echo(f"wrote the pipeline ({dtype}{extras}) to {folder}")
 
 
 @app.command("finetune")

@@ -17,6 +17,12 @@ sees unit-variance latents. Run folder: ``config.yaml`` + ``run.json``, ``train_
 Decoder fine-tuning (``model.init_from`` + ``train.trainable: decoder``), as Stability did for SD's ft-MSE VAE:
 the encoder (and so the latent space, its ``scaling_factor`` and every latent a UNet was trained on) stays
 fixed, only the decoder learns more, so a trained latent UNet keeps working with the new decoder.
+
+A tiny autoencoder (``model.kind: tiny``), as TAESD is for Stable Diffusion: diffusers' ``AutoencoderTiny``
+(plain convolutions, no GroupNorm, one width) learns a trained ``AutoencoderKL``'s latent space — its decoder
+maps the teacher's latents (with the teacher's posterior noise) to the *images*, its encoder regresses the
+teacher's latent means — so it drops into any pipeline whose UNet was trained on the teacher
+(``explore diffusion export PIPELINE --vae FOLDER``) and decodes for a fraction of the teacher's cost.
 """
 
 from __future__ import annotations
@@ -25,14 +31,14 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, AutoencoderTiny
 from diffusers.optimization import get_cosine_schedule_with_warmup
 from PIL import Image
-from pydantic import Field, model_validator
+from pydantic import Discriminator, Field, Tag, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from safetensors.torch import load_file, save_file
 
@@ -63,6 +69,8 @@ GENERATOR_FILE = "generator.safetensors"  # the latent-sampling noise generator,
 
 
 class AutoencoderModelSection(StrictModel):
+    kind: Literal["kl"] = Field("kl", description="kl: diffusers' AutoencoderKL (SD's VAE); tiny: see "
+                                "TinyAutoencoderModelSection")  # fmt: skip
     block_out_channels: list[int] = Field([16, 32, 64], min_length=2, description="channels per level; "
                                           "len - 1 halvings (3 levels: f = 4, 64 px -> 16 x 16)")  # fmt: skip
     layers_per_block: int = Field(1, ge=1, description="residual blocks per level")
@@ -81,6 +89,38 @@ class AutoencoderModelSection(StrictModel):
         if bad:
             raise ValueError(f"widths {bad} are not divisible by norm_num_groups ({self.norm_num_groups})")
         return self
+
+
+class TinyAutoencoderModelSection(StrictModel):
+    kind: Literal["tiny"] = Field(description="diffusers' AutoencoderTiny (TAESD's architecture) taught a trained "
+                                  "AutoencoderKL's latent space")  # fmt: skip
+    teacher: str = Field("embedded", description="the AutoencoderKL folder whose latents it decodes and encodes "
+                         "('embedded': the shipped diffusion pipeline's vae/)")  # fmt: skip
+    block_out_channels: list[int] = Field([16, 16, 16], min_length=2, description="channels per level, one width "
+                                          "(diffusers' DecoderTiny keeps one); as many levels as the teacher's")  # fmt: skip
+    encoder_blocks: list[int] = Field([1, 1, 1], min_length=2, description="residual blocks per encoder level")
+    decoder_blocks: list[int] = Field([1, 1, 1], min_length=2, description="residual blocks per decoder level")
+    seed: int = Field(0, ge=0, description="seed of the weight initialisation")
+
+    @model_validator(mode="after")
+    def _one_width(self) -> TinyAutoencoderModelSection:
+        if len(set(self.block_out_channels)) != 1:
+            raise ValueError(f"block_out_channels {self.block_out_channels}: diffusers' DecoderTiny needs one width "
+                             "at every level, e.g. [16, 16, 16]")  # fmt: skip
+        levels = len(self.block_out_channels)
+        if len(self.encoder_blocks) != levels or len(self.decoder_blocks) != levels:
+            raise ValueError(f"encoder_blocks and decoder_blocks need one entry per level ({levels})")
+        return self
+
+
+def _model_kind(value) -> str:
+    return value.get("kind", "kl") if isinstance(value, dict) else getattr(value, "kind", "kl")
+
+
+ModelSection = Annotated[
+    Annotated[AutoencoderModelSection, Tag("kl")] | Annotated[TinyAutoencoderModelSection, Tag("tiny")],
+    Discriminator(_model_kind),
+]
 
 
 class AutoencoderTrainSection(StrictModel):
@@ -103,7 +143,7 @@ class AutoencoderTrainSection(StrictModel):
 
 
 class AutoencoderConfig(StrictModel):
-    model: AutoencoderModelSection = AutoencoderModelSection()
+    model: ModelSection = AutoencoderModelSection()
     data: DataSection = DataSection(resolution=64)
     train: AutoencoderTrainSection
     validation_scenes: int = Field(200, ge=1, description="val scenes reconstructed and checked by the detector")
@@ -116,8 +156,10 @@ class AutoencoderConfig(StrictModel):
         factor = 2 ** (len(self.model.block_out_channels) - 1)
         if self.data.resolution % factor:
             raise ValueError(f"data.resolution {self.data.resolution} must be divisible by {factor}")
-        if self.train.trainable == "decoder" and self.model.init_from is None:
-            raise ValueError("train.trainable: decoder fine-tunes a trained autoencoder; set model.init_from")
+        tiny = self.model.kind == "tiny"
+        if self.train.trainable == "decoder" and (tiny or self.model.init_from is None):
+            raise ValueError("train.trainable: decoder fine-tunes a trained AutoencoderKL; set model.init_from "
+                             "(model.kind: tiny trains all of its own weights)")  # fmt: skip
         return self
 
 
@@ -161,6 +203,29 @@ def initial_autoencoder(model: AutoencoderModelSection, resolution: int) -> Auto
     return vae.requires_grad_(True)
 
 
+def build_tiny_autoencoder(model: TinyAutoencoderModelSection) -> tuple[AutoencoderTiny, AutoencoderKL]:
+    """An untrained ``AutoencoderTiny`` of ``model`` (seeded) and its frozen teacher; the student takes the
+    teacher's ``latent_channels`` and ``scaling_factor``, so a pipeline feeds it what it fed the teacher.
+
+    Raises:
+        ExploreError: the teacher is not an AutoencoderKL folder, or has another number of levels.
+    """
+    folder = packaged("diffusion-small") / "vae" if model.teacher == "embedded" else Path(model.teacher)
+    teacher = load_autoencoder(folder)
+    levels = len(teacher.config.block_out_channels)
+    if len(model.block_out_channels) != levels:
+        raise ExploreError(f"model.block_out_channels has {len(model.block_out_channels)} levels, the teacher "
+                           f"{folder} {levels} (f = {2 ** (levels - 1)}); use {levels} levels")  # fmt: skip
+    torch.manual_seed(model.seed)
+    widths = tuple(model.block_out_channels)
+    vae = AutoencoderTiny(encoder_block_out_channels=widths, decoder_block_out_channels=widths,
+                          num_encoder_blocks=tuple(model.encoder_blocks),
+                          num_decoder_blocks=tuple(model.decoder_blocks),
+                          latent_channels=teacher.config.latent_channels,
+                          scaling_factor=teacher.config.scaling_factor)  # fmt: skip
+    return vae, teacher
+
+
 def trainable_parameters(vae: AutoencoderKL, trainable: str) -> list[torch.nn.Parameter]:
     """All parameters, or (``"decoder"``) the decoder's and post_quant_conv's with the rest frozen."""
     if trainable == "all":
@@ -170,6 +235,12 @@ def trainable_parameters(vae: AutoencoderKL, trainable: str) -> list[torch.nn.Pa
     for part in parts:
         part.requires_grad_(True)
     return [p for part in parts for p in part.parameters()]
+
+
+def _latents(vae: AutoencoderKL | AutoencoderTiny, images: torch.Tensor) -> torch.Tensor:
+    """Unscaled latents: the posterior's mean (AutoencoderKL) or the encoder's output (AutoencoderTiny)."""
+    out = vae.encode(images)
+    return out.latents if isinstance(vae, AutoencoderTiny) else out.latent_dist.mode()
 
 
 @torch.no_grad()
@@ -190,24 +261,30 @@ def validation_scenes(config: AutoencoderConfig) -> list:
 
 
 @torch.no_grad()
-def reconstruction_scores(vae: AutoencoderKL, scenes: list, resolution: int) -> dict[str, float]:
+def reconstruction_scores(vae: AutoencoderKL | AutoencoderTiny, scenes: list, resolution: int,
+                          teacher: AutoencoderKL | None = None) -> dict[str, float]:  # fmt: skip
     """The detector on reconstructions of ``scenes``: exact scenes, objects found, colour + position, and the
-    mean absolute pixel error (in [-1, 1] units); also the std of the unscaled latents (for ``scaling_factor``)."""
+    mean absolute pixel error (in [-1, 1] units); also the std of the unscaled latents (for ``scaling_factor``).
+    With a ``teacher`` (a tiny autoencoder's), ``vae`` decodes the teacher's latents — what a pipeline whose
+    UNet learned the teacher's latent space gives it — and ``latent_mse`` is its encoder's error against them."""
     real = to_tensor([render(scene, resolution) for scene in scenes])
     was_training = vae.training
     vae.eval()
-    latents = torch.cat([vae.encode(chunk).latent_dist.mode() for chunk in real.split(64)])
+    latents = torch.cat([_latents(vae if teacher is None else teacher, chunk) for chunk in real.split(64)])
     recon = torch.cat([vae.decode(chunk).sample.clamp(-1, 1) for chunk in latents.split(64)])
+    own = torch.cat([_latents(vae, chunk) for chunk in real.split(64)]) if teacher is not None else None
     vae.train(was_training)
     pixels = ((recon.permute(0, 2, 3, 1) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
     checks = [check_scene(detect(Image.fromarray(p)), scene) for p, scene in zip(pixels, scenes)]
     scores = {key: round(float(np.mean([c[key] for c in checks])), 4) for key in ("exact", "object", "colour_position")}
     scores["l1"] = round(float((recon - real).abs().mean()), 5)
     scores["latent_std"] = round(float(latents.std()), 5)
+    if own is not None:
+        scores["latent_mse"] = round(float((own - latents).pow(2).mean()), 5)
     return scores
 
 
-def _write_weights(folder: Path, vae: AutoencoderKL, generator: torch.Generator) -> None:
+def _write_weights(folder: Path, vae: AutoencoderKL | AutoencoderTiny, generator: torch.Generator) -> None:
     vae.save_pretrained(folder / "autoencoder", safe_serialization=True)
     save_file({"generator": generator.get_state()}, folder / GENERATOR_FILE)
 
@@ -231,8 +308,14 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
     t = config.train
     features = perceptual_features(t)  # first: a missing network fails before any work
     next_batch = training_data(config.data, progress=progress)
-    vae = initial_autoencoder(config.model, config.data.resolution)
-    params = trainable_parameters(vae, t.trainable)
+    tiny = config.model.kind == "tiny"
+    if tiny:
+        vae, teacher = build_tiny_autoencoder(config.model)
+        params = list(vae.parameters())
+    else:
+        vae, teacher = initial_autoencoder(config.model, config.data.resolution), None
+        params = trainable_parameters(vae, t.trainable)
+    saved_class = AutoencoderTiny if tiny else AutoencoderKL
     optimizer = torch.optim.AdamW(params, lr=t.lr)
     lr_scheduler = get_cosine_schedule_with_warmup(optimizer, t.warmup_steps, t.steps)
     generator = torch.Generator().manual_seed(t.seed)
@@ -240,7 +323,7 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
     if resume is not None:
         checkpoint = find_checkpoint(resume, run_dir / "checkpoints")
         check_run(checkpoint, _run_record(config))
-        vae.load_state_dict(AutoencoderKL.from_pretrained(checkpoint / "autoencoder").state_dict(), strict=True)
+        vae.load_state_dict(saved_class.from_pretrained(checkpoint / "autoencoder").state_dict(), strict=True)
         load_optimizer_states(checkpoint, optimizer, lr_scheduler)
         restore_rng(checkpoint)
         state = read_state(checkpoint)
@@ -261,12 +344,16 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
         while state["global_step"] < t.steps:
             images, _, _ = next_batch(state["data_position"], t.batch_size)  # (B, 3, R, R) in [-1, 1]
             state["data_position"] += t.batch_size
-            with torch.set_grad_enabled(t.trainable == "all"):
-                posterior = vae.encode(images).latent_dist
+            with torch.set_grad_enabled(t.trainable == "all" and not tiny):
+                posterior = (teacher if tiny else vae).encode(images).latent_dist
             noise = torch.randn(posterior.mean.shape, generator=generator)
             recon = vae.decode(posterior.mean + posterior.std * noise).sample
             l1 = (recon - images).abs().mean()
-            loss = l1 + (recon - images).pow(2).mean() + t.kl_weight * posterior.kl().mean()
+            loss = l1 + (recon - images).pow(2).mean()
+            if tiny:  # the student's encoder regresses the teacher's latent means (TAESD's recipe)
+                loss = loss + (vae.encode(images).latents - posterior.mean).pow(2).mean()
+            else:
+                loss = loss + t.kl_weight * posterior.kl().mean()
             if features is not None:
                 loss = loss + t.perceptual_weight * features.perceptual_distance(recon, images).mean()
             if not torch.isfinite(loss):
@@ -288,17 +375,18 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
                 if progress and not interactive and (step % 50 == 0 or step == 1):
                     print(json.dumps(record), flush=True)
             if step % config.validation_every == 0 or last:
-                scores = reconstruction_scores(vae, scenes, config.data.resolution)
+                scores = reconstruction_scores(vae, scenes, config.data.resolution, teacher)
                 append_jsonl(run_dir / "train_log.jsonl", [{"step": step, "validation": scores}])
                 if progress:
-                    print(f"step {step} validation (reconstructions of {len(scenes)} val scenes): {scores}", flush=True)
+                    what = "the teacher's latents of" if tiny else "reconstructions of"
+                    print(f"step {step} validation ({what} {len(scenes)} val scenes): {scores}", flush=True)
             if step % config.checkpoint_every == 0 or last:
                 save_checkpoint(run_dir / "checkpoints", step,
                                 write_weights=lambda folder: _write_weights(folder, vae, generator),
                                 optimizer=optimizer, scheduler=lr_scheduler, state=state,
                                 run=_run_record(config))  # fmt: skip
-    scores = reconstruction_scores(vae, scenes, config.data.resolution)
-    if t.trainable == "all":  # a fine-tuned decoder keeps the latent space, so its scaling_factor too
+    scores = reconstruction_scores(vae, scenes, config.data.resolution, teacher)
+    if t.trainable == "all" and not tiny:  # a fine-tuned decoder or a student keeps the teacher's scaling_factor
         vae.register_to_config(scaling_factor=round(1.0 / scores["latent_std"], 5))
     vae.eval()
     final = run_dir / "autoencoder"

@@ -37,6 +37,7 @@ from explore.diffusion.loss import diffusion_loss
 from explore.diffusion.pipeline import WorldDiffusionPipeline, image_grid, make_scheduler, set_scheduler
 from explore.diffusion.text_encoder import tokenize_prompts
 from explore.errors import ExploreError
+from explore.models.loading import check_finite
 from explore.runs import append_jsonl, atomic_folder, atomic_path, rewind_jsonl, write_run_info
 from explore.train.checkpoint import (
     check_run,
@@ -133,13 +134,15 @@ def load_training_checkpoint(path: Path, trainable: nn.ModuleDict, ema: EMAModel
 
 
 def export_ema_pipeline(checkpoint: str | Path, out: str | Path, dtype: torch.dtype | None = None,
-                        scheduler: str | None = None) -> Path:  # fmt: skip
+                        scheduler: str | None = None, vae: str | Path | None = None) -> Path:  # fmt: skip
     """Write the EMA weights of training checkpoint ``checkpoint`` (a ``checkpoints/step-*`` folder) as a
     pipeline folder ``out`` (what a finished run writes to ``pipeline/``), to use a run stopped early; or, given
     a pipeline folder, copy it. ``dtype`` (e.g. ``torch.float16``) stores the weights in that precision, as
     Stable Diffusion's fp16 checkpoints do: half the bytes, and ``from_pretrained`` without ``torch_dtype``
     loads them back as float32 (explore's loaders and the plain path alike), so both run the same numbers.
     ``scheduler`` (a name of :data:`~explore.diffusion.pipeline.SCHEDULERS`) is stored as the folder's scheduler.
+    ``vae`` (an autoencoder folder of the same latent space, e.g. a tiny one taught by the pipeline's own) replaces
+    the pipeline's autoencoder, as TAESD replaces Stable Diffusion's: see :func:`replace_autoencoder`.
 
     Raises:
         ExploreError: no checkpoint or pipeline there, or EMA weights that do not match the pipeline's parameters.
@@ -169,7 +172,43 @@ def export_ema_pipeline(checkpoint: str | Path, out: str | Path, dtype: torch.dt
         pipe.text_encoder.to(dtype)
     if scheduler is not None:  # the sampler plain from_pretrained users get (explore's settings for it)
         set_scheduler(pipe, scheduler)
+    if vae is not None:
+        replace_autoencoder(pipe, vae)
     return save_pipeline_atomic(pipe, Path(out))
+
+
+def replace_autoencoder(pipe: WorldDiffusionPipeline, folder: str | Path) -> None:
+    """Give latent pipeline ``pipe`` the autoencoder in ``folder`` (diffusers ``AutoencoderKL`` or
+    ``AutoencoderTiny``), which must decode the latent space its UNet learned: the same latent channels, the same
+    downsampling and the same ``scaling_factor`` (a trained autoencoder's 1 / std of its latents, which a tiny
+    one copies from its teacher). diffusers records the new class in ``model_index.json`` on assignment.
+
+    Raises:
+        ExploreError: a pixel-space pipeline, a folder that is not such an autoencoder, or another latent space.
+    """
+    from diffusers import AutoencoderKL, AutoencoderTiny
+
+    folder = Path(folder)
+    if not pipe.latent:
+        raise ExploreError(f"--vae {folder}: this pipeline denoises pixels; it has no autoencoder to replace")
+    config = folder / "config.json"
+    kind = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
+    classes = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}
+    if kind not in classes:
+        raise ExploreError(f"--vae {folder}: not an AutoencoderKL or AutoencoderTiny folder (no config.json naming "
+                           "one); train one with `explore diffusion autoencoder --config "
+                           "configs/diffusion/autoencoder-tiny.yaml`")  # fmt: skip
+    new = classes[kind].from_pretrained(folder, use_safetensors=True).requires_grad_(False).eval()
+    old = pipe.vae.config
+    differ = [key for key in ("latent_channels", "scaling_factor") if new.config[key] != old[key]]
+    if len(new.config.block_out_channels) != len(old.block_out_channels):
+        differ.append("downsampling")
+    if differ:
+        raise ExploreError(f"--vae {folder}: another latent space than this pipeline's autoencoder "
+                           f"({', '.join(differ)} differ); teach a tiny one this pipeline's vae/ "
+                           "(model.teacher in configs/diffusion/autoencoder-tiny.yaml)")  # fmt: skip
+    check_finite(new, str(folder))
+    pipe.vae = new
 
 
 def save_pipeline_atomic(pipe: WorldDiffusionPipeline, folder: Path) -> Path:
