@@ -265,6 +265,9 @@ def test_tiny_autoencoder_learns_the_teachers_latent_space(tiny_autoencoder, tmp
     student = train_autoencoder(_tiny_ae_config(tiny_autoencoder, tmp_path / "a"), progress=False)
     tiny, teacher = AutoencoderTiny.from_pretrained(student), AutoencoderKL.from_pretrained(tiny_autoencoder)
     assert tiny.config.scaling_factor == teacher.config.scaling_factor
+    # diffusers would warn on load about the block_out_channels it records itself; the key comes back on load
+    assert "block_out_channels" not in json.loads((student / "config.json").read_text())
+    assert list(tiny.config.block_out_channels) == [8, 8, 8]
     images = torch.rand(2, 3, 32, 32) * 2 - 1
     with torch.no_grad():
         assert tiny.encode(images).latents.shape == teacher.encode(images).latent_dist.mode().shape == (2, 4, 8, 8)
@@ -305,6 +308,7 @@ def test_a_tiny_autoencoder_replaces_the_pipelines_and_loads_through_plain_diffu
     student = train_autoencoder(_tiny_ae_config(tiny_autoencoder, tmp_path / "tiny"), progress=False)
     folder = export_ema_pipeline(latent_pipeline, tmp_path / "with-tiny", vae=student)
     assert json.loads((folder / "model_index.json").read_text())["vae"] == ["diffusers", "AutoencoderTiny"]
+    assert "block_out_channels" not in json.loads((folder / "vae" / "config.json").read_text())
     ours, plain = load_pipeline(folder), WorldDiffusionPipeline.from_pretrained(folder)
     kl = load_pipeline(latent_pipeline)
     assert isinstance(plain.vae, AutoencoderTiny) and ours.image_size == kl.image_size == 32

@@ -284,8 +284,23 @@ def reconstruction_scores(vae: AutoencoderKL | AutoencoderTiny, scenes: list, re
     return scores
 
 
+def tidy_tiny_config(folder: Path) -> None:
+    """Drop ``block_out_channels`` from an ``AutoencoderTiny`` folder's config.json (no-op for other folders).
+
+    diffusers' AutoencoderTiny records it (its decoder's widths, which pipelines read for the latent's scale) with
+    ``register_to_config`` but takes no such argument, so ``from_pretrained`` of every folder it saved warns "The
+    config attributes {'block_out_channels': ...} were passed to AutoencoderTiny, but are not expected". Every load
+    registers it again, so the file loses nothing and users see no warning.
+    """
+    path = Path(folder) / "config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    if config.get("_class_name") == "AutoencoderTiny" and config.pop("block_out_channels", None) is not None:
+        path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def _write_weights(folder: Path, vae: AutoencoderKL | AutoencoderTiny, generator: torch.Generator) -> None:
     vae.save_pretrained(folder / "autoencoder", safe_serialization=True)
+    tidy_tiny_config(folder / "autoencoder")
     save_file({"generator": generator.get_state()}, folder / GENERATOR_FILE)
 
 
@@ -392,6 +407,7 @@ def train_autoencoder(config: AutoencoderConfig, *, resume: str | None = None, p
     final = run_dir / "autoencoder"
     with atomic_folder(final) as staging:
         vae.save_pretrained(staging, safe_serialization=True)
+        tidy_tiny_config(staging)
     return final
 
 

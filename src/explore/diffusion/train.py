@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from explore.diffusion.autoencoder import tidy_tiny_config
 from explore.diffusion.build import build_pipeline, warm_start
 from explore.diffusion.cache import training_data
 from explore.diffusion.config import DiffusionConfig, TextSection
@@ -215,6 +216,7 @@ def save_pipeline_atomic(pipe: WorldDiffusionPipeline, folder: Path) -> Path:
     """``pipe.save_pretrained`` into a temporary sibling, then swap it in (the old one removed last)."""
     with atomic_folder(folder) as staging:
         pipe.save_pretrained(staging, safe_serialization=True)
+        tidy_tiny_config(staging / "vae")
     return folder
 
 
