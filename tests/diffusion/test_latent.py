@@ -52,7 +52,11 @@ def test_autoencoder_folder_is_plain_diffusers_with_its_scaling_factor(tiny_auto
 
 def test_autoencoder_resume_continues_exactly(tmp_path):
     straight = train_autoencoder(_ae_config(tmp_path / "a"), progress=False)
-    stopped = _ae_config(tmp_path / "b")
+    _assert_resume_gives(straight, _ae_config(tmp_path / "b"))
+
+
+def _assert_resume_gives(straight: Path, stopped: AutoencoderConfig) -> None:
+    """``stopped`` killed after its first checkpoint and resumed ends with ``straight``'s weights, bit for bit."""
     with pytest.raises(KeyboardInterrupt):
         _interrupt_after_checkpoint(stopped)
     resumed = train_autoencoder(stopped, resume="latest", progress=False)
@@ -277,13 +281,7 @@ def test_tiny_autoencoder_learns_the_teachers_latent_space(tiny_autoencoder, tmp
     log = [json.loads(line) for line in (student.parent / "train_log.jsonl").read_text().splitlines()]
     validation = [r["validation"] for r in log if "validation" in r]
     assert validation and {"exact", "object", "latent_mse"} <= set(validation[-1])
-    stopped = _tiny_ae_config(tiny_autoencoder, tmp_path / "b")
-    with pytest.raises(KeyboardInterrupt):
-        _interrupt_after_checkpoint(stopped)
-    resumed = train_autoencoder(stopped, resume="latest", progress=False)
-    a = load_file(student / "diffusion_pytorch_model.safetensors")
-    b = load_file(resumed / "diffusion_pytorch_model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    _assert_resume_gives(student, _tiny_ae_config(tiny_autoencoder, tmp_path / "b"))
 
 
 def test_tiny_autoencoder_config_errors_are_one_line(tiny_autoencoder, tmp_path):
