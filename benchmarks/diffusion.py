@@ -33,6 +33,13 @@
 
     python benchmarks/diffusion.py --autoencoder-ceiling runs/diffusion/autoencoder/autoencoder --geneval-prompts 10
 
+6. Decoders (--decoders PIPELINE ...: latent pipelines, e.g. one exported with another autoencoder by `explore
+   diffusion export --vae`): the autoencoder's decoder alone (ms / image, batch 1 and 16) and a whole sample (s /
+   image, DDIM --decoders-steps at the folder's guidance, batch 1), interleaved rounds, the best of each.
+
+    OMP_NUM_THREADS=1 python benchmarks/diffusion.py --decoders src/explore/embedded/diffusion-small \
+        runs/diffusion/shipped-tiny-vae
+
 Not a test; prints tables with ratios.
 """
 
@@ -302,6 +309,41 @@ def autoencoder_ceiling(folder: Path, prompts: int, seed: int) -> None:
         print(f"| {pairs} | {overall:.3f} | " + " | ".join(f"{means[c]:.2f}" if c in means else "-" for c in columns) + " |")
 
 
+def decoder_costs(folders: list[Path], steps: int, rounds: int = 5) -> None:
+    """Section 6: each latent pipeline's decoder alone and a whole sample, interleaved rounds, ratios to the first."""
+    pipes = {str(folder): load_pipeline(folder) for folder in folders}
+    for name, pipe in pipes.items():
+        if not pipe.latent:
+            raise SystemExit(f"--decoders {name}: this pipeline denoises pixels; it has no decoder")
+    keys = ("batch 1", f"batch {THROUGHPUT_BATCH}", "sample")
+    best = {name: dict.fromkeys(keys, float("inf")) for name in pipes}
+    for _ in range(rounds):
+        for name, pipe in pipes.items():
+            side, channels = pipe.unet.config.sample_size, pipe.unet.config.out_channels
+            for key, batch in zip(keys, (1, THROUGHPUT_BATCH)):
+                latents = torch.randn(batch, channels, side, side)
+                with torch.no_grad():
+                    pipe.vae.decode(latents)  # warm-up
+                    started = time.perf_counter()
+                    for _ in range(10):
+                        pipe.vae.decode(latents)
+                best[name][key] = min(best[name][key], (time.perf_counter() - started) / 10 / batch)
+            guidance = pipe.default_guidance("auto")
+            sample = latency_per_image(pipe, steps=steps, repeats=1, scheduler="ddim", guidance=guidance)
+            best[name]["sample"] = min(best[name]["sample"], sample)
+    print(f"## Decoders: the autoencoder alone and a whole sample (DDIM {steps}, each folder's guidance, batch 1), "
+          f"CPU {torch.get_num_threads()} threads, best of {rounds} interleaved rounds\n")  # fmt: skip
+    print(f"| pipeline | decoder | decoder parameters | ms / image, batch 1 | ms / image, batch {THROUGHPUT_BATCH} "
+          "| s / sample | sample vs the first |")  # fmt: skip
+    print("|---|---|---:|---:|---:|---:|---:|")
+    first = next(iter(best.values()))["sample"]
+    for name, pipe in pipes.items():
+        t = best[name]
+        params = sum(p.numel() for p in pipe.vae.decoder.parameters()) / 1e3
+        print(f"| {name} | {type(pipe.vae).__name__} | {params:.0f} k | {t[keys[0]] * 1e3:.2f} | "
+              f"{t[keys[1]] * 1e3:.2f} | {t['sample']:.3f} | {first / t['sample']:.2f}x |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/diffusion/shapes-small.yaml", help="widths for the UNet table")
@@ -324,8 +366,14 @@ def main() -> None:
                         metavar=("FIRST", "SECOND"), help="--compare: what to call the two pipelines in the table")
     parser.add_argument("--compare-compile", action="store_true",
                         help="--compare: time both pipelines through torch.compile (UNet, text encoder, decoder)")
+    parser.add_argument("--decoders", type=Path, nargs="+", metavar="PIPELINE",
+                        help="latent pipelines: their decoders alone and a whole sample, side by side")
+    parser.add_argument("--decoders-steps", type=int, default=20, help="--decoders: DDIM steps of the sample")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.decoders is not None:
+        decoder_costs(args.decoders, args.decoders_steps)
+        return
     if args.geneval is not None:
         geneval_tables(args.geneval, args.geneval_prompts, args.geneval_seed)
         return
