@@ -9,9 +9,16 @@ gets the question without it. This benchmark answers the split's shape questions
 - ``question``: the Q-Former and the LM get the question (what the model does);
 - ``no colour``: the Q-Former gets the question with every colour word removed, the LM the whole question;
 - ``caption``: the Q-Former gets a fixed instruction, "Describe the image.", the LM the whole question;
-- ``LM no colour``: the Q-Former gets the whole question, the LM the question with every colour word removed.
+- ``LM no colour``: the Q-Former gets the whole question, the LM the question with every colour word removed;
+- ``neither colour``: both get the question without its colour words (the object is then named by its cell only).
+
+``--by-pair`` also prints, per asked object's colour-shape pair (held-out pairs marked), how many each way gets right.
 
     python benchmarks/qformer_instruction.py --model embedded --split compositional --n 1000
+    python benchmarks/qformer_instruction.py --model embedded --split compositional --n 1000 --seed 2027 --by-pair
+
+Session 29, seed 2027, --by-pair (shipped shapes-judge-43): the split's shape errors sit in a few held-out pairs, the
+worst red squares (answered "star" or "triangle").
 
 A diagnostic only: a folder used through plain ``InstructBlipProcessor`` always feeds the Q-Former the question.
 """
@@ -29,6 +36,7 @@ from explore.models.collate import generation_inputs, to_model
 from explore.models.loading import load_model
 from explore.world import COLOURS
 from explore.world.examples import world_examples
+from explore.world.scene import HELD_OUT_PAIRS
 
 _COLOUR_WORD = re.compile(r"\b(" + "|".join(COLOURS) + r")\s+", re.IGNORECASE)
 
@@ -47,6 +55,7 @@ VARIANTS = {
     "no colour": (_no_colour, _same),
     "caption": (lambda prompt: "Describe the image.", _same),
     "LM no colour": (_same, _no_colour),
+    "neither colour": (_no_colour, _no_colour),
 }
 
 
@@ -73,6 +82,7 @@ def main() -> None:
     parser.add_argument("--split", default="compositional")
     parser.add_argument("--n", type=int, default=1000, help="shape questions")
     parser.add_argument("--seed", type=int, default=31337, help="world seed")
+    parser.add_argument("--by-pair", action="store_true", help="also count right answers per colour-shape pair")
     args = parser.parse_args()
     if args.n < 1:
         parser.error("--n must be at least 1")
@@ -81,10 +91,26 @@ def main() -> None:
         parser.error("this diagnostic is written for the T5 (encoder-decoder) models of the world")
     examples = world_examples(args.split, args.n, "vqa", qtypes=("shape",), seed=args.seed)
     print(f"{args.model}: {len(examples)} shape questions, {args.split} split, world seed {args.seed}")
+    pairs = [_asked_pair(e) for e in examples]
+    per_pair = {}
     for name, (qformer_text, lm_text) in VARIANTS.items():
         texts = answer(model, processor, examples, qformer_text, lm_text)
-        right = sum(normalize_answer(t) == normalize_answer(e.answers[0]) for t, e in zip(texts, examples))
-        print(f"  {name:>12}: {right} of {len(examples)} right ({right / len(examples):.1%})")
+        hits = [normalize_answer(t) == normalize_answer(e.answers[0]) for t, e in zip(texts, examples)]
+        print(f"  {name:>14}: {sum(hits)} of {len(examples)} right ({sum(hits) / len(examples):.1%})")
+        per_pair[name] = hits
+    if args.by_pair:
+        print("\n| colour-shape pair | held out | questions | " + " | ".join(VARIANTS) + " |")
+        print("|---|---|---:|" + "---:|" * len(VARIANTS))
+        for pair in sorted(set(pairs), key=lambda p: (p not in HELD_OUT_PAIRS, p)):
+            where = [i for i, p in enumerate(pairs) if p == pair]
+            counts = " | ".join(str(sum(per_pair[name][i] for i in where)) for name in VARIANTS)
+            print(f"| {' '.join(pair)} | {'yes' if pair in HELD_OUT_PAIRS else ''} | {len(where)} | {counts} |")
+
+
+def _asked_pair(example) -> tuple[str, str]:
+    """(colour named in the question, or "-" when none, the right shape) of a shape question."""
+    colour = _COLOUR_WORD.search(example.prompt)
+    return (colour.group(1).lower() if colour else "-", example.answers[0])
 
 
 if __name__ == "__main__":
