@@ -65,6 +65,14 @@ from explore.world.render import render
 from explore.world.scene import SceneSpec
 from explore.world.splits import split_scenes
 
+EMBEDDED = "embedded"  # an autoencoder setting (model.autoencoder, init_from, teacher): the packaged pipeline's vae/
+
+
+def resolve_autoencoder(value: str | Path) -> Path:
+    """An autoencoder setting as a folder: 'embedded' is the packaged diffusion pipeline's ``vae/``."""
+    return packaged("diffusion-small") / "vae" if value == EMBEDDED else Path(value)
+
+
 GENERATOR_FILE = "generator.safetensors"  # the latent-sampling noise generator, saved with each checkpoint
 
 
@@ -190,7 +198,7 @@ def initial_autoencoder(model: AutoencoderModelSection, resolution: int) -> Auto
     vae = build_autoencoder(model, resolution)
     if model.init_from is None:
         return vae
-    folder = packaged("diffusion-small") / "vae" if model.init_from == "embedded" else Path(model.init_from)
+    folder = resolve_autoencoder(model.init_from)
     source = load_autoencoder(folder)
     keys = ("block_out_channels", "layers_per_block", "latent_channels", "norm_num_groups", "mid_block_add_attention",
             "down_block_types", "up_block_types")  # fmt: skip
@@ -210,7 +218,7 @@ def build_tiny_autoencoder(model: TinyAutoencoderModelSection) -> tuple[Autoenco
     Raises:
         ExploreError: the teacher is not an AutoencoderKL folder, or has another number of levels.
     """
-    folder = packaged("diffusion-small") / "vae" if model.teacher == "embedded" else Path(model.teacher)
+    folder = resolve_autoencoder(model.teacher)
     teacher = load_autoencoder(folder)
     levels = len(teacher.config.block_out_channels)
     if len(model.block_out_channels) != levels:

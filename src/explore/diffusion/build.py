@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
 
-from explore.diffusion.autoencoder import load_autoencoder
+from explore.diffusion.autoencoder import EMBEDDED, load_autoencoder, resolve_autoencoder
 from explore.diffusion.config import DiffusionConfig
 from explore.diffusion.pipeline import WorldDiffusionPipeline, load_pipeline, packaged_folder
 from explore.diffusion.text_encoder import T5TextEncoder, WorldTextEncoder, text_hidden_size, world_tokenizer
@@ -20,13 +20,6 @@ from explore.diffusion.unet import EfficientUNet
 from explore.errors import ExploreError
 from explore.runs import model_fingerprint
 from explore.world.layout import LAYOUT_CHANNELS
-
-EMBEDDED = "embedded"  # model.autoencoder / model.init_from: the packaged pipeline (its vae/ for the autoencoder)
-
-
-def resolve_autoencoder(value: str) -> str:
-    """``model.autoencoder`` as a folder: 'embedded' is the packaged pipeline's ``vae/``."""
-    return str(packaged_folder() / "vae") if value == EMBEDDED else value
 
 
 def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler:

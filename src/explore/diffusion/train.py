@@ -187,19 +187,18 @@ def replace_autoencoder(pipe: WorldDiffusionPipeline, folder: str | Path) -> Non
     Raises:
         ExploreError: a pixel-space pipeline, a folder that is not such an autoencoder, or another latent space.
     """
-    from diffusers import AutoencoderKL, AutoencoderTiny
+    from diffusers import AutoModel
 
     folder = Path(folder)
     if not pipe.latent:
         raise ExploreError(f"--vae {folder}: this pipeline denoises pixels; it has no autoencoder to replace")
     config = folder / "config.json"
     kind = json.loads(config.read_text()).get("_class_name") if config.is_file() else None
-    classes = {"AutoencoderKL": AutoencoderKL, "AutoencoderTiny": AutoencoderTiny}
-    if kind not in classes:
+    if kind not in ("AutoencoderKL", "AutoencoderTiny"):
         raise ExploreError(f"--vae {folder}: not an AutoencoderKL or AutoencoderTiny folder (no config.json naming "
                            "one); train one with `explore diffusion autoencoder --config "
                            "configs/diffusion/autoencoder-tiny.yaml`")  # fmt: skip
-    new = classes[kind].from_pretrained(folder, use_safetensors=True).requires_grad_(False).eval()
+    new = AutoModel.from_pretrained(str(folder), use_safetensors=True).requires_grad_(False).eval()  # the class it names
     old = pipe.vae.config
     differ = [key for key in ("latent_channels", "scaling_factor") if new.config[key] != old[key]]
     if len(new.config.block_out_channels) != len(old.block_out_channels):
