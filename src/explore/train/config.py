@@ -119,6 +119,10 @@ class StageSection(StrictModel):
         "present", description="what shape_recoloured count questions count: 'present', a shape the scene has 70% of "
         "the time (shapes-judge-8/9), or 'world', all objects or any shape as the world's count questions draw them "
         "(explore.world.examples.recoloured_shape_example)")  # fmt: skip
+    recolour_margin: Literal["hue", "detector"] = Field(
+        "hue", description="how shape_recoloured's unnamed colours keep away from the colours a shape is held out "
+        "with: 'hue', 45 degrees of hue (shapes-judge-8 to -48), or 'detector', no colour that explore.world.detect "
+        "reads as one (explore.world.examples.unnamed_colour)")  # fmt: skip
     slot_loss: float = Field(0.0, ge=0, description="weight of the answer-slot auxiliary loss on official-judge "
                              "batches (explore.train.slots: a discarded linear head tells from the T5 encoder's states "
                              "which answer each answer token belongs to); 0: off")  # fmt: skip

@@ -326,6 +326,7 @@ def _pretrain(config: TrainConfig, resume: str | None, progress: bool) -> Path:
             stream = WorldStream(stage.tasks, templates=stage.templates, resolution=resolution,
                                  world_seed=config.data.world_seed, spec=spec,
                                  relation_sentence=stage.relation_sentence, recoloured_counts=stage.recoloured_counts,
+                                 recolour_margin=stage.recolour_margin,
                                  avoid_pairs=HELD_OUT_PAIRS if stage.avoid_held_out_pairs else frozenset())  # fmt: skip
         model.train()
         started, seen = time.perf_counter(), 0

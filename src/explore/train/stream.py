@@ -85,6 +85,8 @@ class WorldStream:
             (:func:`explore.world.examples.recoloured_shape_example`).
         recoloured_counts: how ``shape_recoloured`` count questions pick what they count ("present" or "world",
             :func:`explore.world.examples.recoloured_shape_example`).
+        recolour_margin: how ``shape_recoloured``'s colours keep away from held-out partners ("hue" or "detector",
+            :func:`explore.world.examples.unnamed_colour`).
         templates: wrap prompts in InstructBLIP's instruction templates.
         resolution: image side in pixels.
         world_seed: base seed of the world splits.
@@ -98,7 +100,7 @@ class WorldStream:
     def __init__(self, tasks: dict[str, float], *, templates: bool, resolution: int, world_seed: int = 0,
                  spec: SceneSpec = SceneSpec(), relation_sentence: str = "subject_first",
                  avoid_pairs: frozenset[tuple[str, str]] = frozenset(),
-                 recoloured_counts: str = "present") -> None:  # fmt: skip
+                 recoloured_counts: str = "present", recolour_margin: str = "hue") -> None:  # fmt: skip
         self.tasks = [t for t in TASKS if tasks.get(t, 0) > 0]
         self.stepwise_relations = "relation_stepwise" in self.tasks
         # the step format of the mix's description-pair walk (the config allows one), else None
@@ -114,6 +116,7 @@ class WorldStream:
         self.relation_sentence = relation_sentence
         self.avoid_pairs = avoid_pairs
         self.recoloured_counts = recoloured_counts
+        self.recolour_margin = recolour_margin
 
     def task_of(self, index: int) -> str:
         """The task of the batch that starts at example ``index``."""
@@ -125,7 +128,8 @@ class WorldStream:
             scene = split_scene("train", index, self.world_seed, self.spec)
             rng = np.random.default_rng([scene_seed("train", index, self.world_seed), 11, 1])
             return recoloured_shape_example(scene, rng, f"train-shape_recoloured-{index:06d}", templates=self.templates,
-                                            resolution=self.resolution, counts=self.recoloured_counts)  # fmt: skip
+                                            resolution=self.resolution, counts=self.recoloured_counts,
+                                            margin=self.recolour_margin)  # fmt: skip
         world_task = {"relation": "vqa", "relation_stepwise": "vqa",
                       **dict.fromkeys(OFFICIAL_JUDGE_TASKS, "judge")}.get(task, task)  # fmt: skip
         select = {"relation": {"qtypes": ("relation",)}, "relation_stepwise": {"qtypes": ("relation",)},

@@ -56,18 +56,35 @@ def _as_array(image: Image.Image | np.ndarray) -> np.ndarray:
 def colour_masks(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per pixel, the index of its palette colour (-1: background) and its alpha in [0, 1]; both (H, W)."""
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
-    background = np.median(border, axis=0)  # (3,)
-    offset = pixels - background  # (H, W, 3)
-    direction = PALETTE - background  # (K, 3)
+    return palette_fit(pixels, np.median(border, axis=0))
+
+
+def palette_fit(pixels: np.ndarray, background: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`colour_masks` on a known ``background`` RGB: pixels (..., 3) -> palette index (-1: none) and alpha."""
+    offset = np.asarray(pixels, dtype=np.float32) - np.asarray(background, dtype=np.float32)  # (..., 3)
+    direction = PALETTE - np.asarray(background, dtype=np.float32)  # (K, 3)
     norm = np.maximum((direction**2).sum(-1), 1.0)  # (K,)
-    alpha = np.clip(offset @ direction.T / norm, 0.0, 1.0)  # (H, W, K)
-    residual = np.linalg.norm(offset[:, :, None, :] - alpha[..., None] * direction, axis=-1)  # (H, W, K)
+    alpha = np.clip(offset @ direction.T / norm, 0.0, 1.0)  # (..., K)
+    residual = np.linalg.norm(offset[..., None, :] - alpha[..., None] * direction, axis=-1)  # (..., K)
     residual = np.where(alpha > 0, residual, np.inf)
-    best = residual.argmin(-1)  # (H, W)
+    best = residual.argmin(-1)
     best_alpha = np.take_along_axis(alpha, best[..., None], -1)[..., 0]
     best_residual = np.take_along_axis(residual, best[..., None], -1)[..., 0]
     labels = np.where((best_alpha >= ALPHA_MIN) & (best_residual <= RESIDUAL_MAX), best, -1)
     return labels, np.where(labels >= 0, best_alpha, 0.0)
+
+
+_BLENDS = (np.arange(1, 256, dtype=np.float32) / 255)[:, None]  # an object's share in an anti-aliased pixel
+
+
+def colours_read(rgb: tuple[int, int, int], background: tuple[int, int, int]) -> frozenset[str]:
+    """The palette colours :func:`colour_masks` reads in an object drawn in ``rgb`` on ``background``: its inside
+    and every anti-aliased blend of it with the background (shares 1/255 to 1, rounded as a render rounds them;
+    a thin blend can read as another colour whose fitted alpha is larger)."""
+    back = np.asarray(background, dtype=np.float32)
+    blends = np.round(_BLENDS * np.asarray(rgb, dtype=np.float32) + (1 - _BLENDS) * back)
+    labels, _ = palette_fit(blends, back)
+    return frozenset(PALETTE_NAMES[i] for i in np.unique(labels[labels >= 0]))
 
 
 def connected_components(mask: np.ndarray) -> list[np.ndarray]:

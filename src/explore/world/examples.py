@@ -11,6 +11,7 @@ import colorsys
 import numpy as np
 
 from explore.data.example import Example
+from explore.world.detect import colours_read
 from explore.world.judge import JUDGE_KINDS, judge_pair
 from explore.world.render import DEFAULT_RESOLUTION, render
 from explore.world.scene import COLOURS, HELD_OUT_PAIRS, SHAPES, Scene, SceneSpec
@@ -69,11 +70,19 @@ def judge_example(scene: Scene, rng: np.random.Generator, kind: str, ex_id: str,
 
 # Recoloured shapes (issue 14, the compositional split). An unnamed colour stays at least this far (RGB distance) from
 # every named colour, so no recoloured object looks like a named one, and is at least this bright (its largest
-# channel), so it stands out from the dark background. A recoloured shape also keeps away (in hue) from the named
-# colours it is held out with: no training image shows anything like a held-out "blue cross", not even a navy one.
+# channel), so it stands out from the dark background. A recoloured shape also keeps away from the named colours it is
+# held out with, by one of two margins (RECOLOUR_MARGINS):
+# - "hue" (shapes-judge-8 to -48): no colour within UNNAMED_HUE_MARGIN degrees of a held-out partner's hue (where
+#   saturated): nothing like a held-out "blue cross", not even a navy one — but then no square is ever drawn in a warm
+#   hue (red, yellow and cyan squares are held out), and red squares were the compositional split's worst pair
+#   (docs/pretrain/qformer-instruction-by-pair-2027.txt);
+# - "detector" (session 30): every hue, but no colour that the world's own colour reader (explore.world.detect, the
+#   exact check that grades generated images) reads as a held-out partner, inside the object or in any anti-aliased
+#   blend with the scene's background: a square may be brown or salmon, never a dark red that detect calls red.
 UNNAMED_COLOUR_DISTANCE = 100.0
 UNNAMED_COLOUR_BRIGHTNESS = 90
 UNNAMED_HUE_MARGIN = 45.0  # degrees of hue from a held-out partner's, where the colour is saturated (>= 0.2)
+RECOLOUR_MARGINS: tuple[str, ...] = ("hue", "detector")
 _NAMED_RGB = np.array(list(COLOURS.values()), dtype=float)
 
 
@@ -82,22 +91,32 @@ def _hue_saturation(rgb) -> tuple[float, float]:
     return h * 360.0, s
 
 
-def unnamed_colour(rng: np.random.Generator, shape: str | None = None) -> tuple[int, int, int]:
+def unnamed_colour(rng: np.random.Generator, shape: str | None = None, margin: str = "hue",
+                   background: tuple[int, int, int] = (24, 24, 24)) -> tuple[int, int, int]:  # fmt: skip
     """A random RGB far from every named colour (:data:`UNNAMED_COLOUR_DISTANCE`): greys, browns, olive, pale and
-    dark tints…, and for ``shape`` none near the hue of a colour it is held out with (:data:`HELD_OUT_PAIRS`)."""
-    held = [_hue_saturation(COLOURS[c])[0] for c, s in sorted(HELD_OUT_PAIRS) if s == shape]
+    dark tints…, and for ``shape`` none near a colour it is held out with (:data:`HELD_OUT_PAIRS`), by ``margin``
+    (:data:`RECOLOUR_MARGINS`; ``background``: the scene's, for the "detector" margin)."""
+    if margin not in RECOLOUR_MARGINS:
+        raise ValueError(f"unknown recolour margin {margin!r}; expected one of {RECOLOUR_MARGINS}")
+    partners = frozenset(c for c, s in HELD_OUT_PAIRS if s == shape)
+    held = [_hue_saturation(COLOURS[c])[0] for c in sorted(partners)]
     while True:
         rgb = rng.integers(0, 256, size=3)
         if rgb.max() < UNNAMED_COLOUR_BRIGHTNESS or np.sqrt(((_NAMED_RGB - rgb) ** 2).sum(-1)).min() < UNNAMED_COLOUR_DISTANCE:
             continue
+        colour = int(rgb[0]), int(rgb[1]), int(rgb[2])
+        if margin == "detector":
+            if partners and colours_read(colour, background) & partners:
+                continue
+            return colour
         hue, saturation = _hue_saturation(rgb)
         if saturation >= 0.2 and any(min(abs(hue - h), 360 - abs(hue - h)) < UNNAMED_HUE_MARGIN for h in held):
             continue
-        return int(rgb[0]), int(rgb[1]), int(rgb[2])
+        return colour
 
 
 def recoloured_shape_example(scene: Scene, rng: np.random.Generator, ex_id: str, *, templates: bool,
-                             resolution: int, counts: str = "present") -> Example:  # fmt: skip
+                             resolution: int, counts: str = "present", margin: str = "hue") -> Example:  # fmt: skip
     """A shape question about ``scene`` drawn with every object in its own unnamed colour (:func:`unnamed_colour`).
 
     The question names no colour: "What shape is the object at the top left?" (the position refers when there are
@@ -109,11 +128,12 @@ def recoloured_shape_example(scene: Scene, rng: np.random.Generator, ex_id: str,
     ``counts``: how a count question picks what it counts. ``"present"`` (shapes-judge-8/9's recipes): a shape the
     scene has 70% of the time, which taught those models to answer 1 where an absent shape's 0 is right (test-split
     count 94.4% -> 86.7%); ``"world"``: all objects or any shape, half and half, as the world's own count questions
-    draw them (less their colour kind).
+    draw them (less their colour kind). ``margin``: how the colours keep away from held-out partners
+    (:func:`unnamed_colour`).
     """
     if counts not in ("present", "world"):
         raise ValueError(f"counts must be 'present' or 'world', not {counts!r}")
-    colours = [unnamed_colour(rng, obj.shape) for obj in scene.objects]
+    colours = [unnamed_colour(rng, obj.shape, margin, scene.background) for obj in scene.objects]
     objects = scene.objects
     if rng.random() < 0.7:
         obj = objects[int(rng.integers(len(objects)))]
