@@ -78,7 +78,8 @@ def judge_example(scene: Scene, rng: np.random.Generator, kind: str, ex_id: str,
 #   (docs/pretrain/qformer-instruction-by-pair-2027.txt);
 # - "detector" (session 30): every hue, but no colour that the world's own colour reader (explore.world.detect, the
 #   exact check that grades generated images) reads as a held-out partner, inside the object or in any anti-aliased
-#   blend with the scene's background: a square may be brown or salmon, never a dark red that detect calls red.
+#   blend with the scene's background: a square may be brown, tan or dusty rose, never a dark red that detect calls
+#   red (a maroon dark enough to read as background, alpha < ALPHA_MIN, can occur).
 UNNAMED_COLOUR_DISTANCE = 100.0
 UNNAMED_COLOUR_BRIGHTNESS = 90
 UNNAMED_HUE_MARGIN = 45.0  # degrees of hue from a held-out partner's, where the colour is saturated (>= 0.2)
@@ -100,19 +101,20 @@ def unnamed_colour(rng: np.random.Generator, shape: str | None = None, margin: s
         raise ValueError(f"unknown recolour margin {margin!r}; expected one of {RECOLOUR_MARGINS}")
     partners = frozenset(c for c, s in HELD_OUT_PAIRS if s == shape)
     held = [_hue_saturation(COLOURS[c])[0] for c in sorted(partners)]
+
+    def near_partner(colour: tuple[int, int, int]) -> bool:
+        if margin == "detector":
+            return bool(partners and colours_read(colour, background) & partners)
+        hue, saturation = _hue_saturation(colour)
+        return saturation >= 0.2 and any(min(abs(hue - h), 360 - abs(hue - h)) < UNNAMED_HUE_MARGIN for h in held)
+
     while True:
         rgb = rng.integers(0, 256, size=3)
         if rgb.max() < UNNAMED_COLOUR_BRIGHTNESS or np.sqrt(((_NAMED_RGB - rgb) ** 2).sum(-1)).min() < UNNAMED_COLOUR_DISTANCE:
             continue
         colour = int(rgb[0]), int(rgb[1]), int(rgb[2])
-        if margin == "detector":
-            if partners and colours_read(colour, background) & partners:
-                continue
+        if not near_partner(colour):
             return colour
-        hue, saturation = _hue_saturation(rgb)
-        if saturation >= 0.2 and any(min(abs(hue - h), 360 - abs(hue - h)) < UNNAMED_HUE_MARGIN for h in held):
-            continue
-        return colour
 
 
 def recoloured_shape_example(scene: Scene, rng: np.random.Generator, ex_id: str, *, templates: bool,
