@@ -8,8 +8,9 @@ from every named colour, red included, as before); compare the result with the s
 
     OMP_NUM_THREADS=2 python benchmarks/recolour_any_hue.py configs/pretrain/shapes-judge-45.yaml runs/s29-anyhue-45
 
-A diagnostic, not a recipe: whether such colours leak the held-out pair is the question to answer before any model
-trained this way could ship.
+A diagnostic, not a recipe: whether such colours leak the held-out pair was the question to answer before any model
+trained this way could ship. Session 30 answered it with a stage option instead (``recolour_margin: detector``:
+every hue, but no colour explore.world.detect reads as a held-out partner; configs/pretrain/shapes-judge-49.yaml).
 """
 
 from __future__ import annotations
