@@ -20,13 +20,14 @@
    BASELINE: two grounded pipelines from the same config but model.kind, e.g. configs/diffusion/latent.yaml and
    latent-baseline.yaml): world-geneval, seen and held-out pairs, and seconds per image (batch 1 and batch 16), in
    one run; --compare-guidance adds guidance scales (1 = one UNet pass per step, what a model trained with
-   loss.model_guidance samples at); every row of the second pipeline gets the fastest row of the first that is at
-   least as faithful on both pair sets, and the ratio.
+   loss.model_guidance samples at), --compare-samplers samplers (DDIM by default); every row of the second pipeline
+   gets the fastest row of the first (any sampler) that is at least as faithful on both pair sets, and the ratio.
 
     python benchmarks/diffusion.py --compare runs/diffusion/latent/pipeline runs/diffusion/latent-baseline/pipeline
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-steps 10 14 20   # both speed / quality curves
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 3 --compare-names A B
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-compile  # compiled timings
+    python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-samplers ddim dpm unipc
 
 5. The autoencoder's bound on a latent generator (--autoencoder-ceiling FOLDER): world-geneval of the real
    renders after an encode-decode round trip.
@@ -179,12 +180,13 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
 def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, steps: tuple[int, ...] = (20,),
                     guidances: tuple[float, ...] = (3.0,),
                     names: tuple[str, str] = ("efficient", "diffusers UNet2DConditionModel"),
-                    compiled: bool = False) -> None:  # fmt: skip
+                    compiled: bool = False, samplers: tuple[str, ...] = ("ddim",)) -> None:  # fmt: skip
     """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
-    budget (same config but model.kind), world-geneval (grounded, DDIM, seen and held-out pairs) and seconds per
+    budget (same config but model.kind), world-geneval (grounded, seen and held-out pairs) and seconds per
     image, measured in one run, interleaved so that load on the machine hits both alike; one row per UNet,
-    guidance scale and sampling-step count, so that faithfulness can be compared at equal seconds (the speed /
-    quality curve of each), not only at one setting. Guidance 1 is one UNet pass per step (no CFG), above 1 two
+    sampler, guidance scale and sampling-step count, so that faithfulness can be compared at equal seconds (the
+    speed / quality curve of each), not only at one setting; each baseline row is matched by the fastest efficient
+    row of any sampler. Guidance 1 is one UNet pass per step (no CFG), above 1 two
     (a model trained with loss.model_guidance samples at 1). Both UNets get every setting. ``compiled``: the latency
     pass runs both pipelines with their UNet, text encoder and autoencoder decoder through ``torch.compile`` (static
     shapes, each shape compiled before it is timed) after the eager pass, both printed; faithfulness is measured eager."""
@@ -194,14 +196,14 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
 
     examples = geneval_examples(prompts, seed)
     pipes = {names[0]: load_pipeline(efficient), names[1]: load_pipeline(baseline)}
-    settings = [(g, n) for g in guidances for n in steps]
+    settings = [(s, g, n) for s in samplers for g in guidances for n in steps]
     rows = {}
     with tempfile.TemporaryDirectory() as scratch:
         for index, (name, pipe) in enumerate(pipes.items()):
-            for g, n in settings:
-                summary = evaluate_geneval(set_scheduler(pipe, "ddim"), examples, Path(scratch) / f"{index}-{g}-{n}",
+            for s, g, n in settings:
+                summary = evaluate_geneval(set_scheduler(pipe, s), examples, Path(scratch) / f"{index}-{s}-{g}-{n}",
                                            layout="auto", seed=seed, steps=n, guidance=g, progress=False)  # fmt: skip
-                rows[name, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
+                rows[name, s, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
     # s / image at batch 1 (latency) and at batch 16 (throughput: what CFG's doubled batch costs shows here; at
     # batch 1 on a CPU the per-call overhead hides it), interleaved rounds, the best of each; eager, then compiled
     timings = {"eager": _seconds_per_image(pipes, rows)}
@@ -210,63 +212,66 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
             for module in (pipe.unet, pipe.text_encoder, pipe.vae.decoder if pipe.latent else None):
                 if module is not None:
                     module.compile(dynamic=False)
-        for name, g in sorted({(name, g) for name, g, _ in rows}):  # every timed shape compiled before any timing
+        for name, s, g in sorted({(name, s, g) for name, s, g, _ in rows}):  # every timed shape compiled first
             for batch in (1, THROUGHPUT_BATCH):
-                latency_per_image(pipes[name], steps=2, repeats=1, scheduler="ddim", guidance=g, batch=batch)
+                latency_per_image(pipes[name], steps=2, repeats=1, scheduler=s, guidance=g, batch=batch)
         timings["torch.compile"] = _seconds_per_image(pipes, rows)
     print(f"## {names[0]} vs {names[1]}, same budget: world-geneval ({prompts} prompts per "
-          f"category x 4 images, seed {seed}, grounded, DDIM), CPU {torch.get_num_threads()} threads\n")  # fmt: skip
+          f"category x 4 images, seed {seed}, grounded, {' / '.join(samplers)}), CPU {torch.get_num_threads()} "
+          "threads\n")  # fmt: skip
     columns = "".join(f" | s / image{'' if mode == 'eager' else ', ' + mode} | s / image, batch {THROUGHPUT_BATCH}"
                       f"{'' if mode == 'eager' else ', ' + mode}" for mode in timings)  # fmt: skip
-    print("| UNet | parameters | guidance | DDIM steps | pairs | overall | " + " | ".join(CATEGORIES) +
+    print("| UNet | parameters | sampler | guidance | steps | pairs | overall | " + " | ".join(CATEGORIES) +
           f" | scene objects | exact{columns} |")  # fmt: skip
-    print("|---|---:|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|" + "---:|---:|" * len(timings))
-    for (name, g, n), r in rows.items():
+    print("|---|---:|---|---:|---:|---|---:|" + "---:|" * len(CATEGORIES) + "---:|---:|" + "---:|---:|" * len(timings))
+    for (name, s, g, n), r in rows.items():
         for pairs in ("seen", "held_out"):
             scores = r[pairs]["generated"]
             cells = " | ".join(f"{scores[c]:.2f}" if c in scores else "-" for c in CATEGORIES)  # held-out: fewer
             times = "".join(
-                f" | {t[1][name, g, n]:.3f} | {t[THROUGHPUT_BATCH][name, g, n]:.3f}" for t in timings.values()
+                f" | {t[1][name, s, g, n]:.3f} | {t[THROUGHPUT_BATCH][name, s, g, n]:.3f}" for t in timings.values()
             )
-            print(f"| {name} | {r['params'] / 1e6:.2f} M | {g:g} | {n} | {pairs} | {scores['overall']:.3f} | {cells} | "
+            print(f"| {name} | {r['params'] / 1e6:.2f} M | {s} | {g:g} | {n} | {pairs} | {scores['overall']:.3f} | "
+                  f"{cells} | "
                   f"{scores['full_scene_objects']:.2f} | {scores['full_scene_exact']:.2f}{times} |")  # fmt: skip
     names = list(pipes)
     for mode, t in timings.items():
         print(f"\n### {mode}")
-        for g, n in settings:
-            e, b = (t[1][name, g, n] for name in names)
-            eb, bb = (t[THROUGHPUT_BATCH][name, g, n] for name in names)
-            print(f"\nspeed-up per image at {n} DDIM steps, guidance {g:g}: {b / e:.2f}x at batch 1, "
+        for s, g, n in settings:
+            e, b = (t[1][name, s, g, n] for name in names)
+            eb, bb = (t[THROUGHPUT_BATCH][name, s, g, n] for name in names)
+            print(f"\nspeed-up per image at {n} {s} steps, guidance {g:g}: {b / e:.2f}x at batch 1, "
                   f"{bb / eb:.2f}x at batch {THROUGHPUT_BATCH}")  # fmt: skip
         # The issue's measure: for each baseline row, the fastest efficient row at least as faithful, on the seen
-        # pairs and on the held-out ones alike.
-        for g, n in settings:
-            base = rows[names[1], g, n]
+        # pairs and on the held-out ones alike, whatever its sampler.
+        for s, g, n in settings:
+            base = rows[names[1], s, g, n]
             target = {pairs: base[pairs]["generated"]["overall"] for pairs in ("seen", "held_out")}
             matches = [key for key in settings
                        if all(rows[(names[0], *key)][p]["generated"]["overall"] >= target[p] for p in target)]
-            label = (f"{names[1]} at guidance {g:g}, {n} steps ({target['seen']:.3f} seen / "
+            label = (f"{names[1]} at {s}, guidance {g:g}, {n} steps ({target['seen']:.3f} seen / "
                      f"{target['held_out']:.3f} held-out)")  # fmt: skip
             if not matches:
                 print(f"\nat equal faithfulness to {label}: no {names[0]} row reaches it on both")
                 continue
             for batch in (1, THROUGHPUT_BATCH):
                 timing = t[batch]
-                gm, m = min(matches, key=lambda key, timing=timing: timing[(names[0], *key)])
-                hit = rows[names[0], gm, m]
-                ratio = timing[names[1], g, n] / timing[names[0], gm, m]
-                print(f"\nat equal faithfulness to {label}, batch {batch}: {names[0]} at guidance {gm:g}, {m} steps "
+                sm, gm, m = min(matches, key=lambda key, timing=timing: timing[(names[0], *key)])
+                hit = rows[names[0], sm, gm, m]
+                ratio = timing[names[1], s, g, n] / timing[names[0], sm, gm, m]
+                print(f"\nat equal faithfulness to {label}, batch {batch}: {names[0]} at {sm}, guidance {gm:g}, "
+                      f"{m} steps "
                       f"({hit['seen']['generated']['overall']:.3f} / {hit['held_out']['generated']['overall']:.3f}) "
                       f"is {ratio:.2f}x faster")  # fmt: skip
 
 
 def _seconds_per_image(pipes: dict, rows: dict) -> dict[int, dict]:
     """Best of three interleaved rounds of seconds per image, at batch 1 and at THROUGHPUT_BATCH, for every
-    (pipeline name, guidance, steps) of ``rows``."""
+    (pipeline name, sampler, guidance, steps) of ``rows``."""
     seconds = {(key, batch): [] for key in rows for batch in (1, THROUGHPUT_BATCH)}
     for _ in range(3):
-        for ((name, g, n), batch), times in seconds.items():
-            times.append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler="ddim", guidance=g, batch=batch))
+        for ((name, s, g, n), batch), times in seconds.items():
+            times.append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler=s, guidance=g, batch=batch))
     return {batch: {key: min(seconds[key, batch]) for key in rows} for batch in (1, THROUGHPUT_BATCH)}
 
 
@@ -359,11 +364,13 @@ def main() -> None:
     parser.add_argument("--compare", type=Path, nargs=2, metavar=("EFFICIENT", "BASELINE"),
                         help="two grounded pipelines trained on the same budget: world-geneval and s / image")
     parser.add_argument("--compare-steps", type=int, nargs="+", default=[20],
-                        help="--compare at these DDIM step counts (the speed / quality curve of each UNet)")
+                        help="--compare at these step counts (the speed / quality curve of each UNet)")
     parser.add_argument("--compare-guidance", type=float, nargs="+", default=[3.0],
                         help="--compare at these guidance scales (1: one UNet pass per step), each UNet at each")
     parser.add_argument("--compare-names", nargs=2, default=["efficient", "diffusers UNet2DConditionModel"],
                         metavar=("FIRST", "SECOND"), help="--compare: what to call the two pipelines in the table")
+    parser.add_argument("--compare-samplers", nargs="+", default=["ddim"], choices=["ddim", "dpm", "unipc"],
+                        help="--compare with these samplers (each at every step count and guidance)")
     parser.add_argument("--compare-compile", action="store_true",
                         help="--compare: time both pipelines through torch.compile (UNet, text encoder, decoder)")
     parser.add_argument("--decoders", type=Path, nargs="+", metavar="PIPELINE",
@@ -382,7 +389,8 @@ def main() -> None:
         return
     if args.compare is not None:
         compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps),
-                        tuple(args.compare_guidance), tuple(args.compare_names), args.compare_compile)
+                        tuple(args.compare_guidance), tuple(args.compare_names), args.compare_compile,
+                        tuple(args.compare_samplers))
         return
     config = load_diffusion_config(args.config)
 
