@@ -186,8 +186,8 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     image, measured in one run, interleaved so that load on the machine hits both alike; one row per UNet,
     sampler, guidance scale and sampling-step count, so that faithfulness can be compared at equal seconds (the
     speed / quality curve of each), not only at one setting; each baseline row is matched by the fastest efficient
-    row of any sampler. Guidance 1 is one UNet pass per step (no CFG), above 1 two
-    (a model trained with loss.model_guidance samples at 1). Both UNets get every setting. ``compiled``: the latency
+    row of any sampler. Guidance 1 is one UNet pass per step (no CFG), above 1 two (a model trained with
+    loss.model_guidance samples at 1). Both UNets get every setting. ``compiled``: the latency
     pass runs both pipelines with their UNet, text encoder and autoencoder decoder through ``torch.compile`` (static
     shapes, each shape compiled before it is timed) after the eager pass, both printed; faithfulness is measured eager."""
     import tempfile
