@@ -41,12 +41,23 @@
     OMP_NUM_THREADS=1 python benchmarks/diffusion.py --decoders src/explore/embedded/diffusion-small \
         runs/diffusion/shipped-tiny-vae
 
+7. Training budgets (--budget CONFIG ...: training recipes, e.g. the two of a --compare): each recipe's real training
+   loop (`explore diffusion train`: data, text encoder, model guidance, optimizer, EMA) for --budget-steps steps, all
+   started together, one process and one thread each, as the budget runs train two at a time; steps / s of each and,
+   with --budget-reference STEPS, the steps each recipe gets in the first recipe's wall-clock for STEPS of its own.
+
+    python benchmarks/diffusion.py --budget configs/diffusion/budget-baseline-mg-lr4-shipped-vae.yaml \
+        configs/diffusion/budget-efficient-mg-spade-lr4-2250-shipped-vae.yaml --budget-steps 100 --budget-reference 1230
+
 Not a test; prints tables with ratios.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import multiprocessing
+import tempfile
 import time
 from pathlib import Path
 
@@ -349,6 +360,58 @@ def decoder_costs(folders: list[Path], steps: int, rounds: int = 5) -> None:
               f"{t[keys[1]] * 1e3:.2f} | {t['sample']:.3f} | {first / t['sample']:.2f}x |")  # fmt: skip
 
 
+def _budget_run(config_path: str, steps: int, out: str) -> None:
+    """One recipe's real training loop for ``steps`` steps in ``out`` (a child process, one thread)."""
+    torch.set_num_threads(1)
+    from explore.diffusion.train import train_diffusion
+
+    config = load_diffusion_config(config_path)
+    train = config.train.model_copy(update={"steps": steps})
+    validation = config.validation.model_copy(update={"every": steps + 1})  # only the last step's, after timing
+    train_diffusion(config.model_copy(update={"train": train, "validation": validation, "output_dir": out,
+                                              "checkpoint_every": steps}), progress=False)  # fmt: skip
+
+
+def training_budget(configs: list[Path], steps: int, reference: int | None) -> None:
+    """Training steps per second of each recipe, all trained at once (the recipes' data caches are built first,
+    one at a time, so no process times a cache build), and the equal-wall-clock step counts."""
+    from explore.diffusion.cache import training_data
+    from explore.diffusion.latents import latent_data
+
+    for path in configs:  # build (or check) each data cache before any timing
+        config = load_diffusion_config(path)
+        pipe = build_pipeline(config)
+        if pipe.latent:
+            latent_data(config.data, pipe.vae, progress=False)
+        else:
+            training_data(config.data, progress=False)
+    rates = []
+    with tempfile.TemporaryDirectory() as tmp:
+        context = multiprocessing.get_context("spawn")
+        jobs = [context.Process(target=_budget_run, args=(str(path), steps, f"{tmp}/{i}")) for i, path in
+                enumerate(configs)]  # fmt: skip
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join()
+        for i, (path, job) in enumerate(zip(configs, jobs)):
+            if job.exitcode != 0:
+                raise SystemExit(f"training {path} for the budget failed (exit {job.exitcode})")
+            log = [json.loads(line) for line in Path(f"{tmp}/{i}/train_log.jsonl").read_text().splitlines()]
+            timed = [record for record in log if "steps_per_s" in record]  # not the validation records
+            rates.append(timed[-1]["steps_per_s"])  # since the loop started: data, every step, no validation
+    first = rates[0]
+    print(f"## Training budgets: {steps} steps of each recipe, {len(configs)} at once, one thread each\n")
+    header = "| recipe | UNet | steps / s | s / step | vs the first |"
+    header += f" steps in the first's wall-clock for {reference} |" if reference else ""
+    print(header)
+    print("|---|---|---:|---:|---:|" + ("---:|" if reference else ""))
+    for path, rate in zip(configs, rates):
+        kind = load_diffusion_config(path).model.kind
+        row = f"| {path} | {kind} | {rate:.3f} | {1 / rate:.2f} | {rate / first:.2f}x |"
+        print(row + (f" {round(reference * rate / first):,} |" if reference else ""))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/diffusion/shapes-small.yaml", help="widths for the UNet table")
@@ -376,8 +439,16 @@ def main() -> None:
     parser.add_argument("--decoders", type=Path, nargs="+", metavar="PIPELINE",
                         help="latent pipelines: their decoders alone and a whole sample, side by side")
     parser.add_argument("--decoders-steps", type=int, default=20, help="--decoders: DDIM steps of the sample")
+    parser.add_argument("--budget", type=Path, nargs="+", metavar="CONFIG",
+                        help="training recipes: steps / s of each, trained at once, one thread each")
+    parser.add_argument("--budget-steps", type=int, default=100, help="--budget: training steps of each recipe")
+    parser.add_argument("--budget-reference", type=int, metavar="STEPS",
+                        help="--budget: the first recipe's step count; prints each recipe's steps in its wall-clock")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.budget is not None:
+        training_budget(args.budget, args.budget_steps, args.budget_reference)
+        return
     if args.decoders is not None:
         decoder_costs(args.decoders, args.decoders_steps)
         return
