@@ -55,7 +55,6 @@ Not a test; prints tables with ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing
 import tempfile
 import time
@@ -360,55 +359,53 @@ def decoder_costs(folders: list[Path], steps: int, rounds: int = 5) -> None:
               f"{t[keys[1]] * 1e3:.2f} | {t['sample']:.3f} | {first / t['sample']:.2f}x |")  # fmt: skip
 
 
-def _budget_run(config_path: str, steps: int, out: str) -> None:
-    """One recipe's real training loop for ``steps`` steps in ``out`` (a child process, one thread)."""
+def _budget_run(config, out: str) -> None:
+    """One recipe's real training loop in ``out`` (a child process, one thread)."""
     torch.set_num_threads(1)
     from explore.diffusion.train import train_diffusion
 
-    config = load_diffusion_config(config_path)
-    train = config.train.model_copy(update={"steps": steps})
-    validation = config.validation.model_copy(update={"every": steps + 1})  # only the last step's, after timing
-    train_diffusion(config.model_copy(update={"train": train, "validation": validation, "output_dir": out,
-                                              "checkpoint_every": steps}), progress=False)  # fmt: skip
+    train_diffusion(config.model_copy(update={"output_dir": out}), progress=False)
 
 
-def training_budget(configs: list[Path], steps: int, reference: int | None) -> None:
+def training_budget(paths: list[Path], steps: int, reference: int | None) -> None:
     """Training steps per second of each recipe, all trained at once (the recipes' data caches are built first,
     one at a time, so no process times a cache build), and the equal-wall-clock step counts."""
     from explore.diffusion.cache import training_data
     from explore.diffusion.latents import latent_data
+    from explore.runs import read_jsonl
 
-    for path in configs:  # build (or check) each data cache before any timing
+    configs = []
+    for path in paths:
         config = load_diffusion_config(path)
         pipe = build_pipeline(config)
-        if pipe.latent:
+        if pipe.latent:  # build (or check) the data cache before any timing
             latent_data(config.data, pipe.vae, progress=False)
         else:
             training_data(config.data, progress=False)
+        validation = config.validation.model_copy(update={"every": steps + 1})  # only the last step's, after timing
+        configs.append(config.model_copy(update={"train": config.train.model_copy(update={"steps": steps}),
+                                                 "validation": validation, "checkpoint_every": steps}))  # fmt: skip
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
         context = multiprocessing.get_context("spawn")
-        jobs = [context.Process(target=_budget_run, args=(str(path), steps, f"{tmp}/{i}")) for i, path in
-                enumerate(configs)]  # fmt: skip
+        jobs = [context.Process(target=_budget_run, args=(config, f"{tmp}/{i}")) for i, config in enumerate(configs)]
         for job in jobs:
             job.start()
         for job in jobs:
             job.join()
-        for i, (path, job) in enumerate(zip(configs, jobs)):
+        for i, (path, job) in enumerate(zip(paths, jobs)):
             if job.exitcode != 0:
                 raise SystemExit(f"training {path} for the budget failed (exit {job.exitcode})")
-            log = [json.loads(line) for line in Path(f"{tmp}/{i}/train_log.jsonl").read_text().splitlines()]
-            timed = [record for record in log if "steps_per_s" in record]  # not the validation records
+            timed = [record for record in read_jsonl(f"{tmp}/{i}/train_log.jsonl") if "steps_per_s" in record]
             rates.append(timed[-1]["steps_per_s"])  # since the loop started: data, every step, no validation
     first = rates[0]
-    print(f"## Training budgets: {steps} steps of each recipe, {len(configs)} at once, one thread each\n")
+    print(f"## Training budgets: {steps} steps of each recipe, {len(paths)} at once, one thread each\n")
     header = "| recipe | UNet | steps / s | s / step | vs the first |"
     header += f" steps in the first's wall-clock for {reference} |" if reference else ""
     print(header)
     print("|---|---|---:|---:|---:|" + ("---:|" if reference else ""))
-    for path, rate in zip(configs, rates):
-        kind = load_diffusion_config(path).model.kind
-        row = f"| {path} | {kind} | {rate:.3f} | {1 / rate:.2f} | {rate / first:.2f}x |"
+    for path, config, rate in zip(paths, configs, rates):
+        row = f"| {path} | {config.model.kind} | {rate:.3f} | {1 / rate:.2f} | {rate / first:.2f}x |"
         print(row + (f" {round(reference * rate / first):,} |" if reference else ""))
 
 
