@@ -203,17 +203,20 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     import tempfile
 
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
+    from explore.runs import read_jsonl
 
     examples = geneval_examples(prompts, seed)
     pipes = {names[0]: load_pipeline(efficient), names[1]: load_pipeline(baseline)}
     settings = [(s, g, n) for s in samplers for g in guidances for n in steps]
-    rows = {}
+    rows, records = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         for index, (name, pipe) in enumerate(pipes.items()):
             for s, g, n in settings:
-                summary = evaluate_geneval(set_scheduler(pipe, s), examples, Path(scratch) / f"{index}-{s}-{g}-{n}",
-                                           layout="auto", seed=seed, steps=n, guidance=g, progress=False)  # fmt: skip
+                out = Path(scratch) / f"{index}-{s}-{g}-{n}"
+                summary = evaluate_geneval(set_scheduler(pipe, s), examples, out, layout="auto", seed=seed, steps=n,
+                                           guidance=g, progress=False)  # fmt: skip
                 rows[name, s, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
+                records[name, s, g, n] = read_jsonl(out / "predictions.jsonl")
     # s / image at batch 1 (latency) and at batch 16 (throughput: what CFG's doubled batch costs shows here; at
     # batch 1 on a CPU the per-call overhead hides it), interleaved rounds, the best of each; eager, then compiled
     timings = {"eager": _seconds_per_image(pipes, rows)}
@@ -273,6 +276,26 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
                       f"{m} steps "
                       f"({hit['seen']['generated']['overall']:.3f} / {hit['held_out']['generated']['overall']:.3f}) "
                       f"is {ratio:.2f}x faster")  # fmt: skip
+    _faithfulness_intervals(names, settings, rows, records)
+
+
+def _faithfulness_intervals(names: list[str], settings: list, rows: dict, records: dict) -> None:
+    """How far apart two rows' world-geneval really is: for each row of the second pipeline, the first's row at the
+    same setting and its most faithful row (the highest seen overall), each difference with a 95% paired bootstrap
+    interval over the prompts (the same prompts, layouts and noise for both), seen and held-out."""
+    from explore.eval.geneval import paired_difference
+
+    print(f"\n### world-geneval differences, {names[0]} minus {names[1]} (95% paired bootstrap over prompts)")
+    best = max(settings, key=lambda key: rows[(names[0], *key)]["seen"]["generated"]["overall"])
+    for s, g, n in settings:
+        parts = []
+        for label, key in (("same setting", (s, g, n)), (f"its most faithful, {best[0]} {best[2]} steps", best)):
+            cells = []
+            for pairs in ("seen", "held_out"):
+                d, low, high = paired_difference(records[(names[0], *key)], records[names[1], s, g, n], pairs)
+                cells.append(f"{pairs.replace('_', '-')} {d:+.3f} [{low:+.3f}, {high:+.3f}]")
+            parts.append(f"{label}: " + ", ".join(cells))
+        print(f"\nagainst {names[1]} at {s}, guidance {g:g}, {n} steps — " + "; ".join(parts))
 
 
 def _seconds_per_image(pipes: dict, rows: dict) -> dict[int, dict]:

@@ -21,6 +21,7 @@ from explore.eval.geneval import (
     evaluate_geneval,
     geneval_examples,
     image_layout,
+    paired_difference,
     score_image,
     summarize_geneval,
 )
@@ -124,3 +125,33 @@ def test_results_do_not_depend_on_the_batch_size(tiny_grounded_pipe, tmp_path):
         first = np.asarray(Image.open(image), dtype=int)
         second = np.asarray(Image.open(tmp_path / "b" / "images" / image.name), dtype=int)
         assert np.abs(first - second).max() <= 1
+
+
+def _records(passed: dict[tuple[str, int], list[int]], prompt_set: str = "seen") -> list[dict]:
+    return [{"id": f"{category}-{p}-{i}", "set": prompt_set, "category": category, "passed": bool(v), "real_passed": True}
+            for (category, p), values in passed.items() for i, v in enumerate(values)]  # fmt: skip
+
+
+def test_paired_difference_matches_the_overall_scores_and_brackets_them():
+    rng = np.random.default_rng(0)
+    first = {(c, p): rng.integers(0, 2, 4).tolist() for c in CATEGORIES for p in range(10)}
+    second = {(c, p): rng.integers(0, 2, 4).tolist() for c in CATEGORIES for p in range(10)}
+    a, b = _records(first), _records(second)
+    difference, low, high = paired_difference(a, b)
+    overall = [summarize_geneval(r)["seen"]["generated"]["overall"] for r in (a, b)]
+    assert difference == pytest.approx(overall[0] - overall[1])
+    assert low < difference < high  # random records: the prompt sample cannot pin the difference
+    assert paired_difference(a, a) == (0.0, 0.0, 0.0)
+    assert paired_difference(a, b) == (difference, low, high)  # seeded
+    all_pass = _records({key: [1, 1, 1, 1] for key in first})
+    none_pass = _records({key: [0, 0, 0, 0] for key in first})
+    assert paired_difference(all_pass, none_pass) == (1.0, 1.0, 1.0)
+
+
+def test_paired_difference_refuses_runs_of_other_prompts():
+    a = _records({("colors", 0): [1, 0, 1, 1]})
+    b = _records({("colors", 1): [1, 0, 1, 1]})
+    with pytest.raises(ExploreError, match="same prompts"):
+        paired_difference(a, b)
+    with pytest.raises(ExploreError, match="held_out"):
+        paired_difference(a, a, prompt_set="held_out")
