@@ -190,7 +190,8 @@ def geneval_tables(folder: Path, prompts: int, seed: int) -> None:
 def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, steps: tuple[int, ...] = (20,),
                     guidances: tuple[float, ...] = (3.0,),
                     names: tuple[str, str] = ("efficient", "diffusers UNet2DConditionModel"),
-                    compiled: bool = False, samplers: tuple[str, ...] = ("ddim",)) -> None:  # fmt: skip
+                    compiled: bool = False, samplers: tuple[str, ...] = ("ddim",),
+                    out: Path | None = None) -> None:  # fmt: skip
     """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
     budget (same config but model.kind), world-geneval (grounded, seen and held-out pairs) and seconds per
     image, measured in one run, interleaved so that load on the machine hits both alike; one row per UNet,
@@ -199,7 +200,11 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     row of any sampler. Guidance 1 is one UNet pass per step (no CFG), above 1 two (a model trained with
     loss.model_guidance samples at 1). Both UNets get every setting. ``compiled``: the latency
     pass runs both pipelines with their UNet, text encoder and autoencoder decoder through ``torch.compile`` (static
-    shapes, each shape compiled before it is timed) after the eager pass, both printed; faithfulness is measured eager."""
+    shapes, each shape compiled before it is timed) after the eager pass, both printed; faithfulness is measured eager.
+    ``out``: keep each evaluation's images and predictions in ``out/<pipeline index>-<sampler>-<guidance>-<steps>``
+    (0: the efficient pipeline, 1: the baseline) instead of a temporary folder; a re-run resumes them (a folder of
+    another pipeline or setting is refused by world-geneval's header check), so they can be computed ahead, apart
+    from the timing."""
     import tempfile
 
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
@@ -212,11 +217,12 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     with tempfile.TemporaryDirectory() as scratch:
         for index, (name, pipe) in enumerate(pipes.items()):
             for s, g, n in settings:
-                out = Path(scratch) / f"{index}-{s}-{g}-{n}"
-                summary = evaluate_geneval(set_scheduler(pipe, s), examples, out, layout="auto", seed=seed, steps=n,
+                folder = Path(out or scratch) / f"{index}-{s}-{g:g}-{n}"
+                folder.mkdir(parents=True, exist_ok=True)
+                summary = evaluate_geneval(set_scheduler(pipe, s), examples, folder, layout="auto", seed=seed, steps=n,
                                            guidance=g, progress=False)  # fmt: skip
                 rows[name, s, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
-                records[name, s, g, n] = read_jsonl(out / "predictions.jsonl")
+                records[name, s, g, n] = read_jsonl(folder / "predictions.jsonl")
     # s / image at batch 1 (latency) and at batch 16 (throughput: what CFG's doubled batch costs shows here; at
     # batch 1 on a CPU the per-call overhead hides it), interleaved rounds, the best of each; eager, then compiled
     timings = {"eager": _seconds_per_image(pipes, rows)}
@@ -454,6 +460,8 @@ def main() -> None:
                         metavar=("FIRST", "SECOND"), help="--compare: what to call the two pipelines in the table")
     parser.add_argument("--compare-samplers", nargs="+", default=["ddim"], choices=["ddim", "dpm", "unipc"],
                         help="--compare with these samplers (each at every step count and guidance)")
+    parser.add_argument("--compare-out", type=Path, metavar="DIR",
+                        help="--compare: keep each evaluation's images and predictions here (a re-run resumes them)")
     parser.add_argument("--compare-compile", action="store_true",
                         help="--compare: time both pipelines through torch.compile (UNet, text encoder, decoder)")
     parser.add_argument("--decoders", type=Path, nargs="+", metavar="PIPELINE",
@@ -481,7 +489,7 @@ def main() -> None:
     if args.compare is not None:
         compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps),
                         tuple(args.compare_guidance), tuple(args.compare_names), args.compare_compile,
-                        tuple(args.compare_samplers))
+                        tuple(args.compare_samplers), args.compare_out)
         return
     config = load_diffusion_config(args.config)
 
@@ -536,4 +544,9 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from explore.errors import ExploreError
+
+    try:
+        main()
+    except ExploreError as error:  # bad input (a folder of another run, a missing pipeline): one line, exit 1
+        raise SystemExit(f"error: {error}") from None
