@@ -205,8 +205,6 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     (0: the efficient pipeline, 1: the baseline) instead of a temporary folder; a re-run resumes them (a folder of
     another pipeline or setting is refused by world-geneval's header check), so they can be computed ahead, apart
     from the timing."""
-    import tempfile
-
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
     from explore.runs import read_jsonl
 
@@ -217,8 +215,7 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     with tempfile.TemporaryDirectory() as scratch:
         for index, (name, pipe) in enumerate(pipes.items()):
             for s, g, n in settings:
-                folder = Path(out or scratch) / f"{index}-{s}-{g:g}-{n}"
-                folder.mkdir(parents=True, exist_ok=True)
+                folder = Path(out or scratch) / f"{index}-{s}-{g:g}-{n}"  # made by world-geneval's header
                 summary = evaluate_geneval(set_scheduler(pipe, s), examples, folder, layout="auto", seed=seed, steps=n,
                                            guidance=g, progress=False)  # fmt: skip
                 rows[name, s, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
