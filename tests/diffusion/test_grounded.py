@@ -179,6 +179,31 @@ def test_the_cache_is_the_training_stream_and_resumes(tmp_path):
                                               relation_prompts=0.5))  # fmt: skip
 
 
+def test_a_complete_cache_is_only_read(tmp_path):
+    # two trainings sharing a cache start side by side: the second must not rewrite what the first is reading
+    # (session 34: a rewrite of prompts.jsonl under a reader cut the file at line 38,595 of 50,000)
+    spec = CacheSpec(size=3, world_seed=0, max_objects=2, resolution=64, relation_prompts=0.5)
+    folder = build_cache(tmp_path / "c", spec, progress=False)
+    before = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns, path.read_bytes())
+              for path in folder.iterdir()}  # fmt: skip
+    build_cache(folder, spec, progress=False)
+    assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns, path.read_bytes())
+            for path in folder.iterdir()} == before  # fmt: skip
+
+
+def test_a_cut_prompts_file_is_one_line_naming_the_fix(tmp_path):
+    spec = CacheSpec(size=3, world_seed=0, max_objects=2, resolution=64, relation_prompts=0.5)
+    folder = build_cache(tmp_path / "c", spec, progress=False)
+    prompts = folder / "prompts.jsonl"
+    whole = prompts.read_text()
+    prompts.write_text(whole[: len(whole) - 10])  # the last line cut mid-string
+    with pytest.raises(ExploreError, match=r"prompts.jsonl: line 3 is not a JSON string .*delete .* to rebuild"):
+        TrainingCache(folder, spec)
+    prompts.write_text("".join(whole.splitlines(keepends=True)[:2]))  # a whole line missing
+    with pytest.raises(ExploreError, match="has 2 lines, expected 3; delete"):
+        TrainingCache(folder, spec)
+
+
 def test_tiny_grounded_training_runs_and_resumes(tmp_path):
     config = load_diffusion_config(TINY_GROUNDED)
     config = config.model_copy(update={"output_dir": str(tmp_path / "run"),

@@ -24,7 +24,7 @@ import torch
 from explore.diffusion.config import DataSection
 from explore.diffusion.data import layout_maps, training_batch
 from explore.errors import ExploreError
-from explore.runs import write_json
+from explore.runs import write_json, write_text
 from explore.world.layout import LAYOUT_CHANNELS
 from explore.world.scene import GRID
 
@@ -59,6 +59,8 @@ def build_cache(folder: str | Path, spec: CacheSpec, progress: bool = True) -> P
         raise ExploreError(f"{folder} holds a training cache built with {meta['spec']}, not {asdict(spec)}; "
                            "point data.cache_dir at a new folder")  # fmt: skip
     done = 0 if meta is None else int(meta["done"])
+    if done == spec.size:  # complete: only read (runs sharing it may be starting beside this one)
+        return folder
     folder.mkdir(parents=True, exist_ok=True)
     r = spec.resolution
     mode = "r+" if done else "w+"
@@ -67,7 +69,8 @@ def build_cache(folder: str | Path, spec: CacheSpec, progress: bool = True) -> P
                                         shape=(spec.size, LAYOUT_CHANNELS, GRID, GRID))  # fmt: skip
     prompts_path = folder / "prompts.jsonl"
     kept = prompts_path.read_text().splitlines()[:done] if done else []
-    prompts_path.write_text("".join(line + "\n" for line in kept))  # drop lines of an unfinished chunk
+    # drop the lines of an unfinished chunk; atomically, so that a kill here leaves the recorded ones whole
+    write_text(prompts_path, "".join(line + "\n" for line in kept))
     while done < spec.size:
         n = min(CHUNK, spec.size - done)
         batch, prompts, scenes = training_batch(done, n, world_seed=spec.world_seed, max_objects=spec.max_objects,
@@ -96,9 +99,17 @@ class TrainingCache:
         self.size = spec.size
         self.images = np.load(folder / "images.npy", mmap_mode="r")  # (N, R, R, 3) uint8
         self.layouts = np.load(folder / "layouts.npy", mmap_mode="r")  # (N, C, G, G) uint8
-        self.prompts = [json.loads(line) for line in (folder / "prompts.jsonl").read_text().splitlines()]
+        path = folder / "prompts.jsonl"
+        self.prompts = []
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            try:
+                self.prompts.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise ExploreError(f"{path}: line {number} is not a JSON string (a cut write?); delete {folder} to "
+                                   "rebuild the cache, or point data.cache_dir at a new folder") from None  # fmt: skip
         if len(self.prompts) != self.size:
-            raise ExploreError(f"{folder}/prompts.jsonl has {len(self.prompts)} lines, expected {self.size}")
+            raise ExploreError(f"{path} has {len(self.prompts)} lines, expected {self.size}; delete {folder} to "
+                               "rebuild the cache, or point data.cache_dir at a new folder")  # fmt: skip
 
     def batch(self, start: int, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
         """Images (B, 3, R, R) in [-1, 1], prompts and layout maps (B, C, G, G) of pairs ``start …``."""
