@@ -49,6 +49,14 @@
     python benchmarks/diffusion.py --budget configs/diffusion/budget-baseline-mg-lr4-shipped-vae.yaml \
         configs/diffusion/budget-efficient-mg-spade-lr4-2250-shipped-vae.yaml --budget-steps 100 --budget-reference 1230
 
+8. Few-step timestep spacing (--spacing PIPELINE ...: latent grounded pipelines): world-geneval (seen and held-out)
+   at --spacing-steps DPM-Solver++ steps with explore's "leading" spacing (the first step one stride below the last
+   training step) against steps spread evenly from each --spacing-start timestep (diffusers' "linspace" spacing with
+   lambda_min_clipped at that timestep: the first step at it), and UniPC.
+
+    OMP_NUM_THREADS=1 python benchmarks/diffusion.py --spacing runs/diffusion/budget-efficient-mg-spade-lr3-2950-tiny-vae \
+        runs/diffusion/budget-baseline-mg-lr4-1640-tiny-vae --spacing-start 950 900 850 --spacing-steps 4 --geneval-prompts 25
+
 Not a test; prints tables with ratios.
 """
 
@@ -301,6 +309,50 @@ def _faithfulness_intervals(names: list[str], settings: list, rows: dict, record
         print(f"\nagainst {names[1]} at {s}, guidance {g:g}, {n} steps — " + "; ".join(parts))
 
 
+def spacing_scheduler(pipe, start: int | None):
+    """DPM-Solver++ on ``pipe``'s noise schedule (:func:`make_scheduler`'s settings); ``start``: the steps spread
+    evenly from training timestep ``start`` down (diffusers' "linspace" spacing with ``lambda_min_clipped`` at
+    lambda(start)), None: the folder's own spacing ("leading" for a latent model)."""
+    from explore.diffusion.pipeline import make_scheduler
+    from explore.errors import ExploreError
+
+    scheduler = make_scheduler("dpm", pipe.scheduler.config, latent=pipe.latent)
+    if start is None:
+        return scheduler
+    if not 0 < start < scheduler.config.num_train_timesteps:
+        raise ExploreError(f"--spacing-start {start} is not a training timestep (1 to "
+                           f"{scheduler.config.num_train_timesteps - 1})")  # fmt: skip
+    # from_config drops the values listed in "_use_default_values": pass the public keys only
+    config = {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
+    return type(scheduler).from_config({**config, "timestep_spacing": "linspace",
+                                        "lambda_min_clipped": float(scheduler.lambda_t[start])})  # fmt: skip
+
+
+def spacing_table(folders: list[Path], starts: list[int], steps: int, prompts: int, seed: int) -> None:
+    """world-geneval of each pipeline at ``steps`` sampling steps: DPM-Solver++ with the folder's spacing, from each
+    of ``starts``, and UniPC (see the module docstring, 8)."""
+    from explore.diffusion.pipeline import make_scheduler
+    from explore.eval.geneval import evaluate_geneval, geneval_examples
+
+    examples = geneval_examples(prompts, seed)
+    print(f"## few-step spacing: world-geneval ({prompts} prompts per category x 4 images, seed {seed}, grounded, "
+          f"guidance 1), {steps} steps\n")  # fmt: skip
+    print("| pipeline | sampler | timesteps | seen | held-out |\n|---|---|---|---:|---:|")
+    with tempfile.TemporaryDirectory() as scratch:
+        for index, folder in enumerate(folders):
+            pipe = load_pipeline(folder)
+            variants = [("DPM-Solver++", spacing_scheduler(pipe, start)) for start in [None, *starts]]
+            variants.append(("UniPC", make_scheduler("unipc", pipe.scheduler.config, latent=pipe.latent)))
+            for number, (name, scheduler) in enumerate(variants):
+                pipe.scheduler = scheduler
+                summary = evaluate_geneval(pipe, examples, Path(scratch) / f"{index}-{number}", layout="auto",
+                                           seed=seed, steps=steps, guidance=1.0, progress=False)  # fmt: skip
+                scheduler.set_timesteps(steps)
+                seen, held = (summary[p]["generated"]["overall"] for p in ("seen", "held_out"))
+                print(f"| {folder} | {name} | {' '.join(map(str, scheduler.timesteps.tolist()))} | {seen:.3f} | "
+                      f"{held:.3f} |", flush=True)  # fmt: skip
+
+
 def _seconds_per_image(pipes: dict, rows: dict) -> dict[int, dict]:
     """Best of three interleaved rounds of seconds per image, at batch 1 and at THROUGHPUT_BATCH, for every
     (pipeline name, sampler, guidance, steps) of ``rows``."""
@@ -469,8 +521,16 @@ def main() -> None:
     parser.add_argument("--budget-steps", type=int, default=100, help="--budget: training steps of each recipe")
     parser.add_argument("--budget-reference", type=int, metavar="STEPS",
                         help="--budget: the first recipe's step count; prints each recipe's steps in its wall-clock")
+    parser.add_argument("--spacing", type=Path, nargs="+", metavar="PIPELINE",
+                        help="latent grounded pipelines: world-geneval at few steps by timestep spacing")
+    parser.add_argument("--spacing-start", type=int, nargs="+", default=[950, 900, 850],
+                        help="--spacing: first timesteps of the evenly spread schedules")
+    parser.add_argument("--spacing-steps", type=int, default=4, help="--spacing: sampling steps")
     args = parser.parse_args()
     torch.manual_seed(0)
+    if args.spacing is not None:
+        spacing_table(args.spacing, args.spacing_start, args.spacing_steps, args.geneval_prompts, args.geneval_seed)
+        return
     if args.budget is not None:
         training_budget(args.budget, args.budget_steps, args.budget_reference)
         return
