@@ -322,10 +322,8 @@ def spacing_scheduler(pipe, start: int | None):
     if not 0 < start < scheduler.config.num_train_timesteps:
         raise ExploreError(f"--spacing-start {start} is not a training timestep (1 to "
                            f"{scheduler.config.num_train_timesteps - 1})")  # fmt: skip
-    # from_config drops the values listed in "_use_default_values": pass the public keys only
-    config = {key: value for key, value in scheduler.config.items() if not key.startswith("_")}
-    return type(scheduler).from_config({**config, "timestep_spacing": "linspace",
-                                        "lambda_min_clipped": float(scheduler.lambda_t[start])})  # fmt: skip
+    return make_scheduler("dpm", pipe.scheduler.config, latent=pipe.latent, timestep_spacing="linspace",
+                          lambda_min_clipped=float(scheduler.lambda_t[start]))  # fmt: skip
 
 
 def spacing_table(folders: list[Path], starts: list[int], steps: int, prompts: int, seed: int) -> None:

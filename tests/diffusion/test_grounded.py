@@ -197,10 +197,10 @@ def test_a_cut_prompts_file_is_one_line_naming_the_fix(tmp_path):
     prompts = folder / "prompts.jsonl"
     whole = prompts.read_text()
     prompts.write_text(whole[: len(whole) - 10])  # the last line cut mid-string
-    with pytest.raises(ExploreError, match=r"prompts.jsonl: line 3 is not a JSON string .*delete .* to rebuild"):
+    with pytest.raises(ExploreError, match=r"prompts.jsonl has 2 whole lines, expected 3; delete .* to rebuild"):
         TrainingCache(folder, spec)
     prompts.write_text("".join(whole.splitlines(keepends=True)[:2]))  # a whole line missing
-    with pytest.raises(ExploreError, match="has 2 lines, expected 3; delete"):
+    with pytest.raises(ExploreError, match="has 2 whole lines, expected 3; delete"):
         TrainingCache(folder, spec)
 
 

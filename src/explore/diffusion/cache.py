@@ -24,7 +24,7 @@ import torch
 from explore.diffusion.config import DataSection
 from explore.diffusion.data import layout_maps, training_batch
 from explore.errors import ExploreError
-from explore.runs import write_json, write_text
+from explore.runs import read_jsonl, write_json, write_text
 from explore.world.layout import LAYOUT_CHANNELS
 from explore.world.scene import GRID
 
@@ -100,15 +100,9 @@ class TrainingCache:
         self.images = np.load(folder / "images.npy", mmap_mode="r")  # (N, R, R, 3) uint8
         self.layouts = np.load(folder / "layouts.npy", mmap_mode="r")  # (N, C, G, G) uint8
         path = folder / "prompts.jsonl"
-        self.prompts = []
-        for number, line in enumerate(path.read_text().splitlines(), 1):
-            try:
-                self.prompts.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise ExploreError(f"{path}: line {number} is not a JSON string (a cut write?); delete {folder} to "
-                                   "rebuild the cache, or point data.cache_dir at a new folder") from None  # fmt: skip
+        self.prompts = read_jsonl(path)  # a last line cut by a kill is left out, so the count below catches it
         if len(self.prompts) != self.size:
-            raise ExploreError(f"{path} has {len(self.prompts)} lines, expected {self.size}; delete {folder} to "
+            raise ExploreError(f"{path} has {len(self.prompts)} whole lines, expected {self.size}; delete {folder} to "
                                "rebuild the cache, or point data.cache_dir at a new folder")  # fmt: skip
 
     def batch(self, start: int, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:

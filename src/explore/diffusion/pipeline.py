@@ -309,18 +309,19 @@ LATENT_SAMPLER_SETTINGS: dict[str, dict] = {
 }  # fmt: skip
 
 
-def make_scheduler(name: str, training_config, latent: bool = False):
+def make_scheduler(name: str, training_config, latent: bool = False, **overrides):
     """Sampler ``name`` (ddpm / ddim / dpm / unipc) on the noise schedule of ``training_config``.
 
     Every training value is passed explicitly (diffusers' ``from_config`` otherwise swaps the values
     that were defaults for the new class's defaults, so a freshly built and a reloaded pipeline would
-    sample differently), then :data:`SAMPLER_SETTINGS` (pixels) or :data:`LATENT_SAMPLER_SETTINGS` are applied.
+    sample differently), then :data:`SAMPLER_SETTINGS` (pixels) or :data:`LATENT_SAMPLER_SETTINGS`, then
+    ``overrides`` (scheduler config keys, e.g. another ``timestep_spacing``) are applied.
     """
     if name not in SCHEDULERS:
         raise ExploreError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
     config = {key: value for key, value in dict(training_config).items() if not key.startswith("_")}
     settings = (LATENT_SAMPLER_SETTINGS if latent else SAMPLER_SETTINGS)[name]
-    return SCHEDULERS[name].from_config({**config, **settings})
+    return SCHEDULERS[name].from_config({**config, **settings, **overrides})
 
 
 def set_scheduler(pipe: WorldDiffusionPipeline, name: str) -> WorldDiffusionPipeline:
