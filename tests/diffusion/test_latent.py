@@ -146,6 +146,25 @@ def test_latent_pipeline_trains_and_reloads_through_plain_diffusers(latent_pipel
     assert np.array_equal(images, run(plain))
 
 
+def test_a_velocity_latent_pipeline_samples_from_the_last_step_the_same_through_plain_diffusers(
+    tiny_config, tiny_autoencoder, tmp_path
+):
+    config = _latent_config(tiny_config, tiny_autoencoder, tmp_path / "run")
+    noise = config.noise.model_copy(update={"prediction_type": "v_prediction"})
+    final = train_diffusion(config.model_copy(update={"noise": noise}), progress=False)
+    ours, plain = load_pipeline(final), WorldDiffusionPipeline.from_pretrained(final)
+    results = []
+    for pipe in (ours, plain):
+        set_scheduler(pipe, "dpm")
+        pipe.set_progress_bar_config(disable=True)
+        pipe.scheduler.set_timesteps(4)
+        assert pipe.scheduler.config.prediction_type == "v_prediction" and pipe.scheduler.timesteps[0] == 999
+        results.append(pipe(["a red circle"], num_inference_steps=4, guidance_scale=2.0, output_type="np",
+                            generator=torch.Generator().manual_seed(0)).images)  # fmt: skip
+    assert np.isfinite(results[0]).all() and results[0].std() > 0
+    assert np.array_equal(*results)
+
+
 def test_pixel_pipeline_has_no_autoencoder(tiny_config):
     pipe = build_pipeline(tiny_config)
     assert not pipe.latent and pipe.vae is None and pipe.unet.config.in_channels == 3

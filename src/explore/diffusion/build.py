@@ -23,10 +23,11 @@ from explore.world.layout import LAYOUT_CHANNELS
 
 
 def build_noise_scheduler(config: DiffusionConfig) -> DDPMScheduler:
-    """The training noise schedule (DDPM, epsilon prediction); samplers are made from its config.
+    """The training noise schedule (DDPM, ``noise.prediction_type``); samplers are made from its config.
     Pixel space clips the predicted clean image to [-1, 1]; latents are not bounded, so latent models do not."""
     return DDPMScheduler(num_train_timesteps=config.noise.num_train_timesteps, beta_schedule=config.noise.beta_schedule,
-                         prediction_type="epsilon", clip_sample=config.model.autoencoder is None)  # fmt: skip
+                         prediction_type=config.noise.prediction_type,
+                         clip_sample=config.model.autoencoder is None)  # fmt: skip
 
 
 def sample_geometry(config: DiffusionConfig, vae: AutoencoderKL | None) -> tuple[int, int]:

@@ -70,6 +70,12 @@ class NoiseSection(StrictModel):
         "squaredcos_cap_v2",
         description="noise schedule (squaredcos_cap_v2 = the cosine schedule, better for small images)",
     )
+    prediction_type: Literal["epsilon", "v_prediction"] = Field(
+        "epsilon",
+        description="what the UNet predicts: the noise (epsilon) or the velocity sqrt(a) eps - sqrt(1 - a) x0 "
+        "(v_prediction; Salimans & Ho 2022), which stays a usable clean-image estimate at the noisiest steps; latent "
+        "samplers then start at the last training step (trailing spacing, Lin et al. 2024)",
+    )
 
 
 class LossSection(StrictModel):

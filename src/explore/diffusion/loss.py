@@ -1,15 +1,20 @@
-"""The training loss: noise-prediction MSE (optionally min-SNR weighted) plus a perceptual term.
+"""The training loss: noise- or velocity-prediction MSE (optionally min-SNR weighted) plus a perceptual term.
 
-For ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps`` (``a_t`` = alphas_cumprod) the UNet predicts ``eps``.
+For ``x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps`` (``a_t`` = alphas_cumprod) the UNet predicts ``eps``, or with the
+scheduler's ``prediction_type`` "v_prediction" the velocity ``v = sqrt(a_t) eps - sqrt(1 - a_t) x_0`` (diffusers'
+``get_velocity``), which at the noisiest steps is ~ ``-x_0``: a clean-image estimate few-step samplers can use,
+where ``x_0`` from ``eps`` divides its error by ``sqrt(a_t)`` ~ 0.
 
-- MSE per image, weighted by ``min(SNR_t, gamma) / SNR_t`` when ``min_snr_gamma`` > 0 (Hang et al.
-  2023, "Min-SNR", via diffusers' ``compute_snr``): high-SNR (little noise) steps stop dominating.
+- MSE per image, weighted by ``min(SNR_t, gamma) / SNR_t`` (``/ (SNR_t + 1)`` for velocity: the same weight on
+  the clean image's error) when ``min_snr_gamma`` > 0 (Hang et al. 2023, "Min-SNR", via diffusers'
+  ``compute_snr``, as diffusers' training scripts weight it): high-SNR (little noise) steps stop dominating.
 - Model guidance (``guidance`` w > 0; Tang et al. 2025, "Diffusion Models without Classifier-free Guidance",
   arXiv 2502.12154): conditioned rows regress onto ``eps + w * sg(eps_hat(c) - eps_hat(empty))`` instead of
-  ``eps``. At the fixed point ``eps_hat(c) = eps_u + (eps_c - eps_u) / (1 - w)``: the model itself predicts what
+  ``eps`` (the same with ``v``, which is affine in ``eps`` at a given ``x_t``). At the fixed point ``eps_hat(c) = eps_u + (eps_c - eps_u) / (1 - w)``: the model itself predicts what
   classifier-free guidance at scale ``1 / (1 - w)`` would, so it samples with one UNet pass per step instead
   of two. diffusers has no such loss (its training scripts only drop the prompt), hence written here.
-- Perceptual: the predicted clean image ``x0 = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)`` against the
+- Perceptual: the predicted clean image ``x0 = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)`` (``sqrt(a_t) x_t -
+  sqrt(1 - a_t) v_hat``) against the
   real one, on frozen VLM vision features (:class:`~explore.diffusion.features.VisionFeatures`),
   weighted per image by ``a_t``: at high noise ``x0`` is a blurry mean and its features say little.
 """
@@ -70,7 +75,8 @@ def diffusion_loss(
     noise = torch.randn(images.shape, generator=generator).to(device, images.dtype)
     noisy = noise_scheduler.add_noise(images, noise, timesteps)
     predicted = predict_noise(unet, noisy, timesteps, context, mask, layout)
-    target = noise.float()
+    velocity = noise_scheduler.config.prediction_type == "v_prediction"
+    target = (noise_scheduler.get_velocity(images, noise, timesteps) if velocity else noise).float()
     if guidance > 0:
         with torch.no_grad():  # the unconditional model: the empty prompt and no layout map, as the sampler's CFG
             empty = torch.zeros_like(layout) if layout is not None else None
@@ -80,12 +86,15 @@ def diffusion_loss(
     mse = (predicted.float() - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
     if min_snr_gamma > 0:
         snr = compute_snr(noise_scheduler, timesteps)
-        mse = mse * torch.clamp(snr, max=min_snr_gamma) / snr
+        mse = mse * torch.clamp(snr, max=min_snr_gamma) / (snr + 1 if velocity else snr)
     loss = mse.mean()
     perceptual = torch.zeros((), device=device)
     if perceptual_weight > 0:
         alpha = noise_scheduler.alphas_cumprod.to(device)[timesteps].float()[:, None, None, None]  # (B, 1, 1, 1)
-        clean = ((noisy - (1 - alpha).sqrt() * predicted) / alpha.sqrt()).clamp(-1, 1)
+        if velocity:
+            clean = (alpha.sqrt() * noisy - (1 - alpha).sqrt() * predicted).clamp(-1, 1)
+        else:
+            clean = ((noisy - (1 - alpha).sqrt() * predicted) / alpha.sqrt()).clamp(-1, 1)
         distance = features.perceptual_distance(clean.float(), images.float())  # (B,)
         perceptual = (alpha.flatten() * distance).mean()
         loss = loss + perceptual_weight * perceptual

@@ -69,7 +69,7 @@ class WorldDiffusionPipeline(DiffusionPipeline):
 
     Components: ``unet`` (an :class:`~explore.diffusion.unet.EfficientUNet` or a diffusers
     ``UNet2DConditionModel``), ``text_encoder`` (``WorldTextEncoder`` / ``T5TextEncoder``),
-    ``tokenizer`` (word-level) and any diffusers ``scheduler`` trained with epsilon prediction.
+    ``tokenizer`` (word-level) and any diffusers ``scheduler`` (epsilon or v-prediction, as its config says).
     Images are in [-1, 1] inside the loop, [0, 1] / PIL outside. With the optional ``vae`` (a diffusers
     ``AutoencoderKL``) the loop denoises its latents scaled by ``vae.config.scaling_factor`` and the
     decoder makes the images, as Stable Diffusion does; without it the loop runs on pixels.
@@ -307,6 +307,10 @@ LATENT_SAMPLER_SETTINGS: dict[str, dict] = {
     "dpm": {"algorithm_type": "dpmsolver++", "thresholding": False, "timestep_spacing": "leading"},
     "unipc": {"predict_x0": True, "thresholding": False, "timestep_spacing": "leading"},
 }  # fmt: skip
+# A velocity-predicting latent model has no such division: at the last training step it predicts ~ -x0 directly,
+# so its samplers start there ("trailing", as Lin et al. 2024 prescribe for v-prediction), where the initial
+# Gaussian belongs, instead of one stride below.
+VELOCITY_SPACING = "trailing"
 
 
 def make_scheduler(name: str, training_config, latent: bool = False, **overrides):
@@ -314,13 +318,16 @@ def make_scheduler(name: str, training_config, latent: bool = False, **overrides
 
     Every training value is passed explicitly (diffusers' ``from_config`` otherwise swaps the values
     that were defaults for the new class's defaults, so a freshly built and a reloaded pipeline would
-    sample differently), then :data:`SAMPLER_SETTINGS` (pixels) or :data:`LATENT_SAMPLER_SETTINGS`, then
-    ``overrides`` (scheduler config keys, e.g. another ``timestep_spacing``) are applied.
+    sample differently), then :data:`SAMPLER_SETTINGS` (pixels) or :data:`LATENT_SAMPLER_SETTINGS` (with
+    :data:`VELOCITY_SPACING` for a velocity-predicting model), then ``overrides`` (scheduler config keys, e.g.
+    another ``timestep_spacing``) are applied.
     """
     if name not in SCHEDULERS:
         raise ExploreError(f"unknown scheduler {name!r}; choose one of: {', '.join(SCHEDULERS)}")
     config = {key: value for key, value in dict(training_config).items() if not key.startswith("_")}
-    settings = (LATENT_SAMPLER_SETTINGS if latent else SAMPLER_SETTINGS)[name]
+    settings = dict((LATENT_SAMPLER_SETTINGS if latent else SAMPLER_SETTINGS)[name])
+    if latent and config.get("prediction_type") == "v_prediction" and "timestep_spacing" in settings:
+        settings["timestep_spacing"] = VELOCITY_SPACING
     return SCHEDULERS[name].from_config({**config, **settings, **overrides})
 
 
