@@ -50,9 +50,10 @@
         configs/diffusion/budget-efficient-mg-spade-lr4-2250-shipped-vae.yaml --budget-steps 100 --budget-reference 1230
 
 8. Few-step timestep spacing (--spacing PIPELINE ...: latent grounded pipelines): world-geneval (seen and held-out)
-   at --spacing-steps DPM-Solver++ steps with explore's "leading" spacing (the first step one stride below the last
-   training step) against steps spread evenly from each --spacing-start timestep (diffusers' "linspace" spacing with
-   lambda_min_clipped at that timestep: the first step at it), and UniPC.
+   at --spacing-steps DPM-Solver++ steps with the folder's own spacing (explore's "leading" for a noise-predicting
+   model: the first step one stride below the last training step; "trailing" for a velocity one: at it) against
+   steps spread evenly from each --spacing-start timestep (diffusers' "linspace" spacing with lambda_min_clipped at
+   that timestep: the first step at it; at 4 steps a start of 800 is "leading"'s), and UniPC.
 
     OMP_NUM_THREADS=1 python benchmarks/diffusion.py --spacing runs/diffusion/budget-efficient-mg-spade-lr3-2950-tiny-vae \
         runs/diffusion/budget-baseline-mg-lr4-1640-tiny-vae --spacing-start 950 900 850 --spacing-steps 4 --geneval-prompts 25
@@ -312,7 +313,7 @@ def _faithfulness_intervals(names: list[str], settings: list, rows: dict, record
 def spacing_scheduler(pipe, start: int | None):
     """DPM-Solver++ on ``pipe``'s noise schedule (:func:`make_scheduler`'s settings); ``start``: the steps spread
     evenly from training timestep ``start`` down (diffusers' "linspace" spacing with ``lambda_min_clipped`` at
-    lambda(start)), None: the folder's own spacing ("leading" for a latent model)."""
+    lambda(start)), None: the folder's own spacing ("leading" for a latent model, "trailing" if it predicts v)."""
     from explore.diffusion.pipeline import make_scheduler
     from explore.errors import ExploreError
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from explore.cli import app, main
 from explore.diffusion.build import build_pipeline
-from explore.diffusion.cache import CacheSpec, TrainingCache, build_cache
+from explore.diffusion.cache import CacheSpec, TrainingCache, _build, build_cache
 from explore.diffusion.config import load_diffusion_config
 from explore.diffusion.data import layout_maps, training_batch
 from explore.diffusion.pipeline import SAMPLER_SETTINGS, WorldDiffusionPipeline, load_pipeline, set_scheduler
@@ -189,6 +189,38 @@ def test_a_complete_cache_is_only_read(tmp_path):
     build_cache(folder, spec, progress=False)
     assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns, path.read_bytes())
             for path in folder.iterdir()} == before  # fmt: skip
+
+
+def test_a_second_build_of_an_unfinished_cache_waits_for_the_first(tmp_path, capsys):
+    # two trainings that start side by side on a cache nobody has finished: the second waits on the folder's lock,
+    # then finds the cache complete and only reads it (without the lock both wrote the same files)
+    import threading
+    import time
+
+    from filelock import FileLock
+
+    spec = CacheSpec(size=3, world_seed=0, max_objects=2, resolution=64, relation_prompts=0.5)
+    folder = tmp_path / "c"
+    folder.mkdir()
+    first = FileLock(folder / ".build.lock")  # the first run, building
+    first.acquire()
+    second = threading.Thread(target=build_cache, args=(folder, spec), kwargs={"progress": False})
+    second.start()
+    printed = ""
+    for _ in range(200):
+        printed += capsys.readouterr().out
+        if "another run is building it; waiting for it" in printed:
+            break
+        time.sleep(0.05)
+    assert f"training cache {folder}: another run is building it; waiting for it" in printed
+    assert second.is_alive() and not (folder / "meta.json").exists()  # nothing written while the first builds
+    _build(folder, spec, False)  # the first run's build, under its lock
+    written = {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in folder.iterdir()}
+    first.release()
+    second.join(timeout=30)
+    assert not second.is_alive()
+    assert {path.name: (path.stat().st_ino, path.stat().st_mtime_ns) for path in folder.iterdir()} == written
+    TrainingCache(folder, spec)  # complete and whole
 
 
 def test_a_cut_prompts_file_is_one_line_naming_the_fix(tmp_path):

@@ -7,7 +7,9 @@ of N scenes is N distinct images shown again every N pairs.
 Folder: ``images.npy`` (N, R, R, 3) uint8 and ``layouts.npy`` (N, C, G, G) uint8, both memory-mapped;
 ``prompts.jsonl`` (one JSON string per line); ``meta.json`` (what was rendered and how far). Building
 writes chunks and records progress after each, so an interrupted build resumes where it stopped; a
-folder built with other settings is an error, never silently reused.
+folder built with other settings is an error, never silently reused. One build at a time: two runs that start
+beside each other on an unfinished cache take turns on a file lock (``filelock``, as the Hugging Face hub cache
+does); the second then finds the cache complete and only reads it.
 
 Latent diffusion also encodes every image once (:mod:`explore.diffusion.latents`).
 """
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from filelock import FileLock, Timeout
 
 from explore.diffusion.config import DataSection
 from explore.diffusion.data import layout_maps, training_batch
@@ -54,14 +57,40 @@ def build_cache(folder: str | Path, spec: CacheSpec, progress: bool = True) -> P
         ExploreError: ``folder`` holds a cache built with other settings.
     """
     folder = Path(folder)
+    if _recorded(folder, spec) == spec.size:  # complete: only read (runs may be reading it)
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(folder / ".build.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        print(f"training cache {folder}: another run is building it; waiting for it", flush=True)
+        lock.acquire()
+    try:
+        return _build(folder, spec, progress)
+    finally:
+        lock.release()
+
+
+def _recorded(folder: Path, spec: CacheSpec) -> int:
+    """How many pairs of ``spec`` ``folder`` records as rendered (0 for a new folder).
+
+    Raises:
+        ExploreError: ``folder`` holds a cache built with other settings.
+    """
     meta = _read_meta(folder)
     if meta is not None and meta["spec"] != asdict(spec):
         raise ExploreError(f"{folder} holds a training cache built with {meta['spec']}, not {asdict(spec)}; "
                            "point data.cache_dir at a new folder")  # fmt: skip
-    done = 0 if meta is None else int(meta["done"])
-    if done == spec.size:  # complete: only read (runs sharing it may be starting beside this one)
+    return 0 if meta is None else int(meta["done"])
+
+
+def _build(folder: Path, spec: CacheSpec, progress: bool) -> Path:
+    """:func:`build_cache` holding the folder's lock: the record is read again, as another run may have built the
+    cache meanwhile."""
+    done = _recorded(folder, spec)
+    if done == spec.size:
         return folder
-    folder.mkdir(parents=True, exist_ok=True)
     r = spec.resolution
     mode = "r+" if done else "w+"
     images = np.lib.format.open_memmap(folder / "images.npy", mode=mode, dtype=np.uint8, shape=(spec.size, r, r, 3))
