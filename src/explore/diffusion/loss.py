@@ -10,13 +10,14 @@ where ``x_0`` from ``eps`` divides its error by ``sqrt(a_t)`` ~ 0.
   ``compute_snr``, as diffusers' training scripts weight it): high-SNR (little noise) steps stop dominating.
 - Model guidance (``guidance`` w > 0; Tang et al. 2025, "Diffusion Models without Classifier-free Guidance",
   arXiv 2502.12154): conditioned rows regress onto ``eps + w * sg(eps_hat(c) - eps_hat(empty))`` instead of
-  ``eps`` (the same with ``v``, which is affine in ``eps`` at a given ``x_t``). At the fixed point ``eps_hat(c) = eps_u + (eps_c - eps_u) / (1 - w)``: the model itself predicts what
-  classifier-free guidance at scale ``1 / (1 - w)`` would, so it samples with one UNet pass per step instead
-  of two. diffusers has no such loss (its training scripts only drop the prompt), hence written here.
-- Perceptual: the predicted clean image ``x0 = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)`` (``sqrt(a_t) x_t -
-  sqrt(1 - a_t) v_hat``) against the
-  real one, on frozen VLM vision features (:class:`~explore.diffusion.features.VisionFeatures`),
-  weighted per image by ``a_t``: at high noise ``x0`` is a blurry mean and its features say little.
+  ``eps`` (the same with ``v``, which is affine in ``eps`` at a given ``x_t``). At the fixed point
+  ``eps_hat(c) = eps_u + (eps_c - eps_u) / (1 - w)``: the model itself predicts what classifier-free guidance at
+  scale ``1 / (1 - w)`` would, so it samples with one UNet pass per step instead of two. diffusers has no such
+  loss (its training scripts only drop the prompt), hence written here.
+- Perceptual: the predicted clean image ``x0 = (x_t - sqrt(1 - a_t) eps_hat) / sqrt(a_t)`` (from velocity
+  ``sqrt(a_t) x_t - sqrt(1 - a_t) v_hat``) against the real one, on frozen VLM vision features
+  (:class:`~explore.diffusion.features.VisionFeatures`), weighted per image by ``a_t``: at high noise ``x0`` is a
+  blurry mean and its features say little.
 """
 
 from __future__ import annotations
