@@ -105,5 +105,7 @@ def test_an_unknown_prediction_type_is_a_config_error(tmp_path):
     text = (CONFIGS / "tiny.yaml").read_text() + "noise:\n  prediction_type: sample\n"
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    with pytest.raises(ConfigError, match="prediction_type"):
+    with pytest.raises(
+        ConfigError, match="invalid value for 'noise.prediction_type': Input should be 'epsilon' or 'v_prediction'"
+    ):
         load_diffusion_config(path)
