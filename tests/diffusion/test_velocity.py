@@ -64,7 +64,7 @@ def test_the_loss_regresses_onto_the_velocity_with_min_snr_weight_on_the_clean_i
     assert plain.mse != pytest.approx((predicted - noise).pow(2).mean().item(), rel=1e-2)  # not the noise
 
 
-def test_a_prediction_of_the_exact_velocity_has_no_loss():
+def test_a_prediction_of_the_exact_velocity_has_no_loss(monkeypatch):
     scheduler = DDPMScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", clip_sample=False)
     images = torch.randn(3, 4, 8, 8)
 
@@ -76,13 +76,10 @@ def test_a_prediction_of_the_exact_velocity_has_no_loss():
 
     import explore.diffusion.loss as loss_module
 
-    original = loss_module.predict_noise
-    loss_module.predict_noise = lambda unet, sample, t, context, mask, layout: unet(sample, t, context, mask)
-    try:
-        parts = diffusion_loss(Oracle(), None, None, images, scheduler, torch.Generator().manual_seed(0),
-                               min_snr_gamma=5.0)  # fmt: skip
-    finally:
-        loss_module.predict_noise = original
+    monkeypatch.setattr(
+        loss_module, "predict_noise", lambda unet, sample, t, context, mask, layout: unet(sample, t, context, mask)
+    )
+    parts = diffusion_loss(Oracle(), None, None, images, scheduler, torch.Generator().manual_seed(0), min_snr_gamma=5.0)
     assert parts.mse < 1e-8
 
 
