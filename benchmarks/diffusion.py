@@ -28,6 +28,11 @@
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 3 --compare-names A B
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-compile  # compiled timings
     python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-samplers ddim dpm unipc
+    # the evaluations ahead, two processes, then the timing alone (reads them), each UNet in its faster memory format:
+    python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-out DIR --compare-only 0 &
+    python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-out DIR --compare-only 1
+    python benchmarks/diffusion.py --compare EFFICIENT BASELINE --compare-guidance 1 --compare-out DIR --compare-compile \
+        --compare-channels-last
 
 5. The autoencoder's bound on a latent generator (--autoencoder-ceiling FOLDER): world-geneval of the real
    renders after an encode-decode round trip.
@@ -200,7 +205,8 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
                     guidances: tuple[float, ...] = (3.0,),
                     names: tuple[str, str] = ("efficient", "diffusers UNet2DConditionModel"),
                     compiled: bool = False, samplers: tuple[str, ...] = ("ddim",),
-                    out: Path | None = None) -> None:  # fmt: skip
+                    out: Path | None = None, only: int | None = None,
+                    channels_last: bool = False) -> None:  # fmt: skip
     """The issue's comparison: the efficient UNet against diffusers' UNet2DConditionModel trained on the same
     budget (same config but model.kind), world-geneval (grounded, seen and held-out pairs) and seconds per
     image, measured in one run, interleaved so that load on the machine hits both alike; one row per UNet,
@@ -213,34 +219,60 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     ``out``: keep each evaluation's images and predictions in ``out/<pipeline index>-<sampler>-<guidance>-<steps>``
     (0: the efficient pipeline, 1: the baseline) instead of a temporary folder; a re-run resumes them (a folder of
     another pipeline or setting is refused by world-geneval's header check), so they can be computed ahead, apart
-    from the timing."""
+    from the timing. ``only`` (0 or 1, with ``out``): evaluate that pipeline alone into ``out`` and stop (no timing,
+    no table), so the two evaluations run as two processes before the timing run, which then only reads them.
+    ``channels_last``: also time both pipelines with their UNet in channels-last memory format (diffusers'
+    documented CPU/GPU speed-up, ``unet.to(memory_format=torch.channels_last)``), and match rows on each UNet's
+    faster format of the two, measured, so that neither UNet is timed in a layout that slows it."""
     from explore.eval.geneval import CATEGORIES, evaluate_geneval, geneval_examples
     from explore.runs import read_jsonl
 
+    if only is not None and out is None:
+        raise ValueError("only needs out: the folder the timing run reads the evaluations from")
     examples = geneval_examples(prompts, seed)
-    pipes = {names[0]: load_pipeline(efficient), names[1]: load_pipeline(baseline)}
+    folders = (efficient, baseline)
+    pipes = {name: load_pipeline(folders[i]) for i, name in enumerate(names) if only in (None, i)}
     settings = [(s, g, n) for s in samplers for g in guidances for n in steps]
     rows, records = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
-        for index, (name, pipe) in enumerate(pipes.items()):
+        for name, pipe in pipes.items():
+            index = names.index(name)
             for s, g, n in settings:
                 folder = Path(out or scratch) / f"{index}-{s}-{g:g}-{n}"  # made by world-geneval's header
                 summary = evaluate_geneval(set_scheduler(pipe, s), examples, folder, layout="auto", seed=seed, steps=n,
                                            guidance=g, progress=False)  # fmt: skip
                 rows[name, s, g, n] = {"params": sum(p.numel() for p in pipe.unet.parameters()), **summary}
                 records[name, s, g, n] = read_jsonl(folder / "predictions.jsonl")
+                if only is not None:
+                    print(f"{name} {s} guidance {g:g} {n} steps: world-geneval {summary['seen']['generated']['overall']:.3f}"
+                          f" seen / {summary['held_out']['generated']['overall']:.3f} held-out", flush=True)  # fmt: skip
+    if only is not None:
+        return
     # s / image at batch 1 (latency) and at batch 16 (throughput: what CFG's doubled batch costs shows here; at
     # batch 1 on a CPU the per-call overhead hides it), interleaved rounds, the best of each; eager, then compiled
     timings = {"eager": _seconds_per_image(pipes, rows)}
+    if channels_last:
+        timings["eager, channels_last"] = _seconds_per_image(pipes, rows, channels_last=True)
     if compiled:
         for pipe in pipes.values():
             for module in (pipe.unet, pipe.text_encoder, pipe.vae.decoder if pipe.latent else None):
                 if module is not None:
                     module.compile(dynamic=False)
-        for name, s, g in sorted({(name, s, g) for name, s, g, _ in rows}):  # every timed shape compiled first
-            for batch in (1, THROUGHPUT_BATCH):
-                latency_per_image(pipes[name], steps=2, repeats=1, scheduler=s, guidance=g, batch=batch)
-        timings["torch.compile"] = _seconds_per_image(pipes, rows)
+        formats = (False, True) if channels_last else (False,)
+        for memory in formats:  # a UNet's memory format changes its compiled graph: each compiled before it is timed
+            _set_channels_last(pipes, memory)
+            for name, s, g in sorted({(name, s, g) for name, s, g, _ in rows}):
+                for batch in (1, THROUGHPUT_BATCH):
+                    latency_per_image(pipes[name], steps=2, repeats=1, scheduler=s, guidance=g, batch=batch)
+            mode = "torch.compile, channels_last" if memory else "torch.compile"
+            timings[mode] = _seconds_per_image(pipes, rows, channels_last=memory)
+        _set_channels_last(pipes, False)
+    if channels_last:  # each UNet in the faster of its two measured formats, per mode, row and batch
+        for mode in [m for m in timings if not m.endswith("channels_last")]:
+            default, last = timings[mode], timings[f"{mode}, channels_last"]
+            timings[f"{mode}, faster format"] = {
+                batch: {key: min(default[batch][key], last[batch][key]) for key in default[batch]} for batch in default
+            }
     print(f"## {names[0]} vs {names[1]}, same budget: world-geneval ({prompts} prompts per "
           f"category x 4 images, seed {seed}, grounded, {' / '.join(samplers)}), CPU {torch.get_num_threads()} "
           "threads\n")  # fmt: skip
@@ -352,14 +384,25 @@ def spacing_table(folders: list[Path], starts: list[int], steps: int, prompts: i
                       f"{held:.3f} |", flush=True)  # fmt: skip
 
 
-def _seconds_per_image(pipes: dict, rows: dict) -> dict[int, dict]:
+def _seconds_per_image(pipes: dict, rows: dict, channels_last: bool = False) -> dict[int, dict]:
     """Best of three interleaved rounds of seconds per image, at batch 1 and at THROUGHPUT_BATCH, for every
-    (pipeline name, sampler, guidance, steps) of ``rows``."""
+    (pipeline name, sampler, guidance, steps) of ``rows``; ``channels_last``: every UNet in that memory format
+    for the measurement, back to the default after."""
+    _set_channels_last(pipes, channels_last)
     seconds = {(key, batch): [] for key in rows for batch in (1, THROUGHPUT_BATCH)}
     for _ in range(3):
         for ((name, s, g, n), batch), times in seconds.items():
             times.append(latency_per_image(pipes[name], steps=n, repeats=1, scheduler=s, guidance=g, batch=batch))
+    _set_channels_last(pipes, False)
     return {batch: {key: min(seconds[key, batch]) for key in rows} for batch in (1, THROUGHPUT_BATCH)}
+
+
+def _set_channels_last(pipes: dict, channels_last: bool) -> None:
+    """Every pipeline's UNet in channels-last memory format or back to the default (contiguous): the weights'
+    layout only, the same values (diffusers' ``unet.to(memory_format=torch.channels_last)``)."""
+    memory = torch.channels_last if channels_last else torch.contiguous_format
+    for pipe in pipes.values():
+        pipe.unet.to(memory_format=memory)
 
 
 @torch.no_grad()
@@ -512,6 +555,11 @@ def main() -> None:
                         help="--compare: keep each evaluation's images and predictions here (a re-run resumes them)")
     parser.add_argument("--compare-compile", action="store_true",
                         help="--compare: time both pipelines through torch.compile (UNet, text encoder, decoder)")
+    parser.add_argument("--compare-channels-last", action="store_true",
+                        help="--compare: also time both UNets in channels-last memory format; match on each one's faster")
+    parser.add_argument("--compare-only", type=int, choices=[0, 1], metavar="INDEX",
+                        help="--compare: only evaluate pipeline INDEX (0: EFFICIENT, 1: BASELINE) into --compare-out, "
+                             "no timing (run the two as two processes, then the timing run alone)")
     parser.add_argument("--decoders", type=Path, nargs="+", metavar="PIPELINE",
                         help="latent pipelines: their decoders alone and a whole sample, side by side")
     parser.add_argument("--decoders-steps", type=int, default=20, help="--decoders: DDIM steps of the sample")
@@ -543,9 +591,11 @@ def main() -> None:
         autoencoder_ceiling(args.autoencoder_ceiling, args.geneval_prompts, args.geneval_seed)
         return
     if args.compare is not None:
+        if args.compare_only is not None and args.compare_out is None:
+            parser.error("--compare-only needs --compare-out: the folder the timing run reads the evaluations from")
         compare_geneval(*args.compare, args.geneval_prompts, args.geneval_seed, tuple(args.compare_steps),
                         tuple(args.compare_guidance), tuple(args.compare_names), args.compare_compile,
-                        tuple(args.compare_samplers), args.compare_out)
+                        tuple(args.compare_samplers), args.compare_out, args.compare_only, args.compare_channels_last)
         return
     config = load_diffusion_config(args.config)
 
