@@ -89,6 +89,30 @@ def test_a_damaged_checkpoint_is_skipped_for_the_one_before_with_a_warning(tmp_p
         find_checkpoint(str(newest), root)
 
 
+def test_a_resume_with_another_cpu_thread_count_is_warned_about(tmp_path, caplog):
+    """Session 36: a run killed at step 800 and resumed with two threads instead of one drifted from the
+    uninterrupted run from the next logged step on; the checkpoint records its thread count, a resume with another
+    is warned about (and still allowed), one with the same is silent."""
+    threads = torch.get_num_threads()
+    saved = _save(tmp_path / "checkpoints", 2, torch.nn.Linear(2, 2))
+    assert json.loads((saved / checkpoint.RUN_FILE).read_text())["cpu_threads"] == threads
+    with caplog.at_level("WARNING"):
+        checkpoint.check_run(saved, {"kind": "test", "config": {}})
+    assert not caplog.records
+    torch.set_num_threads(threads + 1)
+    try:
+        with caplog.at_level("WARNING"):
+            checkpoint.check_run(saved, {"kind": "test", "config": {}})
+    finally:
+        torch.set_num_threads(threads)
+    (record,) = caplog.records
+    assert record.getMessage() == (
+        f"warning: checkpoint {saved} was written by a run with {threads} CPU threads, this one has {threads + 1}: it "
+        "resumes, but not bit-identical to an uninterrupted run (float sums change order); for that, resume with "
+        f"OMP_NUM_THREADS={threads}"
+    )
+
+
 def test_every_checkpoint_damaged_is_one_error(tmp_path):
     layer = torch.nn.Linear(2, 2)
     root = tmp_path / "checkpoints"

@@ -8,7 +8,9 @@ A checkpoint folder ``<root>/step-NNNNNNN/`` holds:
   ``torch.load(weights_only=True)``, which refuses arbitrary pickled objects);
 - ``rng.safetensors``: the torch CPU RNG state (and the CUDA ones when there is a GPU);
 - ``run_config.json``: what kind of run wrote it and the config that decides its weights, so a
-  resume with another config is refused instead of silently training something else;
+  resume with another config is refused instead of silently training something else, and the CPU thread
+  count it ran with: a resume with another count is warned about (it continues, but float sums change
+  order, so it is no longer bit-identical to an uninterrupted run);
 - ``manifest.json``: the size and SHA-256 of every file above;
 - ``trainer_state.json``: step, data position and the like; written last.
 
@@ -91,7 +93,8 @@ def save_checkpoint(
         (tmp / "optimizer.pt").write_bytes(_torch_bytes(optimizer.state_dict()))
         (tmp / "scheduler.pt").write_bytes(_torch_bytes(scheduler.state_dict()))
         (tmp / "rng.safetensors").write_bytes(save_safetensors(_rng_states()))
-        (tmp / RUN_FILE).write_text(json.dumps(run, indent=2, sort_keys=True))
+        (tmp / RUN_FILE).write_text(json.dumps({**run, "cpu_threads": torch.get_num_threads()}, indent=2,
+                                               sort_keys=True))  # fmt: skip
         (tmp / MANIFEST_FILE).write_text(json.dumps(_manifest(tmp), indent=2, sort_keys=True))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=2))
         fsync_tree(tmp)  # on disk before the rename makes it the checkpoint a resume picks
@@ -252,6 +255,11 @@ def check_run(checkpoint: Path, run: dict) -> None:
         raise ExploreError(f"checkpoint {checkpoint} was written with {key} = {before!r}, but the config now says "
                            f"{after!r}; resume with the config it was written with, or start a new run "
                            "(another output folder, no --resume)")  # fmt: skip
+    threads, now_threads = saved.get("cpu_threads"), torch.get_num_threads()
+    if threads is not None and threads != now_threads:  # (older checkpoints did not record it)
+        logger.warning("warning: checkpoint %s was written by a run with %d CPU threads, this one has %d: it resumes, "
+                       "but not bit-identical to an uninterrupted run (float sums change order); for that, resume "
+                       "with OMP_NUM_THREADS=%d", checkpoint, threads, now_threads, threads)  # fmt: skip
 
 
 def first_difference(saved, now, key: str = "config") -> tuple[str, object, object] | None:
