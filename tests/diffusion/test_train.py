@@ -201,3 +201,29 @@ def test_mixed_precision_runs_under_autocast_and_saves_fp32(tmp_path):
     assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in mixed.values())
     assert any(not torch.equal(full[k], mixed[k]) for k in full)  # bf16 arithmetic changed the run
     assert max((full[k] - mixed[k]).abs().max().item() for k in full) < 0.1  # ... but only by rounding
+
+
+@pytest.mark.slow  # ~2 min of compilation alone (4.5 min measured beside other work): run with -m slow
+def test_compiled_training_trains_the_same_model(tiny_config, tmp_path):
+    """train.compile: the UNet and the learned text encoder run through torch.compile (in place, so the UNet keeps
+    its class and its layout input); the weights after 3 steps match eager training's to float tolerance, and the
+    saved pipeline is a plain one."""
+    from torch._dynamo.utils import counters
+
+    from explore.diffusion.pipeline import WorldDiffusionPipeline
+
+    config = tiny_config.model_copy(update={"loss": tiny_config.loss.model_copy(update={"perceptual_weight": 0.0}),
+                                            "train": tiny_config.train.model_copy(update={"steps": 3})})  # fmt: skip
+    eager = train_diffusion(config, progress=False)
+    compiled_config = config.model_copy(update={"output_dir": str(tmp_path / "compiled"),
+                                                "train": config.train.model_copy(update={"compile": True})})  # fmt: skip
+    counters.clear()
+    compiled = train_diffusion(compiled_config, progress=False)
+    assert counters["stats"]["unique_graphs"] > 0  # it did run through torch.compile
+    for part in ("unet", "text_encoder"):
+        a = load_file(eager / part / "diffusion_pytorch_model.safetensors")
+        b = load_file(compiled / part / "diffusion_pytorch_model.safetensors")
+        assert a.keys() == b.keys(), part
+        assert all(torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4) for k in a), part
+    loaded = WorldDiffusionPipeline.from_pretrained(compiled, use_safetensors=True)
+    assert type(loaded.unet) is type(build_pipeline(config).unet)

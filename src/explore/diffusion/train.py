@@ -313,6 +313,13 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     text_encoder = pipe.text_encoder
     if config.text.encoder == "learned":
         text_encoder = accelerator.prepare(text_encoder)
+    if t.compile:
+        # in place (nn.Module.compile), not accelerate's dynamo_backend: that lives in a process-wide state set by the
+        # first Accelerator (a later run in the same process would silently keep it), and torch.compile's wrapper
+        # would hide the module's class from predict_noise, which feeds the layout by the UNet's kind
+        for module in (unet, text_encoder if config.text.encoder == "learned" else None):
+            if module is not None:
+                module.compile(dynamic=False)
     ema.to(accelerator.device)
     noise_scheduler = pipe.scheduler
     # model guidance's unconditional rows: the empty prompt, tokenized once (encoded each step: the encoder learns)
