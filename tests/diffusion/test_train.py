@@ -33,6 +33,23 @@ def _loss(pipe, images, ids, mask, seed, features, weight):
                           min_snr_gamma=5.0, perceptual_weight=weight, features=features)  # fmt: skip
 
 
+def test_prompts_padded_to_max_length_encode_the_same(tiny_config):
+    """train.compile pads every batch to text.max_length (one static shape): the ids and mask extend the
+    longest-padded ones with padding, and the text encoder's output on the real tokens is the same."""
+    pipe = build_pipeline(tiny_config)
+    prompts = ["a red circle", "a large blue square at the top left above a small green star"]
+    ids, mask = tokenize_prompts(pipe.tokenizer, prompts, 48)
+    padded_ids, padded_mask = tokenize_prompts(pipe.tokenizer, prompts, 48, pad_to_max=True)
+    length = ids.shape[1]
+    assert length < 48 and padded_ids.shape == padded_mask.shape == (2, 48)
+    assert torch.equal(padded_ids[:, :length], ids) and torch.equal(padded_mask[:, :length], mask)
+    assert not padded_mask[:, length:].any()
+    with torch.no_grad():
+        short, long = pipe.text_encoder(ids, mask), pipe.text_encoder(padded_ids, padded_mask)
+    real = mask.bool()
+    assert torch.allclose(short[real], long[:, :length][real], atol=1e-5)
+
+
 @pytest.mark.parametrize("weight", [0.0, 0.5])
 def test_a_few_steps_lower_the_loss(tiny_config, tiny_features, weight):
     """Same batch, same timesteps and noise each step: the objective is fixed, so it must fall."""

@@ -31,14 +31,16 @@ def world_tokenizer() -> PreTrainedTokenizerFast:
     return build_word_tokenizer(vocabulary())
 
 
-def tokenize_prompts(tokenizer, prompts: list[str], max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``<s>`` + the prompt's words, padded to the longest and cut at ``max_length``.
+def tokenize_prompts(tokenizer, prompts: list[str], max_length: int,
+                     pad_to_max: bool = False) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """``<s>`` + the prompt's words, padded to the longest (``pad_to_max``: to ``max_length``, one shape for every
+    batch, what torch.compile's static shapes need) and cut at ``max_length``.
 
     Returns ``input_ids`` and ``attention_mask``, both (B, L) int64.
     """
     texts = [f"{tokenizer.bos_token} {prompt}" for prompt in prompts]
-    batch = tokenizer(texts, padding="longest", truncation=True, max_length=max_length, return_tensors="pt",
-                      add_special_tokens=False)  # fmt: skip
+    batch = tokenizer(texts, padding="max_length" if pad_to_max else "longest", truncation=True, max_length=max_length,
+                      return_tensors="pt", add_special_tokens=False)  # fmt: skip
     return batch["input_ids"], batch["attention_mask"]
 
 

@@ -316,14 +316,16 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     if t.compile:
         # in place (nn.Module.compile), not accelerate's dynamo_backend: that lives in a process-wide state set by the
         # first Accelerator (a later run in the same process would silently keep it), and torch.compile's wrapper
-        # would hide the module's class from predict_noise, which feeds the layout by the UNet's kind
+        # would hide the module's class from predict_noise, which feeds the layout by the UNet's kind. Static shapes,
+        # with prompts padded to text.max_length (below): padded to each batch's longest, every new length recompiled
+        # until the recompile limit left it eager, and automatic dynamic shapes failed inside inductor (measured)
         for module in (unet, text_encoder if config.text.encoder == "learned" else None):
             if module is not None:
                 module.compile(dynamic=False)
     ema.to(accelerator.device)
     noise_scheduler = pipe.scheduler
     # model guidance's unconditional rows: the empty prompt, tokenized once (encoded each step: the encoder learns)
-    empty_ids, empty_mask = tokenize_prompts(pipe.tokenizer, [""], config.text.max_length)
+    empty_ids, empty_mask = tokenize_prompts(pipe.tokenizer, [""], config.text.max_length, pad_to_max=t.compile)
     empty_ids, empty_mask = empty_ids.to(accelerator.device), empty_mask.to(accelerator.device)
     interactive = progress and sys.stderr.isatty()
     unet.train()
@@ -340,7 +342,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
                 if config.model.layout_given_channel:
                     layouts = with_given_channel(layouts)
                 prompts, layouts = drop_conditions(prompts, layouts, config.text, generator)
-                ids, mask = tokenize_prompts(pipe.tokenizer, prompts, config.text.max_length)
+                ids, mask = tokenize_prompts(pipe.tokenizer, prompts, config.text.max_length, pad_to_max=t.compile)
                 device = accelerator.device
                 ids, mask, images = ids.to(device), mask.to(device), images.to(device)
                 with accelerator.accumulate(unet, text_encoder), accelerator.autocast():
