@@ -53,6 +53,9 @@
 
     python benchmarks/diffusion.py --budget configs/diffusion/budget-baseline-mg-lr4-shipped-vae.yaml \
         configs/diffusion/budget-efficient-mg-spade-lr4-2250-shipped-vae.yaml --budget-steps 100 --budget-reference 1230
+    # both through torch.compile (train.compile): the steady rate and the one-time start-up are printed apart
+    python benchmarks/diffusion.py --budget BASELINE.yaml EFFICIENT.yaml --budget-steps 240 --budget-reference 1640 \
+        --budget-compile
 
 8. Few-step timestep spacing (--spacing PIPELINE ...: latent grounded pipelines): world-geneval (seen and held-out)
    at --spacing-steps DPM-Solver++ steps with the folder's own spacing (explore's "leading" for a noise-predicting
@@ -487,9 +490,10 @@ def _budget_run(config, out: str) -> None:
     train_diffusion(config.model_copy(update={"output_dir": out}), progress=False)
 
 
-def training_budget(paths: list[Path], steps: int, reference: int | None) -> None:
+def training_budget(paths: list[Path], steps: int, reference: int | None, compiled: bool = False) -> None:
     """Training steps per second of each recipe, all trained at once (the recipes' data caches are built first,
-    one at a time, so no process times a cache build), and the equal-wall-clock step counts."""
+    one at a time, so no process times a cache build), and the equal-wall-clock step counts; ``compiled``: every
+    recipe with ``train.compile`` on."""
     from explore.diffusion.cache import training_data
     from explore.diffusion.latents import latent_data
     from explore.runs import read_jsonl
@@ -503,7 +507,8 @@ def training_budget(paths: list[Path], steps: int, reference: int | None) -> Non
         else:
             training_data(config.data, progress=False)
         validation = config.validation.model_copy(update={"every": steps + 1})  # only the last step's, after timing
-        configs.append(config.model_copy(update={"train": config.train.model_copy(update={"steps": steps}),
+        train = config.train.model_copy(update={"steps": steps, "compile": compiled or config.train.compile})
+        configs.append(config.model_copy(update={"train": train,
                                                  "validation": validation, "checkpoint_every": steps}))  # fmt: skip
     rates = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -517,16 +522,26 @@ def training_budget(paths: list[Path], steps: int, reference: int | None) -> Non
             if job.exitcode != 0:
                 raise SystemExit(f"training {path} for the budget failed (exit {job.exitcode})")
             timed = [record for record in read_jsonl(f"{tmp}/{i}/train_log.jsonl") if "steps_per_s" in record]
-            rates.append(timed[-1]["steps_per_s"])  # since the loop started: data, every step, no validation
-    first = rates[0]
+            # the log's rate is since the loop started (data, every step, no validation), so it holds a compiled
+            # recipe's one-time compilation; the second half's steps alone give the steady rate, and the difference
+            # the start-up seconds a full run pays once
+            last, middle = timed[-1], min(timed, key=lambda record: abs(record["step"] - steps / 2))
+            elapsed = last["step"] / last["steps_per_s"]
+            steady = (last["step"] - middle["step"]) / (elapsed - middle["step"] / middle["steps_per_s"])
+            rates.append((last["steps_per_s"], steady, max(0.0, elapsed - last["step"] / steady)))
     print(f"## Training budgets: {steps} steps of each recipe, {len(paths)} at once, one thread each\n")
-    header = "| recipe | UNet | steps / s | s / step | vs the first |"
-    header += f" steps in the first's wall-clock for {reference} |" if reference else ""
+    header = "| recipe | UNet | steps / s | s / step | vs the first | steady steps / s (second half) | start-up s |"
+    header += f" steps in the first's wall-clock for {reference} (steady rate + start-up) |" if reference else ""
     print(header)
-    print("|---|---|---:|---:|---:|" + ("---:|" if reference else ""))
-    for path, config, rate in zip(paths, configs, rates):
-        row = f"| {path} | {config.model.kind} | {rate:.3f} | {1 / rate:.2f} | {rate / first:.2f}x |"
-        print(row + (f" {round(reference * rate / first):,} |" if reference else ""))
+    print("|---|---|---:|---:|---:|---:|---:|" + ("---:|" if reference else ""))
+    first_rate, first_steady, first_startup = rates[0]
+    for path, config, (rate, steady, startup) in zip(paths, configs, rates):
+        row = (f"| {path} | {config.model.kind} | {rate:.3f} | {1 / rate:.2f} | {rate / first_rate:.2f}x | "
+               f"{steady:.3f} | {startup:.0f} |")  # fmt: skip
+        if reference:
+            wall = first_startup + reference / first_steady
+            row += f" {round(max(0.0, wall - startup) * steady):,} |"
+        print(row)
 
 
 def main() -> None:
@@ -566,6 +581,8 @@ def main() -> None:
     parser.add_argument("--budget", type=Path, nargs="+", metavar="CONFIG",
                         help="training recipes: steps / s of each, trained at once, one thread each")
     parser.add_argument("--budget-steps", type=int, default=100, help="--budget: training steps of each recipe")
+    parser.add_argument("--budget-compile", action="store_true",
+                        help="--budget: every recipe with train.compile on (torch.compile)")
     parser.add_argument("--budget-reference", type=int, metavar="STEPS",
                         help="--budget: the first recipe's step count; prints each recipe's steps in its wall-clock")
     parser.add_argument("--spacing", type=Path, nargs="+", metavar="PIPELINE",
@@ -579,7 +596,7 @@ def main() -> None:
         spacing_table(args.spacing, args.spacing_start, args.spacing_steps, args.geneval_prompts, args.geneval_seed)
         return
     if args.budget is not None:
-        training_budget(args.budget, args.budget_steps, args.budget_reference)
+        training_budget(args.budget, args.budget_steps, args.budget_reference, args.budget_compile)
         return
     if args.decoders is not None:
         decoder_costs(args.decoders, args.decoders_steps)

@@ -220,7 +220,7 @@ def test_mixed_precision_runs_under_autocast_and_saves_fp32(tmp_path):
     assert max((full[k] - mixed[k]).abs().max().item() for k in full) < 0.1  # ... but only by rounding
 
 
-@pytest.mark.slow  # ~2 min of compilation alone (4.5 min measured beside other work): run with -m slow
+@pytest.mark.slow  # about a minute of compilation (54 s alone, 4.5 min beside other work): run with -m slow
 def test_compiled_training_trains_the_same_model(tiny_config, tmp_path):
     """train.compile: the UNet and the learned text encoder run through torch.compile (in place, so the UNet keeps
     its class and its layout input); the weights after 3 steps match eager training's to float tolerance, and the
