@@ -525,9 +525,11 @@ def training_budget(paths: list[Path], steps: int, reference: int | None, compil
             # the log's rate is since the loop started (data, every step, no validation), so it holds a compiled
             # recipe's one-time compilation; the second half's steps alone give the steady rate, and the difference
             # the start-up seconds a full run pays once
-            last, middle = timed[-1], min(timed, key=lambda record: abs(record["step"] - steps / 2))
+            last = timed[-1]
+            middle = min(timed[:-1] or timed, key=lambda record: abs(record["step"] - steps / 2))
             elapsed = last["step"] / last["steps_per_s"]
-            steady = (last["step"] - middle["step"]) / (elapsed - middle["step"] / middle["steps_per_s"])
+            spent = elapsed - middle["step"] / middle["steps_per_s"]  # 0 with one logged step: the whole rate
+            steady = (last["step"] - middle["step"]) / spent if spent > 0 else last["steps_per_s"]
             rates.append((last["steps_per_s"], steady, max(0.0, elapsed - last["step"] / steady)))
     print(f"## Training budgets: {steps} steps of each recipe, {len(paths)} at once, one thread each\n")
     header = "| recipe | UNet | steps / s | s / step | vs the first | steady steps / s (second half) | start-up s |"
