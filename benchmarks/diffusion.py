@@ -268,8 +268,7 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
                 for batch in (1, THROUGHPUT_BATCH):
                     latency_per_image(pipes[name], steps=2, repeats=1, scheduler=s, guidance=g, batch=batch)
             mode = "torch.compile, channels_last" if memory else "torch.compile"
-            timings[mode] = _seconds_per_image(pipes, rows, channels_last=memory)
-        _set_channels_last(pipes, False)
+            timings[mode] = _seconds_per_image(pipes, rows, channels_last=memory)  # (back to the default after)
     if channels_last:  # each UNet in the faster of its two measured formats, per mode, row and batch
         for mode in [m for m in timings if not m.endswith("channels_last")]:
             default, last = timings[mode], timings[f"{mode}, channels_last"]

@@ -319,9 +319,9 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
         # would hide the module's class from predict_noise, which feeds the layout by the UNet's kind. Static shapes,
         # with prompts padded to text.max_length (below): padded to each batch's longest, every new length recompiled
         # until the recompile limit left it eager, and automatic dynamic shapes failed inside inductor (measured)
-        for module in (unet, text_encoder if config.text.encoder == "learned" else None):
-            if module is not None:
-                module.compile(dynamic=False)
+        unet.compile(dynamic=False)
+        if config.text.encoder == "learned":
+            text_encoder.compile(dynamic=False)
     ema.to(accelerator.device)
     noise_scheduler = pipe.scheduler
     # model guidance's unconditional rows: the empty prompt, tokenized once (encoded each step: the encoder learns)
