@@ -66,6 +66,13 @@
     OMP_NUM_THREADS=1 python benchmarks/diffusion.py --spacing runs/diffusion/budget-efficient-mg-spade-lr3-2950-tiny-vae \
         runs/diffusion/budget-baseline-mg-lr4-1640-tiny-vae --spacing-start 950 900 850 --spacing-steps 4 --geneval-prompts 25
 
+9. Denormal floats (--denormals PIPELINE ...): each pipeline's UNet, trained and an untrained twin of the same
+   config, forward + backward at --denormals-batch on random latents, text states and layouts (a training step's
+   model cost), with denormals flushed to zero (train.flush_denormal) and not, interleaved rounds, the best of each.
+
+    OMP_NUM_THREADS=1 python benchmarks/diffusion.py --denormals runs/diffusion/budget-efficient-mg-spade-lr2-b32-5160-tiny-vae \
+        runs/diffusion/budget-baseline-mg-lr2-b32-3280-tiny-vae
+
 Not a test; prints tables with ratios.
 """
 
@@ -481,6 +488,41 @@ def decoder_costs(folders: list[Path], steps: int, rounds: int = 5) -> None:
               f"{t[keys[1]] * 1e3:.2f} | {t['sample']:.3f} | {first / t['sample']:.2f}x |")  # fmt: skip
 
 
+def denormal_costs(paths: list[Path], batch: int, rounds: int = 3, calls: int = 4) -> None:
+    """Forward + backward of each pipeline's UNet (trained, and an untrained twin built from its config) with
+    denormals flushed (``train.flush_denormal``'s context) and not: a trained efficient UNet's backward pass makes
+    denormal intermediates that x86 CPUs compute far slower (measured, session 37); its weights hold none."""
+    from explore.diffusion.train import denormals_flushed
+
+    print(f"## Denormal floats: UNet forward + backward at batch {batch}, CPU {torch.get_num_threads()} threads\n")
+    print("| pipeline | UNet | weights | s, not flushed | s, flushed | not flushed / flushed |")
+    print("|---|---|---|---:|---:|---:|")
+    for path in paths:
+        trained = load_pipeline(path).unet
+        torch.manual_seed(0)
+        fresh = type(trained).from_config(trained.config)
+        channels = layout_channels(trained)
+        g = torch.Generator().manual_seed(0)
+        size = trained.config.sample_size
+        x = torch.randn(batch, trained.config.out_channels, size, size, generator=g)
+        context = torch.randn(batch, 48, trained.config.cross_attention_dim, generator=g)
+        mask = torch.ones(batch, 48, dtype=torch.long)
+        layout = torch.rand(batch, channels, 3, 3, generator=g) if channels else None
+        timesteps = torch.randint(0, 1000, (batch,), generator=g)
+        for label, unet in (("trained", trained), ("untrained", fresh)):
+            best = {False: float("inf"), True: float("inf")}
+            for _ in range(rounds):  # interleaved, so that load on the machine hits both alike
+                for flush in (False, True):
+                    with denormals_flushed(flush):
+                        start = time.perf_counter()
+                        for _ in range(calls):
+                            unet.zero_grad(set_to_none=True)
+                            predict_noise(unet, x, timesteps, context, mask, layout).square().mean().backward()
+                        best[flush] = min(best[flush], (time.perf_counter() - start) / calls)
+            print(f"| {path} | {type(unet).__name__} | {label} | {best[False]:.3f} | {best[True]:.3f} | "
+                  f"{best[False] / best[True]:.2f}x |", flush=True)  # fmt: skip
+
+
 def _budget_run(config, out: str) -> None:
     """One recipe's real training loop in ``out`` (a child process, one thread)."""
     torch.set_num_threads(1)
@@ -586,6 +628,9 @@ def main() -> None:
                         help="--budget: every recipe with train.compile on (torch.compile)")
     parser.add_argument("--budget-reference", type=int, metavar="STEPS",
                         help="--budget: the first recipe's step count; prints each recipe's steps in its wall-clock")
+    parser.add_argument("--denormals", type=Path, nargs="+", metavar="PIPELINE",
+                        help="UNet forward + backward with denormal floats flushed and not (trained and untrained)")
+    parser.add_argument("--denormals-batch", type=int, default=32, help="--denormals: batch size")
     parser.add_argument("--spacing", type=Path, nargs="+", metavar="PIPELINE",
                         help="latent grounded pipelines: world-geneval at few steps by timestep spacing")
     parser.add_argument("--spacing-start", type=int, nargs="+", default=[950, 900, 850],
@@ -595,6 +640,9 @@ def main() -> None:
     torch.manual_seed(0)
     if args.spacing is not None:
         spacing_table(args.spacing, args.spacing_start, args.spacing_steps, args.geneval_prompts, args.geneval_seed)
+        return
+    if args.denormals is not None:
+        denormal_costs(args.denormals, args.denormals_batch)
         return
     if args.budget is not None:
         training_budget(args.budget, args.budget_steps, args.budget_reference, args.budget_compile)

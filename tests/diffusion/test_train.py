@@ -221,6 +221,33 @@ def test_mixed_precision_runs_under_autocast_and_saves_fp32(tmp_path):
 
 
 @pytest.mark.slow  # about a minute of compilation (54 s alone, 4.5 min beside other work): run with -m slow
+def _flushes_denormals() -> bool:
+    """Whether the CPU now flushes denormal floats: a denormal times one comes out zero."""
+    return (torch.tensor([1e-39]) * 1.0).item() == 0.0
+
+
+@pytest.mark.parametrize("flush", [False, True])
+def test_flush_denormal_flushes_while_training_and_not_after(tiny_config, tmp_path, monkeypatch, flush):
+    """train.flush_denormal: every training step runs with denormals flushed to zero, and the process is back to
+    torch's default (not flushed) afterwards; off (the default), nothing is flushed."""
+    import explore.diffusion.train as train_module
+
+    inside, real_loss = [], train_module.diffusion_loss
+
+    def loss(*args, **kwargs):
+        inside.append(_flushes_denormals())
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "diffusion_loss", loss)
+    config = tiny_config.model_copy(update={"output_dir": str(tmp_path / f"flush-{flush}"),
+                                            "train": tiny_config.train.model_copy(update={"steps": 2,
+                                                                                          "flush_denormal": flush})})  # fmt: skip
+    assert not _flushes_denormals()
+    train_diffusion(config, progress=False)
+    assert inside and set(inside) == {flush}  # every micro-batch of both steps
+    assert not _flushes_denormals()
+
+
 def test_compiled_training_trains_the_same_model(tiny_config, tmp_path):
     """train.compile: the UNet and the learned text encoder run through torch.compile (in place, so the UNet keeps
     its class and its layout input); the weights after 3 steps match eager training's to float tolerance, and the

@@ -13,8 +13,11 @@ resumable with ``--resume latest``) and, at the end, ``pipeline/`` (EMA weights)
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -55,6 +58,8 @@ from explore.world.render import render
 from explore.world.scene import SceneSpec
 from explore.world.splits import split_scenes
 from explore.world.text import caption
+
+logger = logging.getLogger(__name__)
 
 EMA_FILE, EMA_STATE, GENERATOR_FILE = "ema.safetensors", "ema.json", "generator.safetensors"
 
@@ -245,6 +250,25 @@ def validate(pipe: WorldDiffusionPipeline, config: DiffusionConfig, out: Path) -
     return {key: round(float(np.mean([c[key] for c in checks])), 4) for key in ("exact", "object", "colour_position")}
 
 
+@contextmanager
+def denormals_flushed(enabled: bool) -> Iterator[None]:
+    """Inside, with ``enabled``, the CPU flushes denormal floats to zero (``torch.set_flush_denormal``); after, it
+    does not (torch's default; torch has no getter to restore another state). Why: the trained efficient UNet's
+    backward pass produces denormal intermediates, which x86 CPUs compute far slower — its forward + backward at batch
+    32 takes 0.42 s with them and 0.36 s flushed, an untrained one 0.34 s either way, diffusers' UNet the same both
+    ways (``benchmarks/diffusion.py --denormals``, session 37). A CPU without the instruction (no SSE3) trains on
+    unflushed, with one warning line."""
+    if not enabled:
+        yield
+        return
+    if not torch.set_flush_denormal(True):
+        logger.warning("train.flush_denormal: this CPU cannot flush denormal floats (no SSE3); training unflushed")
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
+
+
 def _progress(enabled: bool) -> Progress:
     return Progress(TextColumn("[bold]diffusion"), BarColumn(), MofNCompleteColumn(),
                     TextColumn("loss {task.fields[loss]:.4f}"), TextColumn("{task.fields[rate]:.2f} steps/s"),
@@ -332,7 +356,7 @@ def train_diffusion(config: DiffusionConfig, *, resume: str | None = None, progr
     text_encoder.train(config.text.encoder == "learned")
     started, done_here = time.perf_counter(), 0
     num_processes = accelerator.num_processes
-    with _progress(interactive) as bar:
+    with _progress(interactive) as bar, denormals_flushed(t.flush_denormal):
         job = bar.add_task("train", total=t.steps, completed=state.global_step, loss=float("nan"), rate=0.0)
         while state.global_step < t.steps:
             for _ in range(t.grad_accum):
