@@ -220,7 +220,6 @@ def test_mixed_precision_runs_under_autocast_and_saves_fp32(tmp_path):
     assert max((full[k] - mixed[k]).abs().max().item() for k in full) < 0.1  # ... but only by rounding
 
 
-@pytest.mark.slow  # about a minute of compilation (54 s alone, 4.5 min beside other work): run with -m slow
 def _flushes_denormals() -> bool:
     """Whether the CPU now flushes denormal floats: a denormal times one comes out zero."""
     return (torch.tensor([1e-39]) * 1.0).item() == 0.0
@@ -248,6 +247,7 @@ def test_flush_denormal_flushes_while_training_and_not_after(tiny_config, tmp_pa
     assert not _flushes_denormals()
 
 
+@pytest.mark.slow  # about a minute of compilation (54 s alone, 4.5 min beside other work): run with -m slow
 def test_compiled_training_trains_the_same_model(tiny_config, tmp_path):
     """train.compile: the UNet and the learned text encoder run through torch.compile (in place, so the UNet keeps
     its class and its layout input); the weights after 3 steps match eager training's to float tolerance, and the
