@@ -255,7 +255,7 @@ def denormals_flushed(enabled: bool) -> Iterator[None]:
     """Inside, with ``enabled``, the CPU flushes denormal floats to zero (``torch.set_flush_denormal``); after, it
     does not (torch's default; torch has no getter to restore another state). Why: the trained efficient UNet's
     backward pass produces denormal intermediates, which x86 CPUs compute far slower — its forward + backward at batch
-    32 takes 0.42 s with them and 0.36 s flushed, an untrained one 0.34 s either way, diffusers' UNet the same both
+    32 takes 0.42 s with them and 0.35 s flushed, an untrained one 0.36 s either way, diffusers' UNet the same both
     ways (``benchmarks/diffusion.py --denormals``, session 37). A CPU without the instruction (no SSE3) trains on
     unflushed, with one warning line."""
     if not enabled:
