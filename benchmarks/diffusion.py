@@ -94,7 +94,7 @@ from explore.diffusion.pipeline import load_pipeline, set_scheduler
 from explore.diffusion.unet import layout_channels, predict_noise
 from explore.eval.t2i import t2i_examples, tifa_score
 from explore.world.detect import calibrated_classifier, check_scene, detect
-from explore.world.scene import Scene
+from explore.world.scene import GRID, Scene
 
 SAMPLERS = [("ddpm", 1000), ("ddim", 50), ("ddim", 20), ("ddim", 10), ("dpm", 50), ("dpm", 20), ("dpm", 10)]
 
@@ -129,7 +129,7 @@ def train_step_seconds(pipe, batch: int = 32, repeats: int = 3) -> float:
     sample = torch.randn(batch, channels, side, side, generator=g)
     width = pipe.text_encoder.config.hidden_size if hasattr(pipe.text_encoder.config, "hidden_size") else 160
     context, mask = torch.randn(batch, 24, width, generator=g), torch.ones(batch, 24, dtype=torch.long)
-    maps = torch.rand(batch, layout_channels(unet), 3, 3, generator=g) if pipe.grounded else None
+    maps = torch.rand(batch, layout_channels(unet), GRID, GRID, generator=g) if pipe.grounded else None
     t = torch.randint(0, 1000, (batch,), generator=g)
     best = float("inf")
     for _ in range(repeats):
@@ -507,7 +507,7 @@ def denormal_costs(paths: list[Path], batch: int, rounds: int = 3, calls: int = 
         x = torch.randn(batch, trained.config.out_channels, size, size, generator=g)
         context = torch.randn(batch, 48, trained.config.cross_attention_dim, generator=g)
         mask = torch.ones(batch, 48, dtype=torch.long)
-        layout = torch.rand(batch, channels, 3, 3, generator=g) if channels else None
+        layout = torch.rand(batch, channels, GRID, GRID, generator=g) if channels else None
         timesteps = torch.randint(0, 1000, (batch,), generator=g)
         for label, unet in (("trained", trained), ("untrained", fresh)):
             best = {False: float("inf"), True: float("inf")}
