@@ -136,6 +136,21 @@ def test_unknown_config_key_lists_the_allowed_ones(tmp_path):
         load_diffusion_config(path)
 
 
+@pytest.mark.parametrize(("model", "message"), [
+    ("{conv_type: [plain, separable]}", "model.conv_type lists 2 types for 3 levels"),
+    ("{kind: diffusers, conv_type: [plain, separable, separable]}", "model.conv_type per level needs model.kind: efficient"),
+])  # fmt: skip
+def test_conv_type_per_level_must_fit_the_levels(tmp_path, model, message):
+    from explore.diffusion.config import load_diffusion_config
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"model: {model}\ntrain: {{steps: 2, warmup_steps: 0}}\n")
+    with pytest.raises(ConfigError, match=message):
+        load_diffusion_config(path)
+    path.write_text("model: {conv_type: [plain, separable, separable]}\ntrain: {steps: 2, warmup_steps: 0}\n")
+    assert load_diffusion_config(path).model.conv_type == ["plain", "separable", "separable"]
+
+
 class _StandInLpips(torch.nn.Module):
     """Shaped like torchmetrics' LPIPS network (two images in [-1, 1] → (B, 1, 1, 1)); records input sides."""
 

@@ -47,6 +47,29 @@ def test_save_and_load_give_the_same_model(tmp_path, conv_type):
     assert torch.equal(unet(sample, t, context, mask).sample, loaded(sample, t, context, mask).sample)
 
 
+def test_conv_type_per_level_builds_each_level_with_its_type(tmp_path):
+    torch.manual_seed(0)
+    unet = EfficientUNet(sample_size=16, conv_type=("plain", "separable", "separable"), **SMALL).eval()
+    # level 0 (16 x 16): full 3x3 convolutions, in its residual blocks and in the upsampler writing 16 x 16
+    assert isinstance(unet.down_res[0].conv1, torch.nn.Conv2d) and unet.down_res[0].conv1.kernel_size == (3, 3)
+    assert isinstance(unet.up_res[-1].conv2, torch.nn.Conv2d)
+    assert isinstance(unet.upsamplers[1], torch.nn.Conv2d)  # 8 x 8 -> 16 x 16
+    # the deeper levels, the downsampler leaving 16 x 16 excepted: depthwise + pointwise
+    assert isinstance(unet.down_res[1].conv1, torch.nn.Sequential)
+    assert isinstance(unet.mid_res1.conv2, torch.nn.Sequential)
+    assert isinstance(unet.downsamplers[0], torch.nn.Conv2d) and isinstance(unet.downsamplers[1], torch.nn.Sequential)
+    assert isinstance(unet.upsamplers[0], torch.nn.Sequential)  # 4 x 4 -> 8 x 8
+    sample, t, context, mask = _inputs()
+    assert unet(sample, t, context, mask).sample.shape == sample.shape
+    unet.save_pretrained(tmp_path)
+    loaded = EfficientUNet.from_pretrained(tmp_path).eval()
+    assert list(loaded.config.conv_type) == ["plain", "separable", "separable"]
+    assert torch.equal(unet(sample, t, context, mask).sample, loaded(sample, t, context, mask).sample)
+    sizes = {kinds: sum(p.numel() for p in EfficientUNet(conv_type=kinds, **SMALL).parameters())
+             for kinds in ("separable", ("plain", "separable", "separable"), "plain")}  # fmt: skip
+    assert sizes["separable"] < sizes[("plain", "separable", "separable")] < sizes["plain"]
+
+
 def test_text_changes_the_output():
     torch.manual_seed(0)
     unet = EfficientUNet(sample_size=16, **SMALL).eval()
@@ -57,6 +80,10 @@ def test_text_changes_the_output():
 def test_bad_config_values_are_refused():
     with pytest.raises(ValueError, match="conv_type"):
         EfficientUNet(conv_type="winograd", **SMALL)
+    with pytest.raises(ValueError, match="conv_type lists 2 types for 3 levels"):
+        EfficientUNet(conv_type=("plain", "separable"), **SMALL)
+    with pytest.raises(ValueError, match="unknown conv_type 'dilated'"):
+        EfficientUNet(conv_type=("plain", "dilated", "separable"), **SMALL)
     with pytest.raises(ValueError, match="attention_levels"):
         EfficientUNet(**{**SMALL, "attention_levels": (5,)})
     with pytest.raises(ValueError, match="divisible"):

@@ -21,7 +21,9 @@ class ModelSection(StrictModel):
     block_out_channels: list[int] = Field([32, 64, 128], min_length=1, description="channels per resolution level")
     layers_per_block: int = Field(1, ge=1, description="residual blocks per level on the way down")
     attention_levels: list[int] = Field([1, 2], description="levels (0 = full resolution) with text cross-attention")
-    conv_type: Literal["plain", "separable"] = Field("separable", description="3x3 convs or depthwise-separable")
+    conv_type: Literal["plain", "separable"] | list[Literal["plain", "separable"]] = Field(
+        "separable", description="3x3 convs or depthwise-separable: one for every level or a list, one per level"
+    )
     attention_heads: int = Field(4, ge=1, description="attention heads")
     norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups (must divide every width)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
@@ -179,6 +181,12 @@ class DiffusionConfig(StrictModel):
         bad = [level for level in self.model.attention_levels if not 0 <= level < len(self.model.block_out_channels)]
         if bad:
             raise ValueError(f"model.attention_levels {bad} out of range 0..{len(self.model.block_out_channels) - 1}")
+        levels, types = len(self.model.block_out_channels), self.model.conv_type
+        if isinstance(types, list) and len(types) != levels:
+            raise ValueError(f"model.conv_type lists {len(types)} types for {levels} levels (block_out_channels); "
+                             "give one type or one per level")  # fmt: skip
+        if isinstance(types, list) and self.model.kind == "diffusers":
+            raise ValueError("model.conv_type per level needs model.kind: efficient (diffusers' blocks are plain 3x3)")
         return self
 
 

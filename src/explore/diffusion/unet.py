@@ -8,7 +8,8 @@ to the text, feed-forward), so text conditioning acts at the low resolutions whe
 
 The residual blocks use ``conv_type``: ``"plain"`` (two 3×3 convolutions, as DDPM) or ``"separable"``
 (each 3×3 convolution factored into a depthwise 3×3 and a pointwise 1×1, as MobileNet), which has
-about 1/8 of the multiply-adds at these widths. The timestep enters every residual block as a
+about 1/8 of the multiply-adds at these widths; one type for every level or a list, one per level (the
+resampling convolutions take the type of the resolution they write). The timestep enters every residual block as a
 scale and shift of its second normalisation (FiLM); the mean-pooled text is added to the timestep
 embedding, so global facts (how many objects) reach every block, not only the attention levels.
 
@@ -149,7 +150,7 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (64, 128, 192),
         layers_per_block: int = 1,
         attention_levels: tuple[int, ...] = (1, 2),
-        conv_type: str = "separable",
+        conv_type: str | tuple[str, ...] = "separable",
         cross_attention_dim: int = 128,
         attention_heads: int = 4,
         norm_num_groups: int = 16,
@@ -162,8 +163,13 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         if pixel_unshuffle < 1 or sample_size % pixel_unshuffle:
             raise ValueError(f"pixel_unshuffle must be >= 1 and divide sample_size {sample_size}, "
                              f"got {pixel_unshuffle}")  # fmt: skip
-        if conv_type not in CONV_TYPES:
-            raise ValueError(f"unknown conv_type {conv_type!r}; expected one of {CONV_TYPES}")
+        conv_types = [conv_type] * len(block_out_channels) if isinstance(conv_type, str) else list(conv_type)
+        if len(conv_types) != len(block_out_channels):
+            raise ValueError(f"conv_type lists {len(conv_types)} types for {len(block_out_channels)} levels; "
+                             "give one type or one per level")  # fmt: skip
+        unknown = [kind for kind in conv_types if kind not in CONV_TYPES]
+        if unknown:
+            raise ValueError(f"unknown conv_type {unknown[0]!r}; expected one of {CONV_TYPES}")
         if layout_modulation and not layout_channels:
             raise ValueError("layout_modulation needs a layout input (layout_channels > 0)")
         bad_levels = [level for level in attention_levels if not 0 <= level < len(block_out_channels)]
@@ -177,9 +183,9 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         factor = pixel_unshuffle**2  # space-to-depth: channels per input pixel
         self.conv_in = nn.Conv2d(in_channels * factor + layout_channels, base, 3, padding=1)
 
-        def res(cin: int, cout: int) -> ResBlock:
+        def res(cin: int, cout: int, level: int) -> ResBlock:
             modulated = layout_channels if layout_modulation else 0
-            return ResBlock(cin, cout, temb_dim, conv_type, norm_num_groups, dropout, modulated)
+            return ResBlock(cin, cout, temb_dim, conv_types[level], norm_num_groups, dropout, modulated)
 
         def attn(c: int) -> TransformerBlock:
             return TransformerBlock(c, cross_attention_dim, attention_heads, norm_num_groups)
@@ -189,24 +195,27 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         skips, current = [base], base
         for level, width in enumerate(channels):
             for _ in range(layers_per_block):
-                self.down_res.append(res(current, width))
+                self.down_res.append(res(current, width, level))
                 self.down_attn.append(attn(width) if level in attention_levels else nn.Identity())
                 current = width
                 skips.append(current)
             last = level == len(channels) - 1
-            self.downsamplers.append(nn.Identity() if last else conv3x3(current, current, conv_type, stride=2))
+            self.downsamplers.append(nn.Identity() if last else conv3x3(current, current, conv_types[level], stride=2))
             if not last:
                 skips.append(current)
-        self.mid_res1, self.mid_attn, self.mid_res2 = res(current, current), attn(current), res(current, current)
+        deepest = len(channels) - 1
+        self.mid_res1, self.mid_attn = res(current, current, deepest), attn(current)
+        self.mid_res2 = res(current, current, deepest)
         # Up path: layers_per_block + 1 blocks per level, each eating one skip.
         self.up_res, self.up_attn, self.upsamplers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         for level in reversed(range(len(channels))):
             width = channels[level]
             for _ in range(layers_per_block + 1):
-                self.up_res.append(res(current + skips.pop(), width))
+                self.up_res.append(res(current + skips.pop(), width, level))
                 self.up_attn.append(attn(width) if level in attention_levels else nn.Identity())
                 current = width
-            self.upsamplers.append(conv3x3(current, current, conv_type) if level > 0 else nn.Identity())
+            # the upsampler's convolution runs at the next level's resolution: that level's type
+            self.upsamplers.append(conv3x3(current, current, conv_types[level - 1]) if level > 0 else nn.Identity())
         self.norm_out = nn.GroupNorm(norm_num_groups, current)
         self.conv_out = nn.Conv2d(current, out_channels * factor, 3, padding=1)
 
