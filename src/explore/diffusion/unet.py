@@ -8,8 +8,9 @@ to the text, feed-forward), so text conditioning acts at the low resolutions whe
 
 The residual blocks use ``conv_type``: ``"plain"`` (two 3×3 convolutions, as DDPM) or ``"separable"``
 (each 3×3 convolution factored into a depthwise 3×3 and a pointwise 1×1, as MobileNet), which has
-about 1/8 of the multiply-adds at these widths; one type for every level or a list, one per level (the
-resampling convolutions take the type of the resolution they write). The timestep enters every residual block as a
+about 1/8 of the multiply-adds at these widths; one type for every level or a list, one per level (a
+resampling convolution takes the type of the finer level it joins: the downsampler's input, the upsampler's
+output). The timestep enters every residual block as a
 scale and shift of its second normalisation (FiLM); the mean-pooled text is added to the timestep
 embedding, so global facts (how many objects) reach every block, not only the attention levels.
 
@@ -214,7 +215,7 @@ class EfficientUNet(ModelMixin, ConfigMixin):
                 self.up_res.append(res(current + skips.pop(), width, level))
                 self.up_attn.append(attn(width) if level in attention_levels else nn.Identity())
                 current = width
-            # the upsampler's convolution runs at the next level's resolution: that level's type
+            # the upsampler's convolution runs after the 2x upsampling, at the finer level's resolution: its type
             self.upsamplers.append(conv3x3(current, current, conv_types[level - 1]) if level > 0 else nn.Identity())
         self.norm_out = nn.GroupNorm(norm_num_groups, current)
         self.conv_out = nn.Conv2d(current, out_channels * factor, 3, padding=1)
