@@ -59,8 +59,10 @@ def main() -> None:
     print("|---|---|---|" + "---:|" * (2 + 2 * len(shapes)))
     for folder in args.folders:
         if classifier is None:
-            side = Image.open(next((folder / "images").glob("*.png"))).size[0]
-            classifier = calibrated_classifier(side)
+            first = next((folder / "images").glob("*.png"), None)
+            if first is None:
+                raise SystemExit(f"{folder}: no images/*.png (a world-geneval output folder keeps its images there)")
+            classifier = calibrated_classifier(Image.open(first).size[0])
         for (pairs, category), counts in sorted(failures(folder, classifier).items()):
             cells = [counts[f"missing {s}"] for s in shapes] + [counts[f"extra {s}"] for s in shapes]
             print(f"| {folder} | {pairs} | {category} | {counts['images']} | {counts['failed']} | "
