@@ -139,6 +139,10 @@ def test_unknown_config_key_lists_the_allowed_ones(tmp_path):
 @pytest.mark.parametrize(("model", "message"), [
     ("{conv_type: [plain, separable]}", "model.conv_type lists 2 types for 3 levels"),
     ("{kind: diffusers, conv_type: [plain, separable, separable]}", "model.conv_type per level needs model.kind: efficient"),
+    ("{kind: diffusers, upsample_conv_type: separable}", "model.upsample_conv_type needs model.kind: efficient"),
+    ("{kind: diffusers, time_embedding_dim: 256}", "model.time_embedding_dim needs model.kind: efficient"),
+    ("{upsample_conv_type: dilated}", "upsample_conv_type"),
+    ("{time_embedding_dim: 0}", "time_embedding_dim"),
 ])  # fmt: skip
 def test_conv_type_per_level_must_fit_the_levels(tmp_path, model, message):
     from explore.diffusion.config import load_diffusion_config

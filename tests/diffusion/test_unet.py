@@ -70,6 +70,26 @@ def test_conv_type_per_level_builds_each_level_with_its_type(tmp_path):
     assert sizes["separable"] < sizes[("plain", "separable", "separable")] < sizes["plain"]
 
 
+def test_upsample_conv_type_and_time_embedding_dim(tmp_path):
+    torch.manual_seed(0)
+    kinds = ("plain", "separable", "separable")
+    unet = EfficientUNet(sample_size=16, conv_type=kinds, upsample_conv_type="separable", time_embedding_dim=40,
+                         **SMALL).eval()  # fmt: skip
+    # both upsamplers separable, the 8 x 8 -> 16 x 16 one included; the residual blocks keep their level's type
+    assert all(isinstance(up, torch.nn.Sequential) for up in unet.upsamplers[:2])
+    assert isinstance(unet.up_res[-1].conv2, torch.nn.Conv2d) and isinstance(unet.downsamplers[0], torch.nn.Conv2d)
+    assert unet.time_mlp[-1].out_features == 40 and unet.down_res[0].time.in_features == 40
+    assert unet.text_pool.out_features == 40
+    sample, t, context, mask = _inputs()
+    unet.save_pretrained(tmp_path)
+    loaded = EfficientUNet.from_pretrained(tmp_path).eval()
+    assert (loaded.config.upsample_conv_type, loaded.config.time_embedding_dim) == ("separable", 40)
+    assert torch.equal(unet(sample, t, context, mask).sample, loaded(sample, t, context, mask).sample)
+    # the defaults build what they built before: the finer level's type, 4 x the first width
+    default = EfficientUNet(sample_size=16, conv_type=kinds, **SMALL)
+    assert isinstance(default.upsamplers[1], torch.nn.Conv2d) and default.time_mlp[-1].out_features == 4 * 8
+
+
 def test_text_changes_the_output():
     torch.manual_seed(0)
     unet = EfficientUNet(sample_size=16, **SMALL).eval()
@@ -84,6 +104,10 @@ def test_bad_config_values_are_refused():
         EfficientUNet(conv_type=("plain", "separable"), **SMALL)
     with pytest.raises(ValueError, match="unknown conv_type 'dilated'"):
         EfficientUNet(conv_type=("plain", "dilated", "separable"), **SMALL)
+    with pytest.raises(ValueError, match="unknown conv_type 'dilated'"):
+        EfficientUNet(upsample_conv_type="dilated", **SMALL)
+    with pytest.raises(ValueError, match="time_embedding_dim must be >= 1"):
+        EfficientUNet(time_embedding_dim=0, **SMALL)
     with pytest.raises(ValueError, match="attention_levels"):
         EfficientUNet(**{**SMALL, "attention_levels": (5,)})
     with pytest.raises(ValueError, match="divisible"):

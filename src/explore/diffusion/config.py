@@ -24,6 +24,11 @@ class ModelSection(StrictModel):
     conv_type: Literal["plain", "separable"] | list[Literal["plain", "separable"]] = Field(
         "separable", description="3x3 convs or depthwise-separable: one for every level or a list, one per level"
     )
+    upsample_conv_type: Literal["plain", "separable"] | None = Field(
+        None, description="every upsampler's convolution (efficient UNet); None: the finer level's conv_type"
+    )
+    time_embedding_dim: int | None = Field(None, ge=1, description="timestep embedding width (efficient UNet); "
+                                           "None: 4 x block_out_channels[0]")  # fmt: skip
     attention_heads: int = Field(4, ge=1, description="attention heads")
     norm_num_groups: int = Field(16, ge=1, description="GroupNorm groups (must divide every width)")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout inside residual blocks")
@@ -187,6 +192,9 @@ class DiffusionConfig(StrictModel):
                              "give one type or one per level")  # fmt: skip
         if isinstance(types, list) and self.model.kind == "diffusers":
             raise ValueError("model.conv_type per level needs model.kind: efficient (diffusers' blocks are plain 3x3)")
+        for key in ("upsample_conv_type", "time_embedding_dim"):
+            if getattr(self.model, key) is not None and self.model.kind == "diffusers":
+                raise ValueError(f"model.{key} needs model.kind: efficient (diffusers' UNet has no such setting)")
         return self
 
 

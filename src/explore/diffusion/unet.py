@@ -10,7 +10,9 @@ The residual blocks use ``conv_type``: ``"plain"`` (two 3×3 convolutions, as DD
 (each 3×3 convolution factored into a depthwise 3×3 and a pointwise 1×1, as MobileNet), which has
 about 1/8 of the multiply-adds at these widths; one type for every level or a list, one per level (a
 resampling convolution takes the type of the finer level it joins: the downsampler's input, the upsampler's
-output). The timestep enters every residual block as a
+output; ``upsample_conv_type`` gives every upsampler one type instead: the upsampler into a plain level
+convolves the coarser level's wider channels at the finer resolution, the costliest convolution of such a
+UNet). The timestep enters every residual block as a
 scale and shift of its second normalisation (FiLM); the mean-pooled text is added to the timestep
 embedding, so global facts (how many objects) reach every block, not only the attention levels.
 
@@ -159,7 +161,12 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         layout_channels: int = 0,
         pixel_unshuffle: int = 1,
         layout_modulation: bool = False,
+        upsample_conv_type: str | None = None,
+        time_embedding_dim: int | None = None,
     ):
+        """``upsample_conv_type``: every upsampler's convolution type (None: the finer level's, from ``conv_type``);
+        ``time_embedding_dim``: the timestep embedding's width (None: 4 × ``block_out_channels[0]``, as diffusers'
+        ``UNet2DConditionModel``)."""
         super().__init__()
         if pixel_unshuffle < 1 or sample_size % pixel_unshuffle:
             raise ValueError(f"pixel_unshuffle must be >= 1 and divide sample_size {sample_size}, "
@@ -168,9 +175,11 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         if len(conv_types) != len(block_out_channels):
             raise ValueError(f"conv_type lists {len(conv_types)} types for {len(block_out_channels)} levels; "
                              "give one type or one per level")  # fmt: skip
-        unknown = [kind for kind in conv_types if kind not in CONV_TYPES]
+        unknown = [kind for kind in [*conv_types, upsample_conv_type] if kind is not None and kind not in CONV_TYPES]
         if unknown:
             raise ValueError(f"unknown conv_type {unknown[0]!r}; expected one of {CONV_TYPES}")
+        if time_embedding_dim is not None and time_embedding_dim < 1:
+            raise ValueError(f"time_embedding_dim must be >= 1, got {time_embedding_dim}")
         if layout_modulation and not layout_channels:
             raise ValueError("layout_modulation needs a layout input (layout_channels > 0)")
         bad_levels = [level for level in attention_levels if not 0 <= level < len(block_out_channels)]
@@ -178,7 +187,7 @@ class EfficientUNet(ModelMixin, ConfigMixin):
             raise ValueError(f"attention_levels {bad_levels} out of range for {len(block_out_channels)} levels")
         channels = list(block_out_channels)
         base = channels[0]
-        temb_dim = 4 * base
+        temb_dim = time_embedding_dim or 4 * base
         self.time_mlp = nn.Sequential(nn.Linear(base, temb_dim), nn.SiLU(), nn.Linear(temb_dim, temb_dim))
         self.text_pool = nn.Linear(cross_attention_dim, temb_dim)
         factor = pixel_unshuffle**2  # space-to-depth: channels per input pixel
@@ -216,7 +225,9 @@ class EfficientUNet(ModelMixin, ConfigMixin):
                 self.up_attn.append(attn(width) if level in attention_levels else nn.Identity())
                 current = width
             # the upsampler's convolution runs after the 2x upsampling, at the finer level's resolution: its type
-            self.upsamplers.append(conv3x3(current, current, conv_types[level - 1]) if level > 0 else nn.Identity())
+            # unless upsample_conv_type says otherwise
+            up_type = upsample_conv_type or conv_types[level - 1]
+            self.upsamplers.append(conv3x3(current, current, up_type) if level > 0 else nn.Identity())
         self.norm_out = nn.GroupNorm(norm_num_groups, current)
         self.conv_out = nn.Conv2d(current, out_channels * factor, 3, padding=1)
 
