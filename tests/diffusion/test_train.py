@@ -142,6 +142,8 @@ def test_unknown_config_key_lists_the_allowed_ones(tmp_path):
     ("{kind: diffusers, upsample_conv_type: separable}", "model.upsample_conv_type needs model.kind: efficient"),
     ("{kind: diffusers, time_embedding_dim: 256}", "model.time_embedding_dim needs model.kind: efficient"),
     ("{upsample_conv_type: dilated}", "upsample_conv_type"),
+    ("{kind: diffusers, upsample_channels: finer}", "model.upsample_channels needs model.kind: efficient"),
+    ("{upsample_channels: coarser}", "upsample_channels"),
     ("{time_embedding_dim: 0}", "time_embedding_dim"),
 ])  # fmt: skip
 def test_conv_type_per_level_must_fit_the_levels(tmp_path, model, message):

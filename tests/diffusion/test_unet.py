@@ -90,6 +90,25 @@ def test_upsample_conv_type_and_time_embedding_dim(tmp_path):
     assert isinstance(default.upsamplers[1], torch.nn.Conv2d) and default.time_mlp[-1].out_features == 4 * 8
 
 
+def test_upsample_channels_finer_writes_the_finer_width(tmp_path):
+    torch.manual_seed(0)
+    kinds = ("plain", "separable", "separable")
+    unet = EfficientUNet(sample_size=16, conv_type=kinds, upsample_channels="finer", **SMALL).eval()
+    # SMALL's widths (8, 16, 16): 4 -> 8 writes 16 (level 1's), 8 -> 16 writes 8 with a full 3x3 (level 0's type)
+    assert unet.upsamplers[1].in_channels == 16 and unet.upsamplers[1].out_channels == 8
+    assert unet.upsamplers[0][1].out_channels == 16
+    first_fine = unet.up_res[-(SMALL.get("layers_per_block", 1) + 1)]  # the first up block at 16 x 16: 8 + 8 in
+    assert first_fine.norm1.num_channels == 16
+    sample, t, context, mask = _inputs()
+    assert unet(sample, t, context, mask).sample.shape == sample.shape
+    unet.save_pretrained(tmp_path)
+    loaded = EfficientUNet.from_pretrained(tmp_path).eval()
+    assert loaded.config.upsample_channels == "finer"
+    assert torch.equal(unet(sample, t, context, mask).sample, loaded(sample, t, context, mask).sample)
+    same = EfficientUNet(sample_size=16, conv_type=kinds, **SMALL)
+    assert sum(p.numel() for p in unet.parameters()) < sum(p.numel() for p in same.parameters())
+
+
 def test_text_changes_the_output():
     torch.manual_seed(0)
     unet = EfficientUNet(sample_size=16, **SMALL).eval()
@@ -106,6 +125,8 @@ def test_bad_config_values_are_refused():
         EfficientUNet(conv_type=("plain", "dilated", "separable"), **SMALL)
     with pytest.raises(ValueError, match="unknown conv_type 'dilated'"):
         EfficientUNet(upsample_conv_type="dilated", **SMALL)
+    with pytest.raises(ValueError, match="unknown upsample_channels 'coarser'"):
+        EfficientUNet(upsample_channels="coarser", **SMALL)
     with pytest.raises(ValueError, match="time_embedding_dim must be >= 1"):
         EfficientUNet(time_embedding_dim=0, **SMALL)
     with pytest.raises(ValueError, match="attention_levels"):

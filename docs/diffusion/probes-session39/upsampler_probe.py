@@ -33,8 +33,13 @@ def build(cfg, over, separable_up):
 
 
 def inputs(unet, b):
-    return (torch.randn(b, 4, 16, 16), torch.randint(0, 1000, (b,)), torch.randn(b, 48, 128),
-            torch.ones(b, 48, dtype=torch.long), torch.rand(b, layout_channels(unet), 3, 3))
+    return (
+        torch.randn(b, 4, 16, 16),
+        torch.randint(0, 1000, (b,)),
+        torch.randn(b, 48, 128),
+        torch.ones(b, 48, dtype=torch.long),
+        torch.rand(b, layout_channels(unet), 3, 3),
+    )
 
 
 train_t = {n: [] for n in variants}
@@ -73,5 +78,8 @@ with torch.no_grad():
 d_train, d_sample = min(train_t["diffusers"]), min(sample_t["diffusers"])
 for n, u in eager.items():
     p = sum(x.numel() for x in u.parameters())
-    print(f"{n}: {p / 1e6:.2f} M, train step b32 {min(train_t[n]):.3f} s ({d_train / min(train_t[n]):.2f}x), "
-          f"sample fwd b16 compiled CL {min(sample_t[n]) * 1000:.1f} ms ({d_sample / min(sample_t[n]):.2f}x)", flush=True)
+    print(
+        f"{n}: {p / 1e6:.2f} M, train step b32 {min(train_t[n]):.3f} s ({d_train / min(train_t[n]):.2f}x), "
+        f"sample fwd b16 compiled CL {min(sample_t[n]) * 1000:.1f} ms ({d_sample / min(sample_t[n]):.2f}x)",
+        flush=True,
+    )

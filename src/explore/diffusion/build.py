@@ -72,6 +72,7 @@ def build_unet(config: DiffusionConfig, cross_attention_dim: int, vae: Autoencod
             layout_modulation=m.layout_modulation,
             upsample_conv_type=m.upsample_conv_type,
             time_embedding_dim=m.time_embedding_dim,
+            upsample_channels=m.upsample_channels,
         )
     # grounded: the layout map is concatenated to the sample (explore.diffusion.unet.predict_noise), so the
     # UNet takes the extra channels as input, like diffusers' depth-to-image and inpainting UNets

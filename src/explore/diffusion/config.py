@@ -27,6 +27,11 @@ class ModelSection(StrictModel):
     upsample_conv_type: Literal["plain", "separable"] | None = Field(
         None, description="every upsampler's convolution (efficient UNet); None: the finer level's conv_type"
     )
+    upsample_channels: Literal["same", "finer"] = Field(
+        "same",
+        description="an upsampler keeps the coarser level's channels (same) or writes the finer level's "
+        "(finer; efficient UNet)",
+    )
     time_embedding_dim: int | None = Field(None, ge=1, description="timestep embedding width (efficient UNet); "
                                            "None: 4 x block_out_channels[0]")  # fmt: skip
     attention_heads: int = Field(4, ge=1, description="attention heads")
@@ -192,8 +197,9 @@ class DiffusionConfig(StrictModel):
                              "give one type or one per level")  # fmt: skip
         if isinstance(types, list) and self.model.kind == "diffusers":
             raise ValueError("model.conv_type per level needs model.kind: efficient (diffusers' blocks are plain 3x3)")
-        for key in ("upsample_conv_type", "time_embedding_dim"):
-            if getattr(self.model, key) is not None and self.model.kind == "diffusers":
+        efficient_only = {"upsample_conv_type": None, "time_embedding_dim": None, "upsample_channels": "same"}
+        for key, default in efficient_only.items():
+            if getattr(self.model, key) != default and self.model.kind == "diffusers":
                 raise ValueError(f"model.{key} needs model.kind: efficient (diffusers' UNet has no such setting)")
         return self
 

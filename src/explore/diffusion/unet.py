@@ -12,7 +12,8 @@ about 1/8 of the multiply-adds at these widths; one type for every level or a li
 resampling convolution takes the type of the finer level it joins: the downsampler's input, the upsampler's
 output; ``upsample_conv_type`` gives every upsampler one type instead: the upsampler into a plain level
 convolves the coarser level's wider channels at the finer resolution, the costliest convolution of such a
-UNet). The timestep enters every residual block as a
+UNet; with ``upsample_channels="finer"`` it writes the finer level's width instead of keeping the coarser one
+(diffusers' ``Upsample2D`` keeps it), so that level's first up block reads finer + skip channels). The timestep enters every residual block as a
 scale and shift of its second normalisation (FiLM); the mean-pooled text is added to the timestep
 embedding, so global facts (how many objects) reach every block, not only the attention levels.
 
@@ -44,6 +45,7 @@ from diffusers.models.unets.unet_2d import UNet2DOutput
 from torch import nn
 
 CONV_TYPES: tuple[str, ...] = ("plain", "separable")
+UPSAMPLE_CHANNELS: tuple[str, ...] = ("same", "finer")
 
 
 def conv3x3(in_channels: int, out_channels: int, conv_type: str, stride: int = 1) -> nn.Module:
@@ -163,10 +165,12 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         layout_modulation: bool = False,
         upsample_conv_type: str | None = None,
         time_embedding_dim: int | None = None,
+        upsample_channels: str = "same",
     ):
         """``upsample_conv_type``: every upsampler's convolution type (None: the finer level's, from ``conv_type``);
         ``time_embedding_dim``: the timestep embedding's width (None: 4 × ``block_out_channels[0]``, as diffusers'
-        ``UNet2DConditionModel``)."""
+        ``UNet2DConditionModel``); ``upsample_channels``: ``"same"`` (an upsampler keeps the coarser level's
+        channels) or ``"finer"`` (it writes the finer level's)."""
         super().__init__()
         if pixel_unshuffle < 1 or sample_size % pixel_unshuffle:
             raise ValueError(f"pixel_unshuffle must be >= 1 and divide sample_size {sample_size}, "
@@ -178,6 +182,8 @@ class EfficientUNet(ModelMixin, ConfigMixin):
         unknown = [kind for kind in [*conv_types, upsample_conv_type] if kind is not None and kind not in CONV_TYPES]
         if unknown:
             raise ValueError(f"unknown conv_type {unknown[0]!r}; expected one of {CONV_TYPES}")
+        if upsample_channels not in UPSAMPLE_CHANNELS:
+            raise ValueError(f"unknown upsample_channels {upsample_channels!r}; expected one of {UPSAMPLE_CHANNELS}")
         if time_embedding_dim is not None and time_embedding_dim < 1:
             raise ValueError(f"time_embedding_dim must be >= 1, got {time_embedding_dim}")
         if layout_modulation and not layout_channels:
@@ -227,7 +233,12 @@ class EfficientUNet(ModelMixin, ConfigMixin):
             # the upsampler's convolution runs after the 2x upsampling, at the finer level's resolution: its type
             # unless upsample_conv_type says otherwise
             up_type = upsample_conv_type or conv_types[level - 1]
-            self.upsamplers.append(conv3x3(current, current, up_type) if level > 0 else nn.Identity())
+            if level > 0:
+                written = channels[level - 1] if upsample_channels == "finer" else current
+                self.upsamplers.append(conv3x3(current, written, up_type))
+                current = written
+            else:
+                self.upsamplers.append(nn.Identity())
         self.norm_out = nn.GroupNorm(norm_num_groups, current)
         self.conv_out = nn.Conv2d(current, out_channels * factor, 3, padding=1)
 
