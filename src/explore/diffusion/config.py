@@ -197,9 +197,8 @@ class DiffusionConfig(StrictModel):
                              "give one type or one per level")  # fmt: skip
         if isinstance(types, list) and self.model.kind == "diffusers":
             raise ValueError("model.conv_type per level needs model.kind: efficient (diffusers' blocks are plain 3x3)")
-        efficient_only = {"upsample_conv_type": None, "time_embedding_dim": None, "upsample_channels": "same"}
-        for key, default in efficient_only.items():
-            if getattr(self.model, key) != default and self.model.kind == "diffusers":
+        for key in ("upsample_conv_type", "time_embedding_dim", "upsample_channels"):  # EfficientUNet's alone
+            if getattr(self.model, key) != ModelSection.model_fields[key].default and self.model.kind == "diffusers":
                 raise ValueError(f"model.{key} needs model.kind: efficient (diffusers' UNet has no such setting)")
         return self
 

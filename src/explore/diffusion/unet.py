@@ -13,9 +13,9 @@ resampling convolution takes the type of the finer level it joins: the downsampl
 output; ``upsample_conv_type`` gives every upsampler one type instead: the upsampler into a plain level
 convolves the coarser level's wider channels at the finer resolution, the costliest convolution of such a
 UNet; with ``upsample_channels="finer"`` it writes the finer level's width instead of keeping the coarser one
-(diffusers' ``Upsample2D`` keeps it), so that level's first up block reads finer + skip channels). The timestep enters every residual block as a
-scale and shift of its second normalisation (FiLM); the mean-pooled text is added to the timestep
-embedding, so global facts (how many objects) reach every block, not only the attention levels.
+(diffusers' ``Upsample2D`` keeps it), so that level's first up block reads finer + skip channels). The timestep
+enters every residual block as a scale and shift of its second normalisation (FiLM); the mean-pooled text is added
+to the timestep embedding, so global facts (how many objects) reach every block, not only the attention levels.
 
 Grounding (optional): with ``layout_channels`` > 0 the model also takes a per-cell layout map
 (B, layout_channels, GRID, GRID) (see :mod:`explore.world.layout`), expands each cell to the pixels it
@@ -232,10 +232,9 @@ class EfficientUNet(ModelMixin, ConfigMixin):
                 current = width
             # the upsampler's convolution runs after the 2x upsampling, at the finer level's resolution: its type
             # unless upsample_conv_type says otherwise
-            up_type = upsample_conv_type or conv_types[level - 1]
             if level > 0:
                 written = channels[level - 1] if upsample_channels == "finer" else current
-                self.upsamplers.append(conv3x3(current, written, up_type))
+                self.upsamplers.append(conv3x3(current, written, upsample_conv_type or conv_types[level - 1]))
                 current = written
             else:
                 self.upsamplers.append(nn.Identity())
