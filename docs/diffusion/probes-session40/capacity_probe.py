@@ -22,15 +22,6 @@ def build(cfg, **model):
     return build_pipeline(cfg).unet
 
 
-variants = {
-    "diffusers": build(ctrl),
-    "p0-32r": build(base),
-    "p0-48r": build(base, block_out_channels=[48, 128, 192]),
-    "p0-32r-160": build(base, block_out_channels=[32, 160, 192]),
-    "p0-32r-256": build(base, block_out_channels=[32, 128, 256]),
-}
-
-
 def inputs(unet, b):
     return (
         torch.randn(b, 4, 16, 16),
@@ -41,42 +32,56 @@ def inputs(unet, b):
     )
 
 
-train_t = {n: [] for n in variants}
-for rep in range(3):
+def time_variants(variants: dict) -> None:
+    """Print each UNet's training step and compiled sampling call against the first (diffusers')."""
+    train_t = {n: [] for n in variants}
+    for rep in range(3):
+        for n, u in variants.items():
+            args = inputs(u, 32)
+            for i in range(3):
+                t0 = time.perf_counter()
+                y = predict_noise(u, *args)
+                with torch.no_grad():
+                    predict_noise(u, *args)
+                y.square().mean().backward()
+                if i:
+                    train_t[n].append(time.perf_counter() - t0)
+    sample_t = {n: [] for n in variants}
+    compiled = {}
     for n, u in variants.items():
-        args = inputs(u, 32)
-        for i in range(3):
-            t0 = time.perf_counter()
-            y = predict_noise(u, *args)
-            with torch.no_grad():
-                predict_noise(u, *args)
-            y.square().mean().backward()
-            if i:
-                train_t[n].append(time.perf_counter() - t0)
-sample_t = {n: [] for n in variants}
-compiled = {}
-for n, u in variants.items():
-    u = u.eval().to(memory_format=torch.channels_last)
-    u.compile(dynamic=False)
-    compiled[n] = u
-with torch.no_grad():
-    for n, u in compiled.items():
-        x, t, ctx, mask, lay = inputs(u, 16)
-        for _ in range(3):
-            predict_noise(u, x.to(memory_format=torch.channels_last), torch.full((16,), 500), ctx, mask, lay)
-    for rep in range(5):
+        u = u.eval().to(memory_format=torch.channels_last)
+        u.compile(dynamic=False)
+        compiled[n] = u
+    with torch.no_grad():
         for n, u in compiled.items():
             x, t, ctx, mask, lay = inputs(u, 16)
-            x, t = x.to(memory_format=torch.channels_last), torch.full((16,), 500)
-            t0 = time.perf_counter()
-            for _ in range(5):
-                predict_noise(u, x, t, ctx, mask, lay)
-            sample_t[n].append((time.perf_counter() - t0) / 5)
-d_train, d_sample = min(train_t["diffusers"]), min(sample_t["diffusers"])
-for n, u in variants.items():
-    p = sum(x.numel() for x in u.parameters())
-    print(
-        f"{n}: {p / 1e6:.2f} M, train step b32 {min(train_t[n]):.3f} s ({d_train / min(train_t[n]):.2f}x), "
-        f"sample fwd b16 compiled CL {min(sample_t[n]) * 1000:.1f} ms ({d_sample / min(sample_t[n]):.2f}x)",
-        flush=True,
+            for _ in range(3):
+                predict_noise(u, x.to(memory_format=torch.channels_last), torch.full((16,), 500), ctx, mask, lay)
+        for rep in range(5):
+            for n, u in compiled.items():
+                x, t, ctx, mask, lay = inputs(u, 16)
+                x, t = x.to(memory_format=torch.channels_last), torch.full((16,), 500)
+                t0 = time.perf_counter()
+                for _ in range(5):
+                    predict_noise(u, x, t, ctx, mask, lay)
+                sample_t[n].append((time.perf_counter() - t0) / 5)
+    d_train, d_sample = min(train_t["diffusers"]), min(sample_t["diffusers"])
+    for n, u in variants.items():
+        p = sum(x.numel() for x in u.parameters())
+        print(
+            f"{n}: {p / 1e6:.2f} M, train step b32 {min(train_t[n]):.3f} s ({d_train / min(train_t[n]):.2f}x), "
+            f"sample fwd b16 compiled CL {min(sample_t[n]) * 1000:.1f} ms ({d_sample / min(sample_t[n]):.2f}x)",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    time_variants(
+        {
+            "diffusers": build(ctrl),
+            "p0-32r": build(base),
+            "p0-48r": build(base, block_out_channels=[48, 128, 192]),
+            "p0-32r-160": build(base, block_out_channels=[32, 160, 192]),
+            "p0-32r-256": build(base, block_out_channels=[32, 128, 256]),
+        }
     )
