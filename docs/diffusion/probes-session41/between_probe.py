@@ -4,8 +4,9 @@
 # eager, flushed) and compiled channels-last sampling forward (batch 16) against diffusers' UNet, untrained weights,
 # timed by session 40's capacity_probe.py loop; ratios, not seconds.
 import sys
+from pathlib import Path
 
-sys.path.insert(0, "docs/diffusion/probes-session40")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "probes-session40"))  # its timing loop
 from capacity_probe import build, ctrl, time_variants
 
 from explore.diffusion.config import load_diffusion_config
