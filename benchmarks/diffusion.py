@@ -79,6 +79,7 @@ Not a test; prints tables with ratios.
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import tempfile
 import time
@@ -229,7 +230,7 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     ``out``: keep each evaluation's images and predictions in ``out/<pipeline index>-<sampler>-<guidance>-<steps>``
     (0: the efficient pipeline, 1: the baseline) instead of a temporary folder; a re-run resumes them (a folder of
     another pipeline or setting is refused by world-geneval's header check), so they can be computed ahead, apart
-    from the timing. ``only`` (0 or 1, with ``out``): evaluate that pipeline alone into ``out`` and stop (no timing,
+    from the timing; the timing run writes every measured second there too (``timings.json``: the table rounds). ``only`` (0 or 1, with ``out``): evaluate that pipeline alone into ``out`` and stop (no timing,
     no table), so the two evaluations run as two processes before the timing run, which then only reads them.
     ``channels_last``: also time both pipelines with their UNet in channels-last memory format (diffusers'
     documented CPU/GPU speed-up, ``unet.to(memory_format=torch.channels_last)``), and match rows on each UNet's
@@ -282,6 +283,11 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
             timings[f"{mode}, faster format"] = {
                 batch: {key: min(default[batch][key], last[batch][key]) for key in default[batch]} for batch in default
             }
+    if out is not None:  # the exact seconds beside the evaluations (the table rounds them), to match other control runs
+        record = [{"mode": mode, "batch": batch, "unet": name, "sampler": s, "guidance": g, "steps": n, "seconds": sec}
+                  for mode, t in timings.items() for batch, by_key in t.items()
+                  for (name, s, g, n), sec in by_key.items()]  # fmt: skip
+        (Path(out) / "timings.json").write_text(json.dumps(record, indent=1) + "\n")
     print(f"## {names[0]} vs {names[1]}, same budget: world-geneval ({prompts} prompts per "
           f"category x 4 images, seed {seed}, grounded, {' / '.join(samplers)}), CPU {torch.get_num_threads()} "
           "threads\n")  # fmt: skip
