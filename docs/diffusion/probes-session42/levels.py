@@ -51,6 +51,11 @@ def main() -> None:
     parser.add_argument("--mode", default="torch.compile, faster format")
     parser.add_argument("--batch", type=int, default=16)
     args = parser.parse_args()
+    if not (args.out / "timings.json").is_file():
+        raise SystemExit(f"{args.out} has no timings.json: run the --compare timing run with --compare-out {args.out}")
+    missing = [path for path in args.others if not path.is_file()]
+    if missing:
+        raise SystemExit(f"no such --compare output: {missing[0]}")
     timings = json.loads((args.out / "timings.json").read_text())
     seconds = {(t["unet"], t["sampler"], t["steps"]): t["seconds"] for t in timings
                if t["mode"] == args.mode and t["batch"] == args.batch}  # fmt: skip
@@ -65,8 +70,10 @@ def main() -> None:
         runs["every run: the higher score of each"] = {
             level: {p: max(run[level][p] for run in list(runs.values())) for p in PAIRS} for level in levels
         }
-    print(f"# {candidate} against {CONTROL}: for each level, the fastest {candidate} row at least as faithful on "
-          f"seen and held-out pairs; seconds per image at batch {args.batch}, {args.mode}, from {args.out}\n")
+    print(
+        f"# {candidate} against {CONTROL}: for each level, the fastest {candidate} row at least as faithful on "
+        f"seen and held-out pairs; seconds per image at batch {args.batch}, {args.mode}, from {args.out}\n"
+    )
     for name, control in runs.items():
         ratios = []
         print(f"## the control's scores from {name}\n")
@@ -79,8 +86,10 @@ def main() -> None:
                 continue
             best = min(matches, key=lambda key: seconds[(candidate, *key)])
             ratios.append(seconds[(CONTROL, *level)] / seconds[(candidate, *best)])
-            print(f"- {label}: {best[0]} {best[1]} ({cand[best]['seen']:.3f} / {cand[best]['held_out']:.3f}) "
-                  f"{ratios[-1]:.2f}x")
+            print(
+                f"- {label}: {best[0]} {best[1]} ({cand[best]['seen']:.3f} / {cand[best]['held_out']:.3f}) "
+                f"{ratios[-1]:.2f}x"
+            )
         print(f"\nreached {len(ratios)} of {len(levels)}, >= 2x at {sum(r >= 2 for r in ratios)}\n")
 
 
