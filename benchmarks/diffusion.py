@@ -230,8 +230,9 @@ def compare_geneval(efficient: Path, baseline: Path, prompts: int, seed: int, st
     ``out``: keep each evaluation's images and predictions in ``out/<pipeline index>-<sampler>-<guidance>-<steps>``
     (0: the efficient pipeline, 1: the baseline) instead of a temporary folder; a re-run resumes them (a folder of
     another pipeline or setting is refused by world-geneval's header check), so they can be computed ahead, apart
-    from the timing; the timing run writes every measured second there too (``timings.json``: the table rounds). ``only`` (0 or 1, with ``out``): evaluate that pipeline alone into ``out`` and stop (no timing,
-    no table), so the two evaluations run as two processes before the timing run, which then only reads them.
+    from the timing; the timing run writes every measured second there too (``timings.json``: the table rounds).
+    ``only`` (0 or 1, with ``out``): evaluate that pipeline alone into ``out`` and stop (no timing, no table), so the
+    two evaluations run as two processes before the timing run, which then only reads them.
     ``channels_last``: also time both pipelines with their UNet in channels-last memory format (diffusers'
     documented CPU/GPU speed-up, ``unet.to(memory_format=torch.channels_last)``), and match rows on each UNet's
     faster format of the two, measured, so that neither UNet is timed in a layout that slows it."""
